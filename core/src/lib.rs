@@ -1,0 +1,30 @@
+//! # slmkit
+//!
+//! Send the routine share of an agent's LLM calls to a small language model running
+//! in-process, check its answers, and account for every attempt.
+//!
+//! This crate is the core that the Python and Node bindings wrap. It holds:
+//! - [`types`]: OpenAI chat-completions requests, responses and stream chunks;
+//! - [`local`]: the local SLM engine on llama.cpp, with grammar-enforced JSON and tool calls.
+//!
+//! ```no_run
+//! # async fn demo() -> slmkit::Result<()> {
+//! use slmkit::local::{EngineOptions, LocalEngine, LocalModel, ModelOptions};
+//! use slmkit::types::{ChatCompletionRequest, ChatMessage};
+//!
+//! let model = LocalModel::load("model.gguf", &ModelOptions::default())?;
+//! let engine = LocalEngine::start(model, EngineOptions::default())?;
+//! let mut request = ChatCompletionRequest::new(vec![ChatMessage::user("Classify: 'refund please'")]);
+//! request.max_tokens = Some(16);
+//! let completion = engine.create(&request).await?;
+//! println!("{}", completion.content());
+//! # Ok(()) }
+//! ```
+
+pub mod error;
+pub mod local;
+pub mod types;
+
+pub use error::{Error, Result};
+pub use local::{EngineOptions, LocalEngine, LocalModel, ModelOptions};
+pub use types::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage};

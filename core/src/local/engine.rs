@@ -1,0 +1,557 @@
+//! The local engine: one worker thread owning a llama.cpp context, driven through an async API.
+//!
+//! `LlamaContext` and `LlamaSampler` are not `Send`, so they live on the worker thread for
+//! their whole life. Callers hand it jobs over a bounded queue and read events back over a
+//! channel. The worker decodes every active request's next token in one llama.cpp batch
+//! (each request is a sequence of a unified KV cache), and keeps each slot's tokens after a
+//! request ends so a later prompt that shares the prefix skips re-reading it.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use super::grammar::OutputConstraint;
+use super::model::{backend, LoadedModel, LocalModel};
+use super::output::{Scan, StopScanner, Utf8Assembler};
+use crate::error::{Error, Result};
+use crate::types::FinishReason;
+
+/// How a local engine is sized.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EngineOptions {
+    /// Requests decoded together, each in its own KV-cache sequence. Default 4.
+    pub slots: usize,
+    /// The context window of each request, prompt and output together. Default: the model's
+    /// trained context, capped at 4096.
+    pub context_per_slot: Option<u32>,
+    /// Requests that may wait for a slot before new ones are refused with
+    /// [`Error::Overloaded`]. Default 64.
+    pub queue_capacity: usize,
+    /// CPU threads for llama.cpp. Default: the available parallelism. llama.cpp's own default
+    /// of 4 oversubscribes small machines.
+    pub threads: Option<u32>,
+    /// Tokens per llama.cpp decode call. Default 512.
+    pub batch_size: u32,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            slots: 4,
+            context_per_slot: None,
+            queue_capacity: 64,
+            threads: None,
+            batch_size: 512,
+        }
+    }
+}
+
+const DEFAULT_CONTEXT_CAP: u32 = 4096;
+
+/// What a job needs from the sampler.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Sampling {
+    /// 0 means greedy.
+    pub temperature: f64,
+    pub top_p: Option<f64>,
+    pub seed: u32,
+}
+
+pub(crate) struct Job {
+    pub prompt: Vec<LlamaToken>,
+    pub sampling: Sampling,
+    pub constraint: OutputConstraint,
+    pub max_tokens: u32,
+    pub stops: Vec<String>,
+    pub events: UnboundedSender<Event>,
+}
+
+/// What the worker reports about a job.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// Decoded text, in order. Never splits a UTF-8 character or a stop string.
+    Text(String),
+    Finished {
+        reason: FinishReason,
+        completion_tokens: u32,
+        /// Prompt tokens whose KV state was reused from an earlier request.
+        cached_prompt_tokens: u32,
+    },
+    Failed(Error),
+}
+
+/// A running engine. Clones share the worker; it stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct LocalEngine {
+    shared: Arc<EngineShared>,
+}
+
+struct EngineShared {
+    model: LocalModel,
+    jobs: Mutex<Option<SyncSender<Job>>>,
+    queued: Arc<AtomicUsize>,
+    queue_capacity: usize,
+    context_window: u32,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for EngineShared {
+    fn drop(&mut self) {
+        // Closing the queue lets the worker finish what it holds and exit.
+        self.jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        if let Some(worker) = self.worker.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for LocalEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalEngine")
+            .field("model", &self.shared.model)
+            .field("context_window", &self.shared.context_window)
+            .finish_non_exhaustive()
+    }
+}
+
+/// llama.cpp may mutate the model while creating a context, so contexts are made one at a time.
+static CONTEXT_CREATION: Mutex<()> = Mutex::new(());
+
+impl LocalEngine {
+    /// Starts a worker thread with its own context over `model`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] for impossible options; [`Error::Inference`] when llama.cpp
+    /// cannot create the context (e.g. out of memory).
+    pub fn start(model: LocalModel, options: EngineOptions) -> Result<Self> {
+        if options.slots == 0 || options.slots > 64 {
+            return Err(Error::invalid_request("engine slots must be from 1 to 64", Some("slots")));
+        }
+        if options.batch_size < 8 {
+            return Err(Error::invalid_request("engine batch_size must be at least 8", Some("batch_size")));
+        }
+        let trained = model.context_length().max(1);
+        let context_window = options.context_per_slot.unwrap_or(trained.min(DEFAULT_CONTEXT_CAP));
+        if context_window < 16 || context_window > trained {
+            return Err(Error::invalid_request(
+                format!("context_per_slot must be from 16 to the model's trained context ({trained}), got {context_window}"),
+                Some("context_per_slot"),
+            ));
+        }
+        let threads = options
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1))
+            .max(1);
+        let (jobs_tx, jobs_rx) = sync_channel::<Job>(options.queue_capacity);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let worker_config = WorkerConfig {
+            slots: options.slots,
+            context_window,
+            threads,
+            batch_size: options.batch_size,
+        };
+        let loaded = model.shared();
+        let worker_queued = Arc::clone(&queued);
+        let worker = std::thread::Builder::new()
+            .name(format!("slmkit-engine-{}", model.name()))
+            .spawn(move || run_worker(loaded, worker_config, jobs_rx, ready_tx, worker_queued))
+            .map_err(|err| Error::Io { context: "cannot start the engine thread".into(), source: err })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                let _ = worker.join();
+                return Err(err);
+            }
+            Err(_) => {
+                let _ = worker.join();
+                return Err(Error::Inference("the engine thread died while starting".into()));
+            }
+        }
+        Ok(LocalEngine {
+            shared: Arc::new(EngineShared {
+                model,
+                jobs: Mutex::new(Some(jobs_tx)),
+                queued,
+                queue_capacity: options.queue_capacity,
+                context_window,
+                worker: Mutex::new(Some(worker)),
+            }),
+        })
+    }
+
+    /// The model this engine runs.
+    pub fn model(&self) -> &LocalModel {
+        &self.shared.model
+    }
+
+    /// The context window of one request: prompt plus output.
+    pub fn context_window(&self) -> u32 {
+        self.shared.context_window
+    }
+
+    /// Requests waiting for a slot right now.
+    pub fn queued(&self) -> usize {
+        self.shared.queued.load(Ordering::Relaxed)
+    }
+
+    /// Queues a job; its events arrive on the returned receiver.
+    pub(crate) fn submit(
+        &self,
+        prompt: Vec<LlamaToken>,
+        sampling: Sampling,
+        constraint: OutputConstraint,
+        max_tokens: u32,
+        stops: Vec<String>,
+    ) -> Result<UnboundedReceiver<Event>> {
+        let (events, receiver) = unbounded_channel();
+        let job = Job { prompt, sampling, constraint, max_tokens, stops, events };
+        let jobs = self.shared.jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let sender = jobs.as_ref().ok_or(Error::EngineStopped)?;
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        match sender.try_send(job) {
+            Ok(()) => Ok(receiver),
+            Err(TrySendError::Full(_)) => {
+                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                Err(Error::Overloaded {
+                    queued: self.shared.queue_capacity,
+                    capacity: self.shared.queue_capacity,
+                })
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                Err(Error::EngineStopped)
+            }
+        }
+    }
+}
+
+struct WorkerConfig {
+    slots: usize,
+    context_window: u32,
+    threads: u32,
+    batch_size: u32,
+}
+
+/// One request in flight on the worker.
+struct Active {
+    prompt: Vec<LlamaToken>,
+    /// Prompt tokens already in the KV cache.
+    prompt_done: usize,
+    cached_prompt_tokens: usize,
+    sampler: LlamaSampler,
+    next_token: Option<LlamaToken>,
+    completion_tokens: u32,
+    max_tokens: u32,
+    utf8: Utf8Assembler,
+    stops: StopScanner,
+    events: UnboundedSender<Event>,
+}
+
+/// A KV-cache sequence and the tokens it holds, kept after a request ends for prefix reuse.
+struct Slot {
+    seq_id: i32,
+    cached: Vec<LlamaToken>,
+    active: Option<Active>,
+    last_used: u64,
+}
+
+fn run_worker(
+    model: Arc<LoadedModel>,
+    config: WorkerConfig,
+    jobs: Receiver<Job>,
+    ready: std::sync::mpsc::Sender<Result<()>>,
+    queued: Arc<AtomicUsize>,
+) {
+    let context = match create_context(&model, &config) {
+        Ok(context) => context,
+        Err(err) => {
+            let _ = ready.send(Err(err));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    let mut worker = Worker {
+        model: LocalModel::from_shared(Arc::clone(&model)),
+        context,
+        slots: (0..config.slots)
+            .map(|index| Slot { seq_id: index as i32, cached: Vec::new(), active: None, last_used: 0 })
+            .collect(),
+        batch: LlamaBatch::new(config.batch_size as usize, config.slots as i32),
+        batch_size: config.batch_size as usize,
+        clock: 0,
+    };
+    let mut queue_open = true;
+    loop {
+        let busy = worker.slots.iter().any(|slot| slot.active.is_some());
+        if !busy {
+            if !queue_open {
+                return;
+            }
+            match jobs.recv() {
+                Ok(job) => {
+                    queued.fetch_sub(1, Ordering::Relaxed);
+                    worker.admit(job);
+                }
+                Err(_) => return,
+            }
+        }
+        while queue_open && worker.slots.iter().any(|slot| slot.active.is_none()) {
+            match jobs.try_recv() {
+                Ok(job) => {
+                    queued.fetch_sub(1, Ordering::Relaxed);
+                    worker.admit(job);
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => queue_open = false,
+            }
+        }
+        worker.step();
+    }
+}
+
+fn create_context<'model>(model: &'model LoadedModel, config: &WorkerConfig) -> Result<LlamaContext<'model>> {
+    let total = config
+        .context_window
+        .checked_mul(config.slots as u32)
+        .and_then(NonZeroU32::new)
+        .ok_or_else(|| Error::invalid_request("context_per_slot × slots is too large", Some("slots")))?;
+    let threads = i32::try_from(config.threads).unwrap_or(i32::MAX);
+    let params = LlamaContextParams::default()
+        .with_n_ctx(Some(total))
+        .with_n_batch(config.batch_size)
+        .with_n_ubatch(config.batch_size)
+        .with_n_seq_max(config.slots as u32)
+        .with_kv_unified(true)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads);
+    let _one_at_a_time = CONTEXT_CREATION.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    model
+        .llama
+        .new_context(backend()?, params)
+        .map_err(|err| Error::Inference(format!("cannot create a llama.cpp context of {total} tokens: {err}")))
+}
+
+struct Worker<'model> {
+    model: LocalModel,
+    context: LlamaContext<'model>,
+    slots: Vec<Slot>,
+    batch: LlamaBatch<'static>,
+    batch_size: usize,
+    clock: u64,
+}
+
+impl Worker<'_> {
+    /// Puts a job in the free slot whose cached tokens share the longest prefix with its prompt.
+    fn admit(&mut self, job: Job) {
+        if job.events.is_closed() {
+            return;
+        }
+        let sampler = match build_sampler(&self.model, &job.sampling, &job.constraint) {
+            Ok(sampler) => sampler,
+            Err(err) => {
+                let _ = job.events.send(Event::Failed(err));
+                return;
+            }
+        };
+        let Some(slot_index) = self.pick_slot(&job.prompt) else {
+            let _ = job.events.send(Event::Failed(Error::Inference("no free slot".into())));
+            return;
+        };
+        self.clock += 1;
+        let slot = &mut self.slots[slot_index];
+        // At least the last prompt token is decoded again: its logits start generation.
+        let reusable = common_prefix(&slot.cached, &job.prompt).min(job.prompt.len().saturating_sub(1));
+        let kept = reusable > 0
+            && matches!(self.context.clear_kv_cache_seq(Some(slot.seq_id as u32), Some(reusable as u32), None), Ok(true));
+        let reused = if kept {
+            reusable
+        } else {
+            let _ = self.context.clear_kv_cache_seq(Some(slot.seq_id as u32), None, None);
+            0
+        };
+        slot.cached.truncate(reused);
+        slot.last_used = self.clock;
+        slot.active = Some(Active {
+            prompt_done: reused,
+            cached_prompt_tokens: reused,
+            prompt: job.prompt,
+            sampler,
+            next_token: None,
+            completion_tokens: 0,
+            max_tokens: job.max_tokens,
+            utf8: Utf8Assembler::default(),
+            stops: StopScanner::new(job.stops),
+            events: job.events,
+        });
+    }
+
+    fn pick_slot(&self, prompt: &[LlamaToken]) -> Option<usize> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| slot.active.is_none())
+            // Longest shared prefix first; among equals, the least recently used.
+            .max_by_key(|(_, slot)| (common_prefix(&slot.cached, prompt), u64::MAX - slot.last_used))
+            .map(|(index, _)| index)
+    }
+
+    /// One decode call: the next token of every generating request, then prompt chunks.
+    fn step(&mut self) {
+        for slot in &mut self.slots {
+            if slot.active.as_ref().is_some_and(|active| active.events.is_closed()) {
+                slot.active = None; // Cancelled: the caller dropped its receiver.
+            }
+        }
+        self.batch.clear();
+        let mut logits_at: Vec<(usize, i32)> = Vec::new();
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            let Some(active) = &slot.active else { continue };
+            if let Some(token) = active.next_token {
+                let position = slot.cached.len() as i32;
+                if self.batch.add(token, position, &[slot.seq_id], true).is_ok() {
+                    logits_at.push((index, self.batch.n_tokens() - 1));
+                    slot.cached.push(token);
+                }
+            }
+        }
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            let Some(active) = &mut slot.active else { continue };
+            if active.next_token.is_some() {
+                continue;
+            }
+            let room = self.batch_size.saturating_sub(self.batch.n_tokens() as usize);
+            let remaining = active.prompt.len() - active.prompt_done;
+            let take = room.min(remaining);
+            for offset in 0..take {
+                let token = active.prompt[active.prompt_done + offset];
+                let is_last = active.prompt_done + offset + 1 == active.prompt.len();
+                let position = slot.cached.len() as i32;
+                if self.batch.add(token, position, &[slot.seq_id], is_last).is_err() {
+                    break;
+                }
+                slot.cached.push(token);
+                if is_last {
+                    logits_at.push((index, self.batch.n_tokens() - 1));
+                }
+            }
+            active.prompt_done += take;
+        }
+        if self.batch.n_tokens() == 0 {
+            return;
+        }
+        if let Err(err) = self.context.decode(&mut self.batch) {
+            // The failed batch's KV state is unknown: drop it from every slot in the batch.
+            for slot in &mut self.slots {
+                if let Some(active) = slot.active.take() {
+                    let _ = active.events.send(Event::Failed(Error::Inference(format!("llama.cpp decode failed: {err}"))));
+                }
+                slot.cached.clear();
+                let _ = self.context.clear_kv_cache_seq(Some(slot.seq_id as u32), None, None);
+            }
+            return;
+        }
+        for (index, batch_index) in logits_at {
+            self.sample_into(index, batch_index);
+        }
+    }
+
+    fn sample_into(&mut self, slot_index: usize, batch_index: i32) {
+        let vocab = self.model.llama().vocab();
+        let slot = &mut self.slots[slot_index];
+        let Some(active) = &mut slot.active else { return };
+        let mut candidates = self.context.token_data_array_ith(batch_index);
+        candidates.apply_sampler(&mut active.sampler);
+        let Some(token) = candidates.selected_token() else {
+            let _ = active.events.send(Event::Failed(Error::Inference("the sampler selected no token".into())));
+            slot.active = None;
+            return;
+        };
+        if active.sampler.try_accept(token).is_err() {
+            let _ = active.events.send(Event::Failed(Error::Inference(
+                "the grammar rejected the sampled token".into(),
+            )));
+            slot.active = None;
+            return;
+        }
+        if vocab.is_eog(token) {
+            self.finish(slot_index, FinishReason::Stop);
+            return;
+        }
+        active.completion_tokens += 1;
+        let piece = vocab.token_to_piece(token, false, None);
+        let text = active.utf8.push(&piece);
+        let (emit, stopped) = match active.stops.push(&text) {
+            Scan::Continue(emit) => (emit, false),
+            Scan::Stopped(emit) => (emit, true),
+        };
+        if !emit.is_empty() && active.events.send(Event::Text(emit)).is_err() {
+            slot.active = None;
+            return;
+        }
+        if stopped {
+            self.finish(slot_index, FinishReason::Stop);
+        } else if active.completion_tokens >= active.max_tokens {
+            self.finish(slot_index, FinishReason::Length);
+        } else {
+            active.next_token = Some(token);
+        }
+    }
+
+    fn finish(&mut self, slot_index: usize, reason: FinishReason) {
+        let Some(mut active) = self.slots[slot_index].active.take() else { return };
+        let mut tail = active.utf8.finish();
+        tail = match active.stops.push(&tail) {
+            Scan::Continue(text) => text + &active.stops.finish(),
+            Scan::Stopped(text) => text,
+        };
+        if !tail.is_empty() {
+            let _ = active.events.send(Event::Text(tail));
+        }
+        let _ = active.events.send(Event::Finished {
+            reason,
+            completion_tokens: active.completion_tokens,
+            cached_prompt_tokens: active.cached_prompt_tokens as u32,
+        });
+    }
+}
+
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+fn build_sampler(model: &LocalModel, sampling: &Sampling, constraint: &OutputConstraint) -> Result<LlamaSampler> {
+    let mut chain = Vec::new();
+    let grammar_error = |err: llama_cpp_2::GrammarError| Error::Inference(format!("llama.cpp rejected the output grammar: {err}"));
+    match constraint {
+        OutputConstraint::None => {}
+        OutputConstraint::Grammar(grammar) => {
+            chain.push(LlamaSampler::grammar(model.llama(), grammar, "root").map_err(grammar_error)?);
+        }
+        OutputConstraint::LazyGrammar { grammar, trigger } => {
+            chain.push(
+                LlamaSampler::grammar_lazy(model.llama(), grammar, "root", [trigger.as_bytes()], &[])
+                    .map_err(grammar_error)?,
+            );
+        }
+    }
+    if sampling.temperature <= 0.0 {
+        chain.push(LlamaSampler::greedy());
+    } else {
+        if let Some(top_p) = sampling.top_p {
+            chain.push(LlamaSampler::top_p(top_p as f32, 1));
+        }
+        chain.push(LlamaSampler::temp(sampling.temperature as f32));
+        chain.push(LlamaSampler::dist(sampling.seed));
+    }
+    Ok(LlamaSampler::chain_simple(chain))
+}

@@ -1,0 +1,194 @@
+//! Grammars that make structured output a property of decoding rather than a hope.
+//!
+//! `response_format` and forced tool calls become GBNF grammars (through llama.cpp's own
+//! JSON-schema converter) that the sampler enforces token by token.
+
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::types::{ChatCompletionRequest, ResponseFormat, Tool, ToolChoice, ToolChoiceMode};
+
+/// How tool calls are written in the model's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ToolCallSyntax {
+    /// `<tool_call>{"name": …, "arguments": {…}}</tool_call>`, as Hermes and Qwen templates do.
+    Tagged,
+    /// A bare `{"name": …, "arguments": {…}}` object.
+    BareJson,
+}
+
+pub(crate) const TOOL_CALL_OPEN: &str = "<tool_call>";
+pub(crate) const TOOL_CALL_CLOSE: &str = "</tool_call>";
+
+/// The constraint a request puts on decoding.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum OutputConstraint {
+    /// Free text.
+    None,
+    /// The whole output must match the grammar.
+    Grammar(String),
+    /// Free text, until the model opens a tool call; from there the grammar applies.
+    LazyGrammar { grammar: String, trigger: String },
+}
+
+/// What the engine should do with the output once it is complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OutputKind {
+    Text,
+    /// The output is tool calls only (`required` or a named tool).
+    ForcedToolCalls,
+    /// The output may hold tool calls (`auto`).
+    MaybeToolCalls,
+}
+
+/// Builds the decoding constraint for a request.
+///
+/// # Errors
+/// [`Error::InvalidSchema`] when a schema is not valid JSON Schema or cannot become a grammar.
+pub(crate) fn constraint_for(
+    request: &ChatCompletionRequest,
+    syntax: ToolCallSyntax,
+) -> Result<(OutputConstraint, OutputKind)> {
+    let tools = request.active_tools();
+    if !tools.is_empty() {
+        let forced: Option<Vec<&Tool>> = match &request.tool_choice {
+            Some(ToolChoice::Named(named)) => {
+                Some(tools.iter().filter(|tool| tool.function.name == named.function.name).collect())
+            }
+            Some(ToolChoice::Mode(ToolChoiceMode::Required)) => Some(tools.iter().collect()),
+            _ => None,
+        };
+        return match forced {
+            Some(candidates) => {
+                let grammar = tool_call_grammar(&candidates, syntax)?;
+                Ok((OutputConstraint::Grammar(grammar), OutputKind::ForcedToolCalls))
+            }
+            None => {
+                let candidates: Vec<&Tool> = tools.iter().collect();
+                let grammar = tool_call_grammar(&candidates, syntax)?;
+                let constraint = match syntax {
+                    ToolCallSyntax::Tagged => OutputConstraint::LazyGrammar {
+                        grammar,
+                        trigger: TOOL_CALL_OPEN.to_owned(),
+                    },
+                    // Without a marker there is nothing to trigger on; the parser still finds calls.
+                    ToolCallSyntax::BareJson => OutputConstraint::None,
+                };
+                Ok((constraint, OutputKind::MaybeToolCalls))
+            }
+        };
+    }
+    let constraint = match &request.response_format {
+        None | Some(ResponseFormat::Text) => OutputConstraint::None,
+        Some(ResponseFormat::JsonObject) => OutputConstraint::Grammar(schema_grammar(&json!({"type": "object"}), "response_format")?),
+        Some(ResponseFormat::JsonSchema { json_schema }) => {
+            let schema = json_schema.schema.clone().unwrap_or_else(|| json!({"type": "object"}));
+            OutputConstraint::Grammar(schema_grammar(&schema, "response_format.json_schema.schema")?)
+        }
+    };
+    Ok((constraint, OutputKind::Text))
+}
+
+/// Checks that `schema` is valid JSON Schema, as the `jsonschema` crate's metaschema sees it.
+///
+/// # Errors
+/// [`Error::InvalidSchema`] with the first problem found.
+pub fn check_schema(schema: &Value, param: &str) -> Result<()> {
+    if !(schema.is_object() || schema.is_boolean()) {
+        return Err(Error::InvalidSchema {
+            param: param.to_owned(),
+            reason: format!("a schema must be an object or a boolean, not {schema}"),
+        });
+    }
+    jsonschema::validator_for(schema).map(|_| ()).map_err(|err| Error::InvalidSchema {
+        param: param.to_owned(),
+        reason: err.to_string(),
+    })
+}
+
+/// A GBNF grammar for JSON values matching `schema`.
+fn schema_grammar(schema: &Value, param: &str) -> Result<String> {
+    check_schema(schema, param)?;
+    llama_cpp_2::json_schema_to_grammar(&schema.to_string()).map_err(|err| Error::InvalidSchema {
+        param: param.to_owned(),
+        reason: format!("llama.cpp cannot turn it into a grammar: {err}"),
+    })
+}
+
+/// A grammar for one call of one of `tools`, its arguments matching that tool's parameters.
+fn tool_call_grammar(tools: &[&Tool], syntax: ToolCallSyntax) -> Result<String> {
+    let mut alternatives = Vec::with_capacity(tools.len());
+    for tool in tools {
+        let parameters = tool
+            .function
+            .parameters
+            .clone()
+            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+        check_schema(&parameters, &format!("tools[{}].function.parameters", tool.function.name))?;
+        alternatives.push(json!({
+            "type": "object",
+            "properties": {
+                "name": {"const": tool.function.name},
+                "arguments": parameters,
+            },
+            "required": ["name", "arguments"],
+            "additionalProperties": false,
+        }));
+    }
+    let call_schema = if alternatives.len() == 1 {
+        alternatives.remove(0)
+    } else {
+        json!({ "anyOf": alternatives })
+    };
+    let call_grammar = schema_grammar(&call_schema, "tools")?;
+    Ok(match syntax {
+        ToolCallSyntax::BareJson => call_grammar,
+        ToolCallSyntax::Tagged => {
+            let renamed = rename_root(&call_grammar, "tool-call");
+            format!("root ::= \"{TOOL_CALL_OPEN}\" \"\\n\"? tool-call \"\\n\"? \"{TOOL_CALL_CLOSE}\"\n{renamed}")
+        }
+    })
+}
+
+/// Renames the `root` rule of a converted grammar, so it can be embedded in another.
+fn rename_root(grammar: &str, name: &str) -> String {
+    grammar
+        .lines()
+        .map(|line| match line.strip_prefix("root ::=") {
+            Some(rest) => format!("{name} ::={rest}"),
+            None => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::ChatMessage;
+
+    #[test]
+    fn invalid_schema_is_rejected_before_decoding() {
+        let err = check_schema(&json!({"type": "nonsense"}), "p").unwrap_err();
+        assert!(matches!(err, Error::InvalidSchema { .. }), "{err}");
+        let err = check_schema(&json!(42), "p").unwrap_err();
+        assert!(err.to_string().contains("object or a boolean"), "{err}");
+    }
+
+    #[test]
+    fn forced_tool_grammar_embeds_the_call_schema() {
+        let mut request = ChatCompletionRequest::new(vec![ChatMessage::user("x")]);
+        request.tools = Some(vec![Tool::function(
+            "lookup",
+            "d",
+            json!({"type": "object", "properties": {"id": {"type": "integer"}}, "required": ["id"]}),
+        )]);
+        request.tool_choice = Some(ToolChoice::named("lookup"));
+        let (constraint, kind) = constraint_for(&request, ToolCallSyntax::Tagged).unwrap();
+        assert_eq!(kind, OutputKind::ForcedToolCalls);
+        let OutputConstraint::Grammar(grammar) = constraint else { panic!("expected a grammar") };
+        assert!(grammar.starts_with("root ::= \"<tool_call>\""), "{grammar}");
+        assert!(grammar.contains("tool-call ::="), "{grammar}");
+        assert!(grammar.contains("lookup"), "{grammar}");
+    }
+}

@@ -1,0 +1,17 @@
+//! The in-process SLM tier: GGUF models run by llama.cpp through `llama-cpp-2`.
+//!
+//! [`LocalModel`] loads a file once per process and shares it; [`LocalEngine`] runs requests
+//! against it on a worker thread and speaks OpenAI's chat-completions types.
+
+mod chat;
+mod engine;
+mod gguf;
+mod grammar;
+mod model;
+mod output;
+mod template;
+
+pub use chat::ChunkStream;
+pub use engine::{EngineOptions, LocalEngine};
+pub use grammar::check_schema;
+pub use model::{LocalModel, ModelOptions};
