@@ -26,11 +26,7 @@ pub enum Error {
         "prompt ({prompt_tokens} tokens) plus max_tokens ({max_tokens}) is {} tokens, more than the context window of {context_window} tokens",
         prompt_tokens + max_tokens
     )]
-    ContextLength {
-        prompt_tokens: u32,
-        max_tokens: u32,
-        context_window: u32,
-    },
+    ContextLength { prompt_tokens: u32, max_tokens: u32, context_window: u32 },
 
     /// A model file could not be loaded: missing, not GGUF, truncated or corrupt.
     #[error("cannot load model {path}: {reason}")]
@@ -66,17 +62,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn invalid_request(message: impl Into<String>, param: Option<&str>) -> Self {
-        Error::InvalidRequest {
-            message: message.into(),
-            param: param.map(str::to_owned),
-        }
+        Error::InvalidRequest { message: message.into(), param: param.map(str::to_owned) }
     }
 
     pub(crate) fn model_load(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        Error::ModelLoad {
-            path: path.into(),
-            reason: reason.into(),
-        }
+        Error::ModelLoad { path: path.into(), reason: reason.into() }
     }
 
     /// The HTTP status an OpenAI-compatible server would answer this error with.

@@ -123,10 +123,7 @@ impl ChatMessage {
 
     /// A tool result answering the call `tool_call_id`.
     pub fn tool(tool_call_id: impl Into<String>, content: impl Into<String>) -> Self {
-        ChatMessage {
-            tool_call_id: Some(tool_call_id.into()),
-            ..Self::new(Role::Tool, content)
-        }
+        ChatMessage { tool_call_id: Some(tool_call_id.into()), ..Self::new(Role::Tool, content) }
     }
 
     /// The text of the message: the string, or its text parts joined. Non-text parts are skipped.
@@ -237,10 +234,7 @@ pub struct NamedFunction {
 impl ToolChoice {
     /// Force a call of the function `name`.
     pub fn named(name: impl Into<String>) -> Self {
-        ToolChoice::Named(NamedToolChoice {
-            kind: function_type(),
-            function: NamedFunction { name: name.into() },
-        })
+        ToolChoice::Named(NamedToolChoice { kind: function_type(), function: NamedFunction { name: name.into() } })
     }
 }
 
@@ -358,10 +352,7 @@ impl Usage {
 
     /// The same usage, noting how many prompt tokens were reused from a cache.
     pub fn with_cached_prompt_tokens(self, cached_tokens: u32) -> Self {
-        Usage {
-            prompt_tokens_details: Some(PromptTokensDetails { cached_tokens }),
-            ..self
-        }
+        Usage { prompt_tokens_details: Some(PromptTokensDetails { cached_tokens }), ..self }
     }
 }
 
@@ -412,9 +403,7 @@ impl ChatCompletion {
 
     /// The first choice's text content, or `""`.
     pub fn content(&self) -> &str {
-        self.message()
-            .and_then(|message| message.content.as_deref())
-            .unwrap_or("")
+        self.message().and_then(|message| message.content.as_deref()).unwrap_or("")
     }
 }
 
@@ -486,10 +475,7 @@ const MAX_STOP_SEQUENCES: usize = 4;
 impl ChatCompletionRequest {
     /// A request with these messages and defaults for everything else.
     pub fn new(messages: Vec<ChatMessage>) -> Self {
-        ChatCompletionRequest {
-            messages,
-            ..Default::default()
-        }
+        ChatCompletionRequest { messages, ..Default::default() }
     }
 
     /// Parses a request from JSON, with a clear error for a malformed one.
@@ -515,10 +501,7 @@ impl ChatCompletionRequest {
 
     /// Whether the final stream chunk should carry `usage`.
     pub fn include_usage(&self) -> bool {
-        self.stream_options
-            .as_ref()
-            .and_then(|options| options.include_usage)
-            .unwrap_or(false)
+        self.stream_options.as_ref().and_then(|options| options.include_usage).unwrap_or(false)
     }
 
     /// The stop sequences, empty when none are given.
@@ -639,13 +622,11 @@ impl ChatCompletionRequest {
             }
         }
         match &self.tool_choice {
-            Some(ToolChoice::Named(named)) => {
-                if !tools.iter().any(|tool| tool.function.name == named.function.name) {
-                    return Err(Error::invalid_request(
-                        format!("tool_choice names {:?}, which is not in tools", named.function.name),
-                        Some("tool_choice"),
-                    ));
-                }
+            Some(ToolChoice::Named(named)) if !tools.iter().any(|tool| tool.function.name == named.function.name) => {
+                return Err(Error::invalid_request(
+                    format!("tool_choice names {:?}, which is not in tools", named.function.name),
+                    Some("tool_choice"),
+                ));
             }
             Some(ToolChoice::Mode(ToolChoiceMode::Required)) if tools.is_empty() => {
                 return Err(Error::invalid_request(
@@ -661,10 +642,7 @@ impl ChatCompletionRequest {
 
 /// Seconds since the Unix epoch, for `created`.
 pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|elapsed| elapsed.as_secs()).unwrap_or(0)
 }
 
 /// A fresh id with an OpenAI-style prefix, e.g. `chatcmpl-…` or `call_…`.

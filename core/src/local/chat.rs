@@ -11,8 +11,9 @@ use super::grammar::{constraint_for, OutputConstraint, OutputKind};
 use super::output::parse_tool_calls;
 use crate::error::{Error, Result};
 use crate::types::{
-    new_id, unix_now, AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice,
-    Choice, ContentPart, Delta, FinishReason, FunctionCallDelta, MessageContent, Role, ToolCall, ToolCallDelta, Usage,
+    new_id, unix_now, AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
+    ChunkChoice, ContentPart, Delta, FinishReason, FunctionCallDelta, MessageContent, Role, ToolCall, ToolCallDelta,
+    Usage,
 };
 
 /// A stream of completion chunks.
@@ -61,19 +62,9 @@ impl LocalEngine {
     /// arrive as the stream's last item.
     pub async fn create_stream(&self, request: &ChatCompletionRequest) -> Result<ChunkStream> {
         let (prepared, events) = self.enqueue(request).await?;
-        let chunks = ChunkMaker {
-            id: new_id("chatcmpl-"),
-            created: unix_now(),
-            model: self.model().name().to_owned(),
-        };
-        let state = StreamState {
-            events,
-            chunks,
-            prepared,
-            engine: self.clone(),
-            phase: Phase::Role,
-            held: String::new(),
-        };
+        let chunks = ChunkMaker { id: new_id("chatcmpl-"), created: unix_now(), model: self.model().name().to_owned() };
+        let state =
+            StreamState { events, chunks, prepared, engine: self.clone(), phase: Phase::Role, held: String::new() };
         Ok(Box::pin(futures::stream::unfold(state, |mut state| async move {
             let item = state.next().await?;
             Some((item, state))
@@ -105,24 +96,14 @@ impl LocalEngine {
             None => window.saturating_sub(prompt_tokens),
         };
         if max_tokens == 0 || prompt_tokens.saturating_add(max_tokens) > window {
-            return Err(Error::ContextLength {
-                prompt_tokens,
-                max_tokens: max_tokens.max(1),
-                context_window: window,
-            });
+            return Err(Error::ContextLength { prompt_tokens, max_tokens: max_tokens.max(1), context_window: window });
         }
         let sampling = Sampling {
             temperature: request.temperature.unwrap_or(1.0),
             top_p: request.top_p,
             seed: request.seed.map(fold_seed).unwrap_or_else(rand::random),
         };
-        let job = PreparedJob {
-            prompt,
-            sampling,
-            constraint,
-            max_tokens,
-            stops: request.stop_sequences(),
-        };
+        let job = PreparedJob { prompt, sampling, constraint, max_tokens, stops: request.stop_sequences() };
         Ok((Prepared { prompt_tokens, kind, request }, job))
     }
 
@@ -151,7 +132,12 @@ impl LocalEngine {
     }
 
     /// Splits finished output into content and tool calls.
-    fn interpret(&self, prepared: &Prepared, text: String, reason: FinishReason) -> (Option<String>, Vec<ToolCall>, FinishReason) {
+    fn interpret(
+        &self,
+        prepared: &Prepared,
+        text: String,
+        reason: FinishReason,
+    ) -> (Option<String>, Vec<ToolCall>, FinishReason) {
         if prepared.kind == OutputKind::Text {
             return (Some(text), Vec::new(), reason);
         }
@@ -222,11 +208,7 @@ impl ChunkMaker {
     }
 
     fn usage_chunk(&self, usage: Usage) -> ChatCompletionChunk {
-        ChatCompletionChunk {
-            choices: Vec::new(),
-            usage: Some(usage),
-            ..self.chunk(Delta::default(), None)
-        }
+        ChatCompletionChunk { choices: Vec::new(), usage: Some(usage), ..self.chunk(Delta::default(), None) }
     }
 }
 

@@ -21,7 +21,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::grammar::OutputConstraint;
 use super::model::{backend, LoadedModel, LocalModel};
-use super::output::{Scan, StopScanner, Utf8Assembler};
+use super::output::{keeps_utf8_valid, Scan, StopScanner, Utf8Assembler};
 use crate::error::{Error, Result};
 use crate::types::FinishReason;
 
@@ -45,13 +45,7 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions {
-            slots: 4,
-            context_per_slot: None,
-            queue_capacity: 64,
-            threads: None,
-            batch_size: 512,
-        }
+        EngineOptions { slots: 4, context_per_slot: None, queue_capacity: 64, threads: None, batch_size: 512 }
     }
 }
 
@@ -143,7 +137,9 @@ impl LocalEngine {
         let context_window = options.context_per_slot.unwrap_or(trained.min(DEFAULT_CONTEXT_CAP));
         if context_window < 16 || context_window > trained {
             return Err(Error::invalid_request(
-                format!("context_per_slot must be from 16 to the model's trained context ({trained}), got {context_window}"),
+                format!(
+                    "context_per_slot must be from 16 to the model's trained context ({trained}), got {context_window}"
+                ),
                 Some("context_per_slot"),
             ));
         }
@@ -154,12 +150,8 @@ impl LocalEngine {
         let (jobs_tx, jobs_rx) = sync_channel::<Job>(options.queue_capacity);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
         let queued = Arc::new(AtomicUsize::new(0));
-        let worker_config = WorkerConfig {
-            slots: options.slots,
-            context_window,
-            threads,
-            batch_size: options.batch_size,
-        };
+        let worker_config =
+            WorkerConfig { slots: options.slots, context_window, threads, batch_size: options.batch_size };
         let loaded = model.shared();
         let worker_queued = Arc::clone(&queued);
         let worker = std::thread::Builder::new()
@@ -222,10 +214,7 @@ impl LocalEngine {
             Ok(()) => Ok(receiver),
             Err(TrySendError::Full(_)) => {
                 self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-                Err(Error::Overloaded {
-                    queued: self.shared.queue_capacity,
-                    capacity: self.shared.queue_capacity,
-                })
+                Err(Error::Overloaded { queued: self.shared.queue_capacity, capacity: self.shared.queue_capacity })
             }
             Err(TrySendError::Disconnected(_)) => {
                 self.shared.queued.fetch_sub(1, Ordering::Relaxed);
@@ -248,6 +237,8 @@ struct Active {
     /// Prompt tokens already in the KV cache.
     prompt_done: usize,
     cached_prompt_tokens: usize,
+    /// Kept apart from `sampler` so the UTF-8 mask can run between the two.
+    grammar: Option<LlamaSampler>,
     sampler: LlamaSampler,
     next_token: Option<LlamaToken>,
     completion_tokens: u32,
@@ -356,8 +347,8 @@ impl Worker<'_> {
         if job.events.is_closed() {
             return;
         }
-        let sampler = match build_sampler(&self.model, &job.sampling, &job.constraint) {
-            Ok(sampler) => sampler,
+        let (grammar, sampler) = match build_samplers(&self.model, &job.sampling, &job.constraint) {
+            Ok(samplers) => samplers,
             Err(err) => {
                 let _ = job.events.send(Event::Failed(err));
                 return;
@@ -372,7 +363,10 @@ impl Worker<'_> {
         // At least the last prompt token is decoded again: its logits start generation.
         let reusable = common_prefix(&slot.cached, &job.prompt).min(job.prompt.len().saturating_sub(1));
         let kept = reusable > 0
-            && matches!(self.context.clear_kv_cache_seq(Some(slot.seq_id as u32), Some(reusable as u32), None), Ok(true));
+            && matches!(
+                self.context.clear_kv_cache_seq(Some(slot.seq_id as u32), Some(reusable as u32), None),
+                Ok(true)
+            );
         let reused = if kept {
             reusable
         } else {
@@ -385,6 +379,7 @@ impl Worker<'_> {
             prompt_done: reused,
             cached_prompt_tokens: reused,
             prompt: job.prompt,
+            grammar,
             sampler,
             next_token: None,
             completion_tokens: 0,
@@ -453,7 +448,8 @@ impl Worker<'_> {
             // The failed batch's KV state is unknown: drop it from every slot in the batch.
             for slot in &mut self.slots {
                 if let Some(active) = slot.active.take() {
-                    let _ = active.events.send(Event::Failed(Error::Inference(format!("llama.cpp decode failed: {err}"))));
+                    let _ =
+                        active.events.send(Event::Failed(Error::Inference(format!("llama.cpp decode failed: {err}"))));
                 }
                 slot.cached.clear();
                 let _ = self.context.clear_kv_cache_seq(Some(slot.seq_id as u32), None, None);
@@ -470,26 +466,32 @@ impl Worker<'_> {
         let slot = &mut self.slots[slot_index];
         let Some(active) = &mut slot.active else { return };
         let mut candidates = self.context.token_data_array_ith(batch_index);
+        if let Some(grammar) = &mut active.grammar {
+            candidates.apply_sampler(grammar);
+        }
+        mask_invalid_utf8(&mut candidates, active.utf8.pending(), &self.model);
         candidates.apply_sampler(&mut active.sampler);
         let Some(token) = candidates.selected_token() else {
             let _ = active.events.send(Event::Failed(Error::Inference("the sampler selected no token".into())));
             slot.active = None;
             return;
         };
-        if active.sampler.try_accept(token).is_err() {
-            let _ = active.events.send(Event::Failed(Error::Inference(
-                "the grammar rejected the sampled token".into(),
-            )));
-            slot.active = None;
-            return;
+        active.sampler.accept(token);
+        if let Some(grammar) = &mut active.grammar {
+            if grammar.try_accept(token).is_err() {
+                let _ = active
+                    .events
+                    .send(Event::Failed(Error::Inference("the grammar rejected the sampled token".into())));
+                slot.active = None;
+                return;
+            }
         }
         if vocab.is_eog(token) {
             self.finish(slot_index, FinishReason::Stop);
             return;
         }
         active.completion_tokens += 1;
-        let piece = vocab.token_to_piece(token, false, None);
-        let text = active.utf8.push(&piece);
+        let text = active.utf8.push(self.model.piece(token));
         let (emit, stopped) = match active.stops.push(&text) {
             Scan::Continue(emit) => (emit, false),
             Scan::Stopped(emit) => (emit, true),
@@ -529,21 +531,55 @@ fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
-fn build_sampler(model: &LocalModel, sampling: &Sampling, constraint: &OutputConstraint) -> Result<LlamaSampler> {
-    let mut chain = Vec::new();
-    let grammar_error = |err: llama_cpp_2::GrammarError| Error::Inference(format!("llama.cpp rejected the output grammar: {err}"));
-    match constraint {
-        OutputConstraint::None => {}
-        OutputConstraint::Grammar(grammar) => {
-            chain.push(LlamaSampler::grammar(model.llama(), grammar, "root").map_err(grammar_error)?);
+/// Rules out tokens that would make the output invalid UTF-8. Byte-level vocabularies can
+/// spell any byte sequence, and llama.cpp's grammars accept malformed sequences inside
+/// strings; left alone, a lone byte would surface as U+FFFD and break a schema's maxLength.
+fn mask_invalid_utf8(
+    candidates: &mut llama_cpp_2::token::data_array::LlamaTokenDataArray,
+    pending: &[u8],
+    model: &LocalModel,
+) {
+    let mut masked = Vec::new();
+    let mut any_left = false;
+    for (index, candidate) in candidates.data.iter().enumerate() {
+        if candidate.logit() == f32::NEG_INFINITY {
+            continue;
         }
-        OutputConstraint::LazyGrammar { grammar, trigger } => {
-            chain.push(
-                LlamaSampler::grammar_lazy(model.llama(), grammar, "root", [trigger.as_bytes()], &[])
-                    .map_err(grammar_error)?,
-            );
+        let piece = model.piece(candidate.id());
+        // Control tokens (end of turn) have no bytes and are always fine.
+        if piece.is_empty() || keeps_utf8_valid(pending, piece) {
+            any_left = true;
+        } else {
+            masked.push(index);
         }
     }
+    // Never mask everything: a stuck sampler is worse than one replacement character.
+    if any_left {
+        for index in masked {
+            candidates.data[index].set_logit(f32::NEG_INFINITY);
+        }
+    }
+}
+
+/// The grammar sampler (if any) and the sampling chain.
+fn build_samplers(
+    model: &LocalModel,
+    sampling: &Sampling,
+    constraint: &OutputConstraint,
+) -> Result<(Option<LlamaSampler>, LlamaSampler)> {
+    let grammar_error =
+        |err: llama_cpp_2::GrammarError| Error::Inference(format!("llama.cpp rejected the output grammar: {err}"));
+    let grammar = match constraint {
+        OutputConstraint::None => None,
+        OutputConstraint::Grammar(grammar) => {
+            Some(LlamaSampler::grammar(model.llama(), grammar, "root").map_err(grammar_error)?)
+        }
+        OutputConstraint::LazyGrammar { grammar, trigger } => Some(
+            LlamaSampler::grammar_lazy(model.llama(), grammar, "root", [trigger.as_bytes()], &[])
+                .map_err(grammar_error)?,
+        ),
+    };
+    let mut chain = Vec::new();
     if sampling.temperature <= 0.0 {
         chain.push(LlamaSampler::greedy());
     } else {
@@ -553,5 +589,5 @@ fn build_sampler(model: &LocalModel, sampling: &Sampling, constraint: &OutputCon
         chain.push(LlamaSampler::temp(sampling.temperature as f32));
         chain.push(LlamaSampler::dist(sampling.seed));
     }
-    Ok(LlamaSampler::chain_simple(chain))
+    Ok((grammar, LlamaSampler::chain_simple(chain)))
 }

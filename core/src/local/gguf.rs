@@ -33,19 +33,11 @@ pub(crate) struct GgufSummary {
 pub(crate) fn check_gguf(path: &Path) -> Result<GgufSummary> {
     let fail = |reason: String| Error::model_load(path, reason);
     let file = File::open(path).map_err(|err| fail(format!("cannot open file: {err}")))?;
-    let file_len = file
-        .metadata()
-        .map_err(|err| fail(format!("cannot read file metadata: {err}")))?
-        .len();
-    let mut reader = Reader {
-        inner: BufReader::new(file),
-        file_len,
-    };
+    let file_len = file.metadata().map_err(|err| fail(format!("cannot read file metadata: {err}")))?.len();
+    let mut reader = Reader { inner: BufReader::new(file), file_len };
 
     let mut magic = [0u8; 4];
-    reader
-        .read_exact(&mut magic)
-        .map_err(|_| fail(format!("not a GGUF file: only {file_len} bytes long")))?;
+    reader.read_exact(&mut magic).map_err(|_| fail(format!("not a GGUF file: only {file_len} bytes long")))?;
     if &magic != GGUF_MAGIC {
         return Err(fail(format!("not a GGUF file: it starts with {magic:02x?}, not \"GGUF\"")));
     }
@@ -56,11 +48,7 @@ pub(crate) fn check_gguf(path: &Path) -> Result<GgufSummary> {
     let tensor_count = reader.count("tensor count").map_err(|err| fail(err.at("header")))?;
     let kv_count = reader.count("metadata count").map_err(|err| fail(err.at("header")))?;
 
-    let mut summary = GgufSummary {
-        tensor_count,
-        chat_template: None,
-        architecture: None,
-    };
+    let mut summary = GgufSummary { tensor_count, chat_template: None, architecture: None };
     let mut alignment = DEFAULT_ALIGNMENT;
     for index in 0..kv_count {
         let key = reader.string().map_err(|err| fail(err.at(&format!("metadata key #{index}"))))?;
@@ -96,9 +84,8 @@ pub(crate) fn check_gguf(path: &Path) -> Result<GgufSummary> {
             if dim_index == 0 {
                 first_dim = dim;
             }
-            elements = elements
-                .checked_mul(dim)
-                .ok_or_else(|| fail(format!("tensor {name} has an impossible shape")))?;
+            elements =
+                elements.checked_mul(dim).ok_or_else(|| fail(format!("tensor {name} has an impossible shape")))?;
         }
         let ggml_type = reader.u32().map_err(|err| fail(err.at(&name)))?;
         let offset = reader.u64().map_err(|err| fail(err.at(&name)))?;
@@ -219,10 +206,7 @@ impl Reader {
             return Err(ReadError(format!("a value runs {} bytes past the end", target - self.file_len)));
         }
         let delta = i64::try_from(bytes).map_err(|_| ReadError("value too large".into()))?;
-        self.inner
-            .seek(SeekFrom::Current(delta))
-            .map(|_| ())
-            .map_err(|err| ReadError(err.to_string()))
+        self.inner.seek(SeekFrom::Current(delta)).map(|_| ()).map_err(|err| ReadError(err.to_string()))
     }
 
     fn string(&mut self) -> std::result::Result<String, ReadError> {

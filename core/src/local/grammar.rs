@@ -67,10 +67,9 @@ pub(crate) fn constraint_for(
                 let candidates: Vec<&Tool> = tools.iter().collect();
                 let grammar = tool_call_grammar(&candidates, syntax)?;
                 let constraint = match syntax {
-                    ToolCallSyntax::Tagged => OutputConstraint::LazyGrammar {
-                        grammar,
-                        trigger: TOOL_CALL_OPEN.to_owned(),
-                    },
+                    ToolCallSyntax::Tagged => {
+                        OutputConstraint::LazyGrammar { grammar, trigger: TOOL_CALL_OPEN.to_owned() }
+                    }
                     // Without a marker there is nothing to trigger on; the parser still finds calls.
                     ToolCallSyntax::BareJson => OutputConstraint::None,
                 };
@@ -80,7 +79,9 @@ pub(crate) fn constraint_for(
     }
     let constraint = match &request.response_format {
         None | Some(ResponseFormat::Text) => OutputConstraint::None,
-        Some(ResponseFormat::JsonObject) => OutputConstraint::Grammar(schema_grammar(&json!({"type": "object"}), "response_format")?),
+        Some(ResponseFormat::JsonObject) => {
+            OutputConstraint::Grammar(schema_grammar(&json!({"type": "object"}), "response_format")?)
+        }
         Some(ResponseFormat::JsonSchema { json_schema }) => {
             let schema = json_schema.schema.clone().unwrap_or_else(|| json!({"type": "object"}));
             OutputConstraint::Grammar(schema_grammar(&schema, "response_format.json_schema.schema")?)
@@ -100,10 +101,9 @@ pub fn check_schema(schema: &Value, param: &str) -> Result<()> {
             reason: format!("a schema must be an object or a boolean, not {schema}"),
         });
     }
-    jsonschema::validator_for(schema).map(|_| ()).map_err(|err| Error::InvalidSchema {
-        param: param.to_owned(),
-        reason: err.to_string(),
-    })
+    jsonschema::validator_for(schema)
+        .map(|_| ())
+        .map_err(|err| Error::InvalidSchema { param: param.to_owned(), reason: err.to_string() })
 }
 
 /// A GBNF grammar for JSON values matching `schema`.
@@ -119,11 +119,8 @@ fn schema_grammar(schema: &Value, param: &str) -> Result<String> {
 fn tool_call_grammar(tools: &[&Tool], syntax: ToolCallSyntax) -> Result<String> {
     let mut alternatives = Vec::with_capacity(tools.len());
     for tool in tools {
-        let parameters = tool
-            .function
-            .parameters
-            .clone()
-            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+        let parameters =
+            tool.function.parameters.clone().unwrap_or_else(|| json!({"type": "object", "properties": {}}));
         check_schema(&parameters, &format!("tools[{}].function.parameters", tool.function.name))?;
         alternatives.push(json!({
             "type": "object",
@@ -135,11 +132,7 @@ fn tool_call_grammar(tools: &[&Tool], syntax: ToolCallSyntax) -> Result<String> 
             "additionalProperties": false,
         }));
     }
-    let call_schema = if alternatives.len() == 1 {
-        alternatives.remove(0)
-    } else {
-        json!({ "anyOf": alternatives })
-    };
+    let call_schema = if alternatives.len() == 1 { alternatives.remove(0) } else { json!({ "anyOf": alternatives }) };
     let call_grammar = schema_grammar(&call_schema, "tools")?;
     Ok(match syntax {
         ToolCallSyntax::BareJson => call_grammar,

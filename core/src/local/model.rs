@@ -58,6 +58,8 @@ pub(crate) struct LoadedModel {
     template: ChatTemplate,
     tool_syntax: ToolCallSyntax,
     has_own_template: bool,
+    /// Each token's bytes, indexed by token id, so decoding never calls back into llama.cpp.
+    pieces: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for LocalModel {
@@ -86,9 +88,8 @@ impl LocalModel {
     /// [`Error::ModelLoad`] saying what is wrong with the file.
     pub fn load(path: impl AsRef<Path>, options: &ModelOptions) -> Result<Self> {
         let path = path.as_ref();
-        let canonical = path
-            .canonicalize()
-            .map_err(|err| Error::model_load(path, format!("cannot open file: {err}")))?;
+        let canonical =
+            path.canonicalize().map_err(|err| Error::model_load(path, format!("cannot open file: {err}")))?;
         let key = (canonical.clone(), options.clone());
         // Held across the load so two clients asking for one file at once load it once.
         let mut models = registry().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -99,6 +100,11 @@ impl LocalModel {
         models.retain(|_, model| model.strong_count() > 0);
         models.insert(key, Arc::downgrade(&inner));
         Ok(LocalModel { inner })
+    }
+
+    /// Whether `self` and `other` are the same loaded weights (one load, shared).
+    pub fn shares_weights_with(&self, other: &LocalModel) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// The model's name: `general.name` from the file, else the file stem.
@@ -150,6 +156,11 @@ impl LocalModel {
         self.inner.tool_syntax
     }
 
+    /// The bytes token `token` decodes to (empty for control tokens).
+    pub(crate) fn piece(&self, token: LlamaToken) -> &[u8] {
+        usize::try_from(token.0).ok().and_then(|index| self.inner.pieces.get(index)).map_or(&[], Vec::as_slice)
+    }
+
     pub(crate) fn llama(&self) -> &LlamaModel {
         &self.inner.llama
     }
@@ -170,9 +181,7 @@ impl LoadedModel {
             return Err(Error::model_load(path, "the GGUF file holds no tensors"));
         }
         let backend = backend()?;
-        let params = LlamaModelParams::default()
-            .with_n_gpu_layers(options.gpu_layers)
-            .with_use_mmap(options.use_mmap);
+        let params = LlamaModelParams::default().with_n_gpu_layers(options.gpu_layers).with_use_mmap(options.use_mmap);
         let llama = LlamaModel::load_from_file(backend, path, &params).map_err(|err| {
             let architecture = summary.architecture.as_deref().unwrap_or("unknown");
             Error::model_load(path, format!("llama.cpp rejected it (architecture {architecture}): {err}"))
@@ -183,27 +192,17 @@ impl LoadedModel {
         let eos_token = piece(vocab.eos());
         let has_own_template = summary.chat_template.is_some();
         let source = summary.chat_template.unwrap_or_else(|| CHATML_TEMPLATE.to_owned());
-        let template = ChatTemplate::new(source, bos_token, eos_token).map_err(|err| {
-            Error::model_load(path, format!("its chat template is unusable: {err}"))
-        })?;
-        let tool_syntax = if template.uses_tool_call_tags() {
-            ToolCallSyntax::Tagged
-        } else {
-            ToolCallSyntax::BareJson
-        };
+        let template = ChatTemplate::new(source, bos_token, eos_token)
+            .map_err(|err| Error::model_load(path, format!("its chat template is unusable: {err}")))?;
+        let tool_syntax =
+            if template.uses_tool_call_tags() { ToolCallSyntax::Tagged } else { ToolCallSyntax::BareJson };
+        let pieces = (0..vocab.n_tokens()).map(|id| vocab.token_to_piece(LlamaToken(id), false, None)).collect();
         let name = llama
             .meta_val_str("general.name")
             .ok()
             .filter(|name| !name.is_empty())
             .or_else(|| path.file_stem().map(|stem| stem.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "local".to_owned());
-        Ok(LoadedModel {
-            llama,
-            path: path.to_owned(),
-            name,
-            template,
-            tool_syntax,
-            has_own_template,
-        })
+        Ok(LoadedModel { llama, path: path.to_owned(), name, template, tool_syntax, has_own_template, pieces })
     }
 }

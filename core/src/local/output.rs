@@ -44,12 +44,33 @@ impl Utf8Assembler {
         }
     }
 
+    /// Bytes of a character begun but not yet complete.
+    pub(crate) fn pending(&self) -> &[u8] {
+        &self.pending
+    }
+
     /// Whatever is left at the end of generation, replaced if it is an incomplete character.
     pub(crate) fn finish(&mut self) -> String {
         let rest = String::from_utf8_lossy(&self.pending).into_owned();
         self.pending.clear();
         rest
     }
+}
+
+/// Whether appending `piece` to `pending` keeps the byte stream valid UTF-8 so far (a
+/// character may still be incomplete at the end).
+pub(crate) fn keeps_utf8_valid(pending: &[u8], piece: &[u8]) -> bool {
+    let valid_prefix = |bytes: &[u8]| match std::str::from_utf8(bytes) {
+        Ok(_) => true,
+        Err(err) => err.error_len().is_none(),
+    };
+    if pending.is_empty() {
+        return valid_prefix(piece);
+    }
+    let mut joined = Vec::with_capacity(pending.len() + piece.len());
+    joined.extend_from_slice(pending);
+    joined.extend_from_slice(piece);
+    valid_prefix(&joined)
 }
 
 /// Finds stop strings in streamed text, holding back any tail that could begin one, so a
@@ -149,8 +170,7 @@ pub(crate) fn parse_tool_calls(text: &str, syntax: ToolCallSyntax, tools: &[Tool
             let trimmed = text.trim();
             match serde_json::from_str::<Value>(trimmed) {
                 Ok(Value::Array(items)) => {
-                    let parsed: Vec<ToolCall> =
-                        items.iter().filter_map(|item| call_from_value(item, &known)).collect();
+                    let parsed: Vec<ToolCall> = items.iter().filter_map(|item| call_from_value(item, &known)).collect();
                     if parsed.len() == items.len() && !parsed.is_empty() {
                         calls = parsed;
                     } else {
@@ -166,10 +186,7 @@ pub(crate) fn parse_tool_calls(text: &str, syntax: ToolCallSyntax, tools: &[Tool
         }
     }
     let content = content.trim();
-    ParsedOutput {
-        content: (!content.is_empty()).then(|| content.to_owned()),
-        tool_calls: calls,
-    }
+    ParsedOutput { content: (!content.is_empty()).then(|| content.to_owned()), tool_calls: calls }
 }
 
 fn call_from_json(body: &str, known: &impl Fn(&str) -> bool) -> Option<ToolCall> {
@@ -216,6 +233,16 @@ mod tests {
     }
 
     #[test]
+    fn utf8_validity_of_continuations() {
+        assert!(keeps_utf8_valid(b"", "é".as_bytes()));
+        assert!(keeps_utf8_valid(b"", &[0xe2, 0x82]));
+        assert!(keeps_utf8_valid(&[0xe2], &[0x82, 0xac, b'x']));
+        assert!(!keeps_utf8_valid(b"", &[0x80]));
+        assert!(!keeps_utf8_valid(b"", &[0xff]));
+        assert!(!keeps_utf8_valid(&[0xe2], b"a"));
+    }
+
+    #[test]
     fn stop_strings_are_never_emitted_in_part() {
         let mut scanner = StopScanner::new(vec!["END".into()]);
         assert_eq!(scanner.push("abc E"), Scan::Continue("abc ".into()));
@@ -251,7 +278,9 @@ mod tests {
 
     #[test]
     fn unknown_tools_and_bad_json_stay_text() {
-        for text in ["<tool_call>{\"name\": \"rm\", \"arguments\": {}}</tool_call>", "<tool_call>{oops</tool_call>", "plain"] {
+        for text in
+            ["<tool_call>{\"name\": \"rm\", \"arguments\": {}}</tool_call>", "<tool_call>{oops</tool_call>", "plain"]
+        {
             let parsed = parse_tool_calls(text, ToolCallSyntax::Tagged, &tools());
             assert!(parsed.tool_calls.is_empty(), "{text}");
             assert_eq!(parsed.content.as_deref(), Some(text));
@@ -260,7 +289,8 @@ mod tests {
 
     #[test]
     fn bare_json_calls_accept_parameters_alias() {
-        let parsed = parse_tool_calls(r#" {"name": "search", "parameters": {"q": 1}} "#, ToolCallSyntax::BareJson, &tools());
+        let parsed =
+            parse_tool_calls(r#" {"name": "search", "parameters": {"q": 1}} "#, ToolCallSyntax::BareJson, &tools());
         assert_eq!(parsed.content, None);
         assert_eq!(parsed.tool_calls[0].function.arguments, r#"{"q":1}"#);
     }

@@ -66,12 +66,7 @@ impl ChatTemplate {
         env.add_function("strftime_now", strftime_now);
         env.add_template_owned(TEMPLATE_NAME, source.clone())
             .map_err(|err| Error::Template(format!("the chat template does not parse: {err:#}")))?;
-        Ok(ChatTemplate {
-            env,
-            source,
-            bos_token,
-            eos_token,
-        })
+        Ok(ChatTemplate { env, source, bos_token, eos_token })
     }
 
     /// Whether the template writes tool calls as `<tool_call>…</tool_call>` (Hermes, Qwen).
@@ -84,16 +79,10 @@ impl ChatTemplate {
     /// # Errors
     /// [`Error::Template`] when the template raises or fails, with its message.
     pub(crate) fn render(&self, messages: &[ChatMessage], tools: &[Tool]) -> Result<String> {
-        let template = self
-            .env
-            .get_template(TEMPLATE_NAME)
-            .map_err(|err| Error::Template(err.to_string()))?;
+        let template = self.env.get_template(TEMPLATE_NAME).map_err(|err| Error::Template(err.to_string()))?;
         let messages: Vec<Value> = messages.iter().map(message_for_template).collect();
-        let tools: Option<Vec<Value>> = if tools.is_empty() {
-            None
-        } else {
-            Some(tools.iter().map(|tool| json!(tool)).collect())
-        };
+        let tools: Option<Vec<Value>> =
+            if tools.is_empty() { None } else { Some(tools.iter().map(|tool| json!(tool)).collect()) };
         template
             .render(json!({
                 "messages": messages,
@@ -208,8 +197,18 @@ fn strftime_now(format: String) -> String {
     let days = crate::types::unix_now() / 86_400;
     let (year, month, day) = civil_from_days(days as i64);
     const MONTHS: [&str; 12] = [
-        "January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-        "November", "December",
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
     ];
     let month_name = MONTHS[(month - 1) as usize];
     format
@@ -245,9 +244,7 @@ mod tests {
 
     #[test]
     fn chatml_renders_a_plain_conversation() {
-        let prompt = chatml()
-            .render(&[ChatMessage::system("Be brief."), ChatMessage::user("Hi")], &[])
-            .unwrap();
+        let prompt = chatml().render(&[ChatMessage::system("Be brief."), ChatMessage::user("Hi")], &[]).unwrap();
         assert_eq!(
             prompt,
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
@@ -272,7 +269,12 @@ mod tests {
             .unwrap();
         assert!(prompt.starts_with("<|im_start|>system\nS\n\nYou may call functions."), "{prompt}");
         assert!(prompt.contains(r#"{"type": "function", "function": {"name": "get_weather""#), "{prompt}");
-        assert!(prompt.contains("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"), "{prompt}");
+        assert!(
+            prompt.contains(
+                "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"
+            ),
+            "{prompt}"
+        );
         assert!(prompt.contains("<tool_response>\nsunny\n</tool_response>"), "{prompt}");
         assert!(prompt.ends_with("<|im_start|>assistant\n"));
         assert_eq!(prompt.matches("<|im_start|>system").count(), 1);
@@ -280,18 +282,12 @@ mod tests {
 
     #[test]
     fn template_errors_are_typed() {
-        let raising = ChatTemplate::new(
-            "{{ raise_exception('roles must alternate') }}".into(),
-            String::new(),
-            String::new(),
-        )
-        .unwrap();
+        let raising =
+            ChatTemplate::new("{{ raise_exception('roles must alternate') }}".into(), String::new(), String::new())
+                .unwrap();
         let err = raising.render(&[ChatMessage::user("x")], &[]).unwrap_err();
         assert!(matches!(err, Error::Template(ref message) if message.contains("roles must alternate")), "{err}");
-        assert!(matches!(
-            ChatTemplate::new("{% for %}".into(), String::new(), String::new()),
-            Err(Error::Template(_))
-        ));
+        assert!(matches!(ChatTemplate::new("{% for %}".into(), String::new(), String::new()), Err(Error::Template(_))));
     }
 
     #[test]

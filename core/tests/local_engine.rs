@@ -1,0 +1,500 @@
+//! The local engine against the committed tiny GGUF models. Their weights are random, so
+//! these tests assert structure, determinism, grammar validity and errors, never wording.
+
+use std::path::PathBuf;
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use slmkit::types::{
+    ChatCompletionChunk, ChatCompletionRequest, ChatMessage, ContentPart, FinishReason, MessageContent, ResponseFormat,
+    Stop, StreamOptions, Tool, ToolChoice, ToolChoiceMode,
+};
+use slmkit::{EngineOptions, Error, LocalEngine, LocalModel, ModelOptions};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn model() -> LocalModel {
+    LocalModel::load(fixture("tiny-chatml.gguf"), &ModelOptions::default()).expect("fixture loads")
+}
+
+fn engine_with(options: EngineOptions) -> LocalEngine {
+    LocalEngine::start(model(), options).expect("engine starts")
+}
+
+fn engine() -> LocalEngine {
+    engine_with(EngineOptions { context_per_slot: Some(1024), ..EngineOptions::default() })
+}
+
+fn request(text: &str) -> ChatCompletionRequest {
+    let mut request =
+        ChatCompletionRequest::new(vec![ChatMessage::system("You are a terse classifier."), ChatMessage::user(text)]);
+    request.max_tokens = Some(24);
+    request
+}
+
+fn seeded(text: &str, seed: i64) -> ChatCompletionRequest {
+    ChatCompletionRequest { temperature: Some(0.9), seed: Some(seed), ..request(text) }
+}
+
+async fn collect(engine: &LocalEngine, request: &ChatCompletionRequest) -> Vec<ChatCompletionChunk> {
+    let stream = engine.create_stream(request).await.expect("stream starts");
+    stream.map(|chunk| chunk.expect("chunk")).collect().await
+}
+
+fn streamed_text(chunks: &[ChatCompletionChunk]) -> String {
+    chunks.iter().flat_map(|chunk| &chunk.choices).filter_map(|choice| choice.delta.content.as_deref()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_reproduces_the_output() {
+    let engine = engine();
+    let first = engine.create(&seeded("ticket: refund please", 7)).await.unwrap();
+    let second = engine.create(&seeded("ticket: refund please", 7)).await.unwrap();
+    assert_eq!(first.content(), second.content());
+    let tokens = |usage: Option<slmkit::types::Usage>| usage.map(|u| (u.prompt_tokens, u.completion_tokens));
+    assert_eq!(tokens(first.usage), tokens(second.usage));
+    let mut outputs = std::collections::HashSet::new();
+    for seed in 0..6 {
+        outputs.insert(engine.create(&seeded("ticket: refund please", seed)).await.unwrap().content().to_owned());
+    }
+    assert!(outputs.len() > 1, "different seeds should sample differently: {outputs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn greedy_is_deterministic_without_a_seed() {
+    let engine = engine();
+    let greedy = ChatCompletionRequest { temperature: Some(0.0), ..request("route this") };
+    let a = engine.create(&greedy).await.unwrap();
+    let b = engine.create(&greedy).await.unwrap();
+    assert_eq!(a.content(), b.content());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_concatenates_to_the_non_streamed_result() {
+    let engine = engine();
+    for seed in [1, 2, 3] {
+        let mut streamed = seeded("summarise: the cat sat on the mat", seed);
+        streamed.stream = Some(true);
+        streamed.stream_options = Some(StreamOptions { include_usage: Some(true), ..Default::default() });
+        let whole = engine.create(&seeded("summarise: the cat sat on the mat", seed)).await.unwrap();
+        let chunks = collect(&engine, &streamed).await;
+
+        assert_eq!(streamed_text(&chunks), whole.content(), "seed {seed}");
+        assert_eq!(chunks[0].choices[0].delta.role, Some(slmkit::types::Role::Assistant));
+        let finish: Vec<_> = chunks.iter().flat_map(|c| &c.choices).filter_map(|c| c.finish_reason).collect();
+        assert_eq!(finish, vec![whole.choices[0].finish_reason]);
+        let last = chunks.last().unwrap();
+        assert!(last.choices.is_empty(), "the usage chunk has no choices");
+        assert_eq!(
+            last.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+            whole.usage.map(|u| (u.prompt_tokens, u.completion_tokens))
+        );
+        assert!(chunks.iter().all(|c| c.id == chunks[0].id), "one id per stream");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_counts_prompt_and_completion_tokens_exactly() {
+    let engine = engine();
+    let req = ChatCompletionRequest { max_tokens: Some(5), temperature: Some(0.0), ..request("count me") };
+    let completion = engine.create(&req).await.unwrap();
+    let usage = completion.usage.unwrap();
+    let prompt = engine.model().render_prompt(&req.messages, &[]).unwrap();
+    assert_eq!(usage.prompt_tokens as usize, engine.model().count_tokens(&prompt));
+    assert_eq!(usage.total_tokens, usage.prompt_tokens + usage.completion_tokens);
+    match completion.choices[0].finish_reason {
+        FinishReason::Length => assert_eq!(usage.completion_tokens, 5),
+        FinishReason::Stop => assert!(usage.completion_tokens < 5),
+        other => panic!("unexpected finish reason {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_strings_cut_the_output_before_them() {
+    let engine = engine();
+    let greedy = ChatCompletionRequest { temperature: Some(0.0), max_tokens: Some(40), ..request("stop test") };
+    let full = engine.create(&greedy).await.unwrap().content().to_owned();
+    let chars: Vec<char> = full.chars().collect();
+    assert!(chars.len() >= 8, "need some output to cut: {full:?}");
+    let stop: String = chars[4..6].iter().collect();
+    let expected = &full[..full.find(&stop).unwrap()];
+    let stopped =
+        engine.create(&ChatCompletionRequest { stop: Some(Stop::One(stop.clone())), ..greedy.clone() }).await.unwrap();
+    assert_eq!(stopped.content(), expected, "stop {stop:?} in {full:?}");
+    assert_eq!(stopped.choices[0].finish_reason, FinishReason::Stop);
+    let mut streaming = ChatCompletionRequest { stop: Some(Stop::One(stop)), ..greedy };
+    streaming.stream = Some(true);
+    assert_eq!(streamed_text(&collect(&engine, &streaming).await), expected);
+}
+
+fn ticket_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "intent": {"type": "string", "enum": ["refund", "billing", "bug", "other"]},
+            "urgent": {"type": "boolean"},
+            "priority": {"type": "integer", "minimum": 1, "maximum": 5},
+            "tag": {"type": "string", "maxLength": 6}
+        },
+        "required": ["intent", "urgent", "priority", "tag"],
+        "additionalProperties": false
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_schema_output_validates_on_20_seeds() {
+    let engine = engine();
+    let schema = ticket_schema();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for seed in 0..20 {
+        let mut req = seeded("Extract the ticket fields: 'my card was charged twice'", seed);
+        req.max_tokens = Some(200);
+        req.response_format = Some(ResponseFormat::json_schema("ticket", schema.clone()));
+        let completion = engine.create(&req).await.unwrap();
+        assert_eq!(completion.choices[0].finish_reason, FinishReason::Stop, "seed {seed}: {}", completion.content());
+        let value: Value = serde_json::from_str(completion.content())
+            .unwrap_or_else(|err| panic!("seed {seed}: not JSON ({err}): {}", completion.content()));
+        assert!(validator.is_valid(&value), "seed {seed}: {value} does not match the schema");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_object_output_is_an_object() {
+    let engine = engine();
+    let mut parsed = 0;
+    for seed in 0..5 {
+        let mut req = seeded("Reply in JSON", seed);
+        req.max_tokens = Some(120);
+        req.response_format = Some(ResponseFormat::JsonObject);
+        let completion = engine.create(&req).await.unwrap();
+        let content = completion.content();
+        assert!(content.trim_start().starts_with('{'), "seed {seed}: {content}");
+        // Free-form JSON can run past max_tokens; every finished one must parse.
+        if completion.choices[0].finish_reason == FinishReason::Stop {
+            let value: Value = serde_json::from_str(content).unwrap_or_else(|err| panic!("{err}: {content}"));
+            assert!(value.is_object());
+            parsed += 1;
+        }
+    }
+    assert!(parsed > 0, "no json_object completion finished within 120 tokens");
+}
+
+fn tools() -> Vec<Tool> {
+    vec![
+        Tool::function(
+            "get_order",
+            "Look up an order",
+            json!({"type": "object", "properties": {"order_id": {"type": "integer", "minimum": 1, "maximum": 99999}}, "required": ["order_id"], "additionalProperties": false}),
+        ),
+        Tool::function(
+            "escalate",
+            "Hand over to a person",
+            json!({"type": "object", "properties": {"team": {"enum": ["billing", "tech"]}, "urgent": {"type": "boolean"}}, "required": ["team", "urgent"], "additionalProperties": false}),
+        ),
+    ]
+}
+
+fn check_call(call: &slmkit::types::ToolCall) {
+    let tool = tools().into_iter().find(|tool| tool.function.name == call.function.name).expect("a known tool");
+    let arguments: Value = serde_json::from_str(&call.function.arguments).expect("arguments are JSON");
+    let validator = jsonschema::validator_for(tool.function.parameters.as_ref().unwrap()).unwrap();
+    assert!(validator.is_valid(&arguments), "{} {arguments}", call.function.name);
+    assert!(call.id.starts_with("call_"));
+    assert_eq!(call.kind, "function");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_tool_calls_parse_and_validate() {
+    // Tool definitions in a byte-level vocabulary take ~950 prompt tokens.
+    let engine = engine_with(EngineOptions { context_per_slot: Some(2048), ..EngineOptions::default() });
+    for (seed, choice) in [
+        (1, ToolChoice::Mode(ToolChoiceMode::Required)),
+        (2, ToolChoice::Mode(ToolChoiceMode::Required)),
+        (3, ToolChoice::named("escalate")),
+        (4, ToolChoice::named("get_order")),
+    ] {
+        let mut req = seeded("Where is order 1234?", seed);
+        req.max_tokens = Some(120);
+        req.tools = Some(tools());
+        req.tool_choice = Some(choice.clone());
+        let completion = engine.create(&req).await.unwrap();
+        let choice_out = &completion.choices[0];
+        assert_eq!(choice_out.finish_reason, FinishReason::ToolCalls, "{:?}", choice_out.message);
+        let calls = choice_out.message.tool_calls.as_ref().expect("tool calls");
+        assert_eq!(calls.len(), 1);
+        check_call(&calls[0]);
+        if let ToolChoice::Named(named) = &choice {
+            assert_eq!(calls[0].function.name, named.function.name);
+        }
+
+        // The same request streamed gives the same call as tool_calls deltas.
+        req.stream = Some(true);
+        let chunks = collect(&engine, &req).await;
+        let deltas: Vec<_> =
+            chunks.iter().flat_map(|c| &c.choices).filter_map(|c| c.delta.tool_calls.as_ref()).flatten().collect();
+        assert_eq!(deltas.len(), 1);
+        let function = deltas[0].function.as_ref().unwrap();
+        assert_eq!(function.name.as_deref(), Some(calls[0].function.name.as_str()));
+        assert_eq!(function.arguments.as_deref(), Some(calls[0].function.arguments.as_str()));
+        assert_eq!(
+            chunks.iter().flat_map(|c| &c.choices).filter_map(|c| c.finish_reason).next_back(),
+            Some(FinishReason::ToolCalls)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_tool_choice_gives_text_or_valid_calls() {
+    let engine = engine_with(EngineOptions { context_per_slot: Some(2048), ..EngineOptions::default() });
+    for seed in 0..4 {
+        let mut req = seeded("Where is order 1234?", seed);
+        req.tools = Some(tools());
+        req.tool_choice = Some(ToolChoice::Mode(ToolChoiceMode::Auto));
+        let completion = engine.create(&req).await.unwrap();
+        let message = &completion.choices[0].message;
+        match &message.tool_calls {
+            Some(calls) => {
+                calls.iter().for_each(check_call);
+                assert_eq!(completion.choices[0].finish_reason, FinishReason::ToolCalls);
+            }
+            None => assert!(message.content.is_some()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_concurrent_requests_complete() {
+    let engine = engine();
+    let tasks: Vec<_> = (0..32)
+        .map(|index| {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                let mut req = seeded(&format!("request number {index}"), index);
+                req.max_tokens = Some(12);
+                if index % 2 == 0 {
+                    req.stream = Some(true);
+                    let chunks = collect(&engine, &req).await;
+                    assert!(chunks.iter().flat_map(|c| &c.choices).any(|c| c.finish_reason.is_some()));
+                } else {
+                    let completion = engine.create(&req).await.unwrap();
+                    assert!(completion.usage.unwrap().completion_tokens <= 12);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("request task");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_is_a_clear_overload_error() {
+    let engine = engine_with(EngineOptions {
+        slots: 1,
+        queue_capacity: 1,
+        context_per_slot: Some(512),
+        ..EngineOptions::default()
+    });
+    let slow = ChatCompletionRequest { max_tokens: Some(200), temperature: Some(0.0), ..request("long one") };
+    let attempts: Vec<_> = (0..8)
+        .map(|_| {
+            let engine = engine.clone();
+            let slow = slow.clone();
+            tokio::spawn(async move { engine.create(&slow).await })
+        })
+        .collect();
+    let mut overloaded = 0;
+    let mut completed = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Ok(_) => completed += 1,
+            Err(Error::Overloaded { capacity, .. }) => {
+                assert_eq!(capacity, 1);
+                overloaded += 1;
+            }
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+    assert!(overloaded > 0, "eight requests into one slot and a queue of one must overflow");
+    assert!(completed >= 1);
+    // Once drained, the engine serves again.
+    engine.create(&request("after the storm")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_stream_frees_its_slot() {
+    let engine = engine_with(EngineOptions { slots: 1, context_per_slot: Some(512), ..EngineOptions::default() });
+    let mut long = ChatCompletionRequest { max_tokens: Some(400), temperature: Some(0.0), ..request("go on") };
+    long.stream = Some(true);
+    let mut stream = engine.create_stream(&long).await.unwrap();
+    let _role = stream.next().await;
+    drop(stream);
+    let quick = ChatCompletionRequest { max_tokens: Some(4), ..request("next") };
+    let completion = tokio::time::timeout(std::time::Duration::from_secs(30), engine.create(&quick))
+        .await
+        .expect("the cancelled request must not hold the only slot")
+        .unwrap();
+    assert!(completion.usage.unwrap().completion_tokens <= 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_prefix_is_reused_and_reported() {
+    let engine = engine();
+    let system = "You are a support router. ".repeat(20);
+    let mut first = ChatCompletionRequest::new(vec![ChatMessage::system(&system), ChatMessage::user("first ticket")]);
+    first.max_tokens = Some(4);
+    let mut second = first.clone();
+    second.messages[1] = ChatMessage::user("another ticket");
+    engine.create(&first).await.unwrap();
+    let usage = engine.create(&second).await.unwrap().usage.unwrap();
+    let cached = usage.prompt_tokens_details.unwrap().cached_tokens;
+    let system_tokens = engine.model().count_tokens(&system) as u32;
+    assert!(
+        cached >= system_tokens,
+        "cached {cached} of {} prompt tokens; the system prompt alone is {system_tokens}",
+        usage.prompt_tokens
+    );
+    assert!(cached < usage.prompt_tokens);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_without_a_template_falls_back_to_chatml() {
+    let model = LocalModel::load(fixture("tiny-notemplate.gguf"), &ModelOptions::default()).unwrap();
+    assert!(!model.has_chat_template());
+    assert!(self::model().has_chat_template());
+    let prompt = model.render_prompt(&[ChatMessage::user("hi")], &[]).unwrap();
+    assert_eq!(prompt, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+    // The ChatML markers are single control tokens, not spelled out byte by byte.
+    assert_eq!(model.count_tokens("<|im_start|>"), 1);
+    let engine =
+        LocalEngine::start(model, EngineOptions { context_per_slot: Some(256), ..EngineOptions::default() }).unwrap();
+    engine.create(&request("hello")).await.unwrap();
+}
+
+#[test]
+fn one_file_is_loaded_once() {
+    let a = model();
+    let b = model();
+    assert!(a.shares_weights_with(&b));
+}
+
+// ----- bad input: each case is a typed error, and this process survives all of them -----
+
+fn load_error(path: &std::path::Path) -> String {
+    match LocalModel::load(path, &ModelOptions::default()) {
+        Err(Error::ModelLoad { reason, .. }) => reason,
+        Err(other) => panic!("expected ModelLoad, got {other}"),
+        Ok(_) => panic!("{} should not load", path.display()),
+    }
+}
+
+#[test]
+fn bad_model_files_are_typed_errors() {
+    let dir = std::env::temp_dir().join(format!("slmkit-bad-models-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = std::fs::read(fixture("tiny-chatml.gguf")).unwrap();
+
+    assert!(load_error(&dir.join("missing.gguf")).contains("cannot open"));
+
+    let not_gguf = dir.join("not.gguf");
+    std::fs::write(&not_gguf, b"PK\x03\x04 this is a zip, not a model").unwrap();
+    assert!(load_error(&not_gguf).contains("not a GGUF file"));
+
+    let empty = dir.join("empty.gguf");
+    std::fs::write(&empty, b"").unwrap();
+    assert!(load_error(&empty).contains("not a GGUF file"));
+
+    for cut in [10, 200, good.len() / 2, good.len() - 100] {
+        let truncated = dir.join(format!("truncated-{cut}.gguf"));
+        std::fs::write(&truncated, &good[..cut]).unwrap();
+        assert!(load_error(&truncated).contains("truncated or corrupt"), "cut at {cut}");
+    }
+
+    let mut huge_count = good.clone();
+    huge_count[16..24].copy_from_slice(&u64::MAX.to_le_bytes()); // metadata count
+    let corrupt = dir.join("corrupt-count.gguf");
+    std::fs::write(&corrupt, &huge_count).unwrap();
+    assert!(load_error(&corrupt).contains("implausibly large"));
+
+    let mut bad_version = good.clone();
+    bad_version[4..8].copy_from_slice(&99u32.to_le_bytes());
+    let versioned = dir.join("version.gguf");
+    std::fs::write(&versioned, &bad_version).unwrap();
+    assert!(load_error(&versioned).contains("unsupported GGUF version 99"));
+
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_plus_max_tokens_beyond_the_window_names_both_numbers() {
+    let engine = engine_with(EngineOptions { context_per_slot: Some(128), ..EngineOptions::default() });
+    let mut req = request("short");
+    req.max_tokens = Some(500);
+    match engine.create(&req).await {
+        Err(err @ Error::ContextLength { prompt_tokens, max_tokens, context_window }) => {
+            assert_eq!((max_tokens, context_window), (500, 128));
+            let message = err.to_string();
+            assert!(
+                message.contains(&prompt_tokens.to_string()) && message.contains("500") && message.contains("128"),
+                "{message}"
+            );
+        }
+        other => panic!("expected ContextLength, got {other:?}"),
+    }
+    let long = ChatCompletionRequest { max_tokens: Some(1), ..request(&"word ".repeat(400)) };
+    assert!(matches!(engine.create(&long).await, Err(Error::ContextLength { .. })));
+    assert!(matches!(engine.create_stream(&long).await, Err(Error::ContextLength { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_requests_are_rejected_before_decoding() {
+    let engine = engine();
+    let invalid = |mutate: &dyn Fn(&mut ChatCompletionRequest)| {
+        let mut req = request("x");
+        mutate(&mut req);
+        req
+    };
+    let cases: Vec<(&str, ChatCompletionRequest)> = vec![
+        ("nan temperature", invalid(&|r| r.temperature = Some(f64::NAN))),
+        ("negative temperature", invalid(&|r| r.temperature = Some(-1.0))),
+        ("infinite top_p", invalid(&|r| r.top_p = Some(f64::INFINITY))),
+        ("top_p above 1", invalid(&|r| r.top_p = Some(1.5))),
+        ("n = 3", invalid(&|r| r.n = Some(3))),
+        (
+            "tool message without id",
+            invalid(&|r| r.messages.push(ChatMessage { tool_call_id: None, ..ChatMessage::tool("", "result") })),
+        ),
+        (
+            "image input",
+            invalid(&|r| {
+                r.messages.push(ChatMessage {
+                    content: Some(MessageContent::Parts(vec![ContentPart::ImageUrl {
+                        image_url: json!({"url": "data:image/png;base64,AA"}),
+                    }])),
+                    ..ChatMessage::user("")
+                })
+            }),
+        ),
+    ];
+    for (name, req) in cases {
+        match engine.create(&req).await {
+            Err(Error::InvalidRequest { .. }) => {}
+            other => panic!("{name}: expected InvalidRequest, got {other:?}"),
+        }
+    }
+    for schema in [json!({"type": "nonsense"}), json!({"properties": 7}), json!("not a schema")] {
+        let mut req = request("x");
+        req.response_format = Some(ResponseFormat::json_schema("bad", schema.clone()));
+        assert!(matches!(engine.create(&req).await, Err(Error::InvalidSchema { .. })), "{schema}");
+    }
+    let mut req = request("x");
+    req.tools = Some(vec![Tool::function("f", "d", json!({"type": 12}))]);
+    req.tool_choice = Some(ToolChoice::Mode(ToolChoiceMode::Required));
+    assert!(matches!(engine.create(&req).await, Err(Error::InvalidSchema { .. })));
+    let unknown_role = ChatCompletionRequest::from_json(r#"{"messages": [{"role": "oracle", "content": "x"}]}"#);
+    assert!(matches!(unknown_role, Err(Error::InvalidRequest { .. })));
+    // After all of that the engine still serves.
+    engine.create(&request("still alive")).await.unwrap();
+}
