@@ -1,0 +1,50 @@
+# slmkit — every entry point a person or CI uses. Each target installs what it needs and can be
+# run again safely.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# One target directory for the core, the Python wheel and the Node addon: llama.cpp is the
+# slow part of every build, and sharing the directory compiles it once.
+export CARGO_TARGET_DIR ?= $(CURDIR)/target
+export CARGO_TERM_COLOR ?= never
+
+APT_PACKAGES := cmake clang libclang-dev
+
+.PHONY: help setup demo test test-rust lint fixtures clean
+
+help:
+	@echo "make demo     set up and run the main job"
+	@echo "make test     set up and run every test suite"
+	@echo "make lint     clippy -D warnings, rustfmt and rustdoc checks"
+	@echo "make fixtures regenerate the tiny GGUF test models (needs Python)"
+
+## Install the system packages llama.cpp's build needs (cmake; clang and libclang for bindgen).
+setup:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
+
+demo: setup
+	cargo run --example generate
+
+test: setup test-rust lint
+
+test-rust:
+	cargo test --workspace
+
+lint:
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo fmt --all -- --check
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+
+fixtures:
+	python3 -m venv .venv-fixtures && .venv-fixtures/bin/pip install -q -r scripts/requirements-fixtures.txt
+	.venv-fixtures/bin/python scripts/gen_tiny_gguf.py --out core/tests/fixtures
+
+clean:
+	cargo clean
