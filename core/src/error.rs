@@ -48,6 +48,68 @@ pub enum Error {
     #[error("the local engine has stopped")]
     EngineStopped,
 
+    /// A remote endpoint answered with an HTTP error. `body` is the server's answer, with any
+    /// API key redacted.
+    #[error("{url} answered HTTP {status}: {message}")]
+    Api {
+        url: String,
+        status: u16,
+        message: String,
+        body: String,
+        /// From a `Retry-After` header (429 and 503).
+        retry_after: Option<std::time::Duration>,
+    },
+
+    /// A remote call took too long. `phase` is `connect`, `request` or `stream idle`.
+    #[error("{url}: {phase} timed out after {} ms", after.as_millis())]
+    Timeout { url: String, phase: &'static str, after: std::time::Duration },
+
+    /// A remote endpoint could not be reached, or the connection broke.
+    #[error("cannot reach {url}: {reason}")]
+    Connection {
+        url: String,
+        reason: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+
+    /// A remote endpoint answered 2xx with something that is not an OpenAI response.
+    #[error("malformed response from {url}: {reason}")]
+    MalformedResponse { url: String, reason: String, body: String },
+
+    /// A stream failed after chunks had already reached the caller, so it could not fall back.
+    #[error("the stream from the {tier} tier broke after {chunks_delivered} chunks: {source}")]
+    StreamInterrupted {
+        tier: String,
+        chunks_delivered: usize,
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// Every SLM attempt failed validation and there was no LLM tier to escalate to.
+    #[error("no answer passed validation after {} attempts: {}", reasons.len(), reasons.join("; "))]
+    ValidationFailed {
+        /// One reason per failed attempt, in order.
+        reasons: Vec<String>,
+    },
+
+    /// A validator itself failed (e.g. a Python or JS callback raised). The call is aborted
+    /// rather than the answer silently accepted or rejected.
+    #[error("validator {name} raised an error: {source}")]
+    Validator {
+        name: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// The configuration is invalid: a bad file, a missing key, an impossible setting.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// The call was cancelled by the caller.
+    #[error("the call was cancelled")]
+    Cancelled,
+
     /// An I/O error with what was being done.
     #[error("{context}: {source}")]
     Io {
@@ -73,8 +135,19 @@ impl Error {
     pub fn status_code(&self) -> u16 {
         match self {
             Error::InvalidRequest { .. } | Error::InvalidSchema { .. } | Error::ContextLength { .. } => 400,
+            Error::Api { status, .. } => *status,
+            Error::Timeout { .. } => 408,
             Error::Overloaded { .. } | Error::EngineStopped => 503,
-            Error::ModelLoad { .. } | Error::Template(_) | Error::Inference(_) | Error::Io { .. } => 500,
+            Error::Connection { .. } | Error::MalformedResponse { .. } => 502,
+            Error::StreamInterrupted { source, .. } => source.status_code(),
+            Error::ValidationFailed { .. } => 422,
+            Error::Cancelled => 499,
+            Error::ModelLoad { .. }
+            | Error::Template(_)
+            | Error::Inference(_)
+            | Error::Io { .. }
+            | Error::Validator { .. }
+            | Error::Config(_) => 500,
         }
     }
 
@@ -89,7 +162,44 @@ impl Error {
             Error::Template(_) => "template",
             Error::Inference(_) => "inference",
             Error::EngineStopped => "engine_stopped",
+            Error::Api { status: 400, .. } => "bad_request",
+            Error::Api { status: 401, .. } => "authentication",
+            Error::Api { status: 403, .. } => "permission_denied",
+            Error::Api { status: 404, .. } => "not_found",
+            Error::Api { status: 408, .. } => "timeout",
+            Error::Api { status: 409, .. } => "conflict",
+            Error::Api { status: 422, .. } => "unprocessable_entity",
+            Error::Api { status: 429, .. } => "rate_limit",
+            Error::Api { status, .. } if *status >= 500 => "internal_server",
+            Error::Api { .. } => "api",
+            Error::Timeout { .. } => "timeout",
+            Error::Connection { .. } => "connection",
+            Error::MalformedResponse { .. } => "malformed_response",
+            Error::StreamInterrupted { .. } => "stream_interrupted",
+            Error::ValidationFailed { .. } => "validation_failed",
+            Error::Validator { .. } => "validator_error",
+            Error::Config(_) => "config",
+            Error::Cancelled => "cancelled",
             Error::Io { .. } => "io",
+        }
+    }
+
+    /// Whether trying the same call again may succeed: rate limits, server errors, timeouts
+    /// and broken connections. Client errors (400, 401, 403, 404, 409, 422) are final.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Error::Api { status, .. } => matches!(status, 408 | 429) || *status >= 500,
+            Error::Timeout { .. } | Error::Connection { .. } | Error::Overloaded { .. } => true,
+            Error::StreamInterrupted { source, .. } => source.is_retriable(),
+            _ => false,
+        }
+    }
+
+    /// How long the server asked us to wait before retrying, if it said.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::Api { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 }

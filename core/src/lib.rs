@@ -21,10 +21,17 @@
 //! # Ok(()) }
 //! ```
 
+pub mod client;
 pub mod error;
+pub mod ledger;
 pub mod local;
+pub mod remote;
 pub mod types;
+pub mod validate;
 
+pub use client::{Backend, Client, ClientBuilder, RetryPolicy, RouteDecision};
 pub use error::{Error, Result};
+pub use ledger::{AttemptRecord, Ledger, Outcome, Pricing, Report, Tier};
+pub use remote::{RemoteBackend, RemoteConfig};
 pub use local::{EngineOptions, LocalEngine, LocalModel, ModelOptions};
 pub use types::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage};

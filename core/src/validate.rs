@@ -1,0 +1,256 @@
+//! Validators: the checks an SLM answer must pass before it is returned.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+use crate::error::Result;
+use crate::types::{ChatCompletion, ChatCompletionRequest, ResponseFormat};
+
+/// `Ok(())` accepts the answer; `Err(reason)` rejects it, and the reason goes to the ledger.
+pub type Verdict = std::result::Result<(), String>;
+
+/// A check on an answer. Returning `Err` from the outer [`Result`] means the validator itself
+/// broke (a callback raised); the call is then aborted with that error.
+pub trait Validator: Send + Sync {
+    /// A short name for the ledger and errors, e.g. `json_schema`.
+    fn name(&self) -> &str;
+
+    /// Whether this validator has anything to say about `request`. Streams are buffered for
+    /// validation only when some validator applies.
+    fn applies_to(&self, request: &ChatCompletionRequest) -> bool;
+
+    /// Judges `answer`, an answer to `request`.
+    fn check<'a>(&'a self, request: &'a ChatCompletionRequest, answer: &'a ChatCompletion) -> BoxFuture<'a, Result<Verdict>>;
+}
+
+/// Shorthand for an immediately-ready verdict.
+fn ready<'a>(verdict: Verdict) -> BoxFuture<'a, Result<Verdict>> {
+    Box::pin(std::future::ready(Ok(verdict)))
+}
+
+/// The answer has text or tool calls.
+#[derive(Debug, Default, Clone)]
+pub struct NonEmpty;
+
+impl Validator for NonEmpty {
+    fn name(&self) -> &str {
+        "non_empty"
+    }
+
+    fn applies_to(&self, _: &ChatCompletionRequest) -> bool {
+        true
+    }
+
+    fn check<'a>(&'a self, _: &'a ChatCompletionRequest, answer: &'a ChatCompletion) -> BoxFuture<'a, Result<Verdict>> {
+        let has_calls = answer.message().and_then(|message| message.tool_calls.as_ref()).is_some_and(|c| !c.is_empty());
+        ready(if has_calls || !answer.content().trim().is_empty() {
+            Ok(())
+        } else {
+            Err("the answer is empty".into())
+        })
+    }
+}
+
+/// With `response_format` json_object or json_schema: the content parses as JSON (an object
+/// for json_object).
+#[derive(Debug, Default, Clone)]
+pub struct JsonParses;
+
+impl Validator for JsonParses {
+    fn name(&self) -> &str {
+        "json"
+    }
+
+    fn applies_to(&self, request: &ChatCompletionRequest) -> bool {
+        matches!(request.response_format, Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. }))
+    }
+
+    fn check<'a>(&'a self, request: &'a ChatCompletionRequest, answer: &'a ChatCompletion) -> BoxFuture<'a, Result<Verdict>> {
+        let verdict = match serde_json::from_str::<Value>(answer.content()) {
+            Err(err) => Err(format!("the content is not JSON: {err}")),
+            Ok(value) if matches!(request.response_format, Some(ResponseFormat::JsonObject)) && !value.is_object() => {
+                Err("json_object was requested but the content is not an object".into())
+            }
+            Ok(_) => Ok(()),
+        };
+        ready(verdict)
+    }
+}
+
+/// With `response_format` json_schema: the content matches the schema.
+#[derive(Debug, Default, Clone)]
+pub struct JsonSchemaMatches;
+
+impl Validator for JsonSchemaMatches {
+    fn name(&self) -> &str {
+        "json_schema"
+    }
+
+    fn applies_to(&self, request: &ChatCompletionRequest) -> bool {
+        requested_schema(request).is_some()
+    }
+
+    fn check<'a>(&'a self, request: &'a ChatCompletionRequest, answer: &'a ChatCompletion) -> BoxFuture<'a, Result<Verdict>> {
+        let Some(schema) = requested_schema(request) else { return ready(Ok(())) };
+        let verdict = match serde_json::from_str::<Value>(answer.content()) {
+            Err(err) => Err(format!("the content is not JSON: {err}")),
+            Ok(value) => schema_verdict(schema, &value, "the content"),
+        };
+        ready(verdict)
+    }
+}
+
+fn requested_schema(request: &ChatCompletionRequest) -> Option<&Value> {
+    match &request.response_format {
+        Some(ResponseFormat::JsonSchema { json_schema }) => json_schema.schema.as_ref(),
+        _ => None,
+    }
+}
+
+fn schema_verdict(schema: &Value, value: &Value, what: &str) -> Verdict {
+    let validator = jsonschema::validator_for(schema).map_err(|err| format!("the schema is invalid: {err}"))?;
+    let errors: Vec<String> = validator.iter_errors(value).take(3).map(|err| err.to_string()).collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{what} does not match the schema: {}", errors.join("; ")))
+    }
+}
+
+/// With `tools`: every tool call names a known tool and its arguments match that tool's
+/// `parameters` schema. A forced `tool_choice` also requires at least one call.
+#[derive(Debug, Default, Clone)]
+pub struct ToolArgumentsMatch;
+
+impl Validator for ToolArgumentsMatch {
+    fn name(&self) -> &str {
+        "tool_arguments"
+    }
+
+    fn applies_to(&self, request: &ChatCompletionRequest) -> bool {
+        !request.active_tools().is_empty()
+    }
+
+    fn check<'a>(&'a self, request: &'a ChatCompletionRequest, answer: &'a ChatCompletion) -> BoxFuture<'a, Result<Verdict>> {
+        use crate::types::{ToolChoice, ToolChoiceMode};
+        let calls = answer.message().and_then(|message| message.tool_calls.clone()).unwrap_or_default();
+        let forced = matches!(
+            request.tool_choice,
+            Some(ToolChoice::Named(_) | ToolChoice::Mode(ToolChoiceMode::Required))
+        );
+        if forced && calls.is_empty() {
+            return ready(Err("a tool call was required but the answer has none".into()));
+        }
+        for call in &calls {
+            let Some(tool) = request.active_tools().iter().find(|tool| tool.function.name == call.function.name) else {
+                return ready(Err(format!("the answer calls unknown tool {:?}", call.function.name)));
+            };
+            let arguments = match serde_json::from_str::<Value>(&call.function.arguments) {
+                Ok(arguments) => arguments,
+                Err(err) => return ready(Err(format!("arguments of {} are not JSON: {err}", call.function.name))),
+            };
+            if let Some(schema) = &tool.function.parameters {
+                if let Err(reason) = schema_verdict(schema, &arguments, &format!("arguments of {}", call.function.name)) {
+                    return ready(Err(reason));
+                }
+            }
+        }
+        ready(Ok(()))
+    }
+}
+
+/// The text content matches a regular expression.
+#[derive(Debug, Clone)]
+pub struct RegexMatches {
+    name: String,
+    pattern: regex::Regex,
+}
+
+impl RegexMatches {
+    /// # Errors
+    /// [`crate::Error::Config`] for a pattern that does not compile.
+    pub fn new(pattern: &str) -> Result<Self> {
+        let compiled = regex::Regex::new(pattern)
+            .map_err(|err| crate::Error::Config(format!("validator regex {pattern:?} does not compile: {err}")))?;
+        Ok(RegexMatches { name: format!("regex({pattern})"), pattern: compiled })
+    }
+}
+
+impl Validator for RegexMatches {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn applies_to(&self, _: &ChatCompletionRequest) -> bool {
+        true
+    }
+
+    fn check<'a>(&'a self, _: &'a ChatCompletionRequest, answer: &'a ChatCompletion) -> BoxFuture<'a, Result<Verdict>> {
+        ready(if self.pattern.is_match(answer.content()) {
+            Ok(())
+        } else {
+            Err(format!("the content does not match /{}/", self.pattern.as_str()))
+        })
+    }
+}
+
+/// The function type behind [`Callback`]: the bindings wrap Python and JS functions in it.
+pub type CallbackFn =
+    dyn for<'a> Fn(&'a ChatCompletionRequest, &'a ChatCompletion) -> BoxFuture<'a, Result<Verdict>> + Send + Sync;
+
+/// A user function decides.
+#[derive(Clone)]
+pub struct Callback {
+    name: String,
+    function: Arc<CallbackFn>,
+}
+
+impl Callback {
+    /// Wraps an async check.
+    pub fn new(name: impl Into<String>, function: Arc<CallbackFn>) -> Self {
+        Callback { name: name.into(), function }
+    }
+
+    /// Wraps a synchronous check that returns `Ok(())` to accept or `Err(reason)` to reject.
+    pub fn sync<F>(name: impl Into<String>, check: F) -> Self
+    where
+        F: Fn(&ChatCompletionRequest, &ChatCompletion) -> Verdict + Send + Sync + 'static,
+    {
+        let check = Arc::new(check);
+        Callback::new(
+            name,
+            Arc::new(move |request, answer| {
+                let verdict = check(request, answer);
+                Box::pin(std::future::ready(Ok(verdict)))
+            }),
+        )
+    }
+}
+
+impl std::fmt::Debug for Callback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Callback").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl Validator for Callback {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn applies_to(&self, _: &ChatCompletionRequest) -> bool {
+        true
+    }
+
+    fn check<'a>(&'a self, request: &'a ChatCompletionRequest, answer: &'a ChatCompletion) -> BoxFuture<'a, Result<Verdict>> {
+        (self.function)(request, answer)
+    }
+}
+
+/// The validators every client starts with: JSON, schema and tool-argument checks, each of
+/// which applies only to requests that ask for that structure.
+pub fn default_validators() -> Vec<Arc<dyn Validator>> {
+    vec![Arc::new(JsonParses), Arc::new(JsonSchemaMatches), Arc::new(ToolArgumentsMatch)]
+}
