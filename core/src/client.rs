@@ -381,7 +381,15 @@ impl Client {
             }
             Served::Live { held, rest, guard, started } => {
                 let held: VecDeque<_> = with_metadata(held.into_iter().filter(filter_usage).collect(), metadata).into();
-                let live = LiveStream { held, rest, guard: Some(guard), include_usage, started, delivered: 0, observed: Observed::default() };
+                let live = LiveStream {
+                    held,
+                    rest,
+                    guard: Some(guard),
+                    include_usage,
+                    started,
+                    delivered: 0,
+                    observed: Observed::default(),
+                };
                 Ok(Box::pin(futures::stream::unfold(live, |mut live| async move {
                     let item = live.next().await?;
                     Some((item, live))
@@ -404,7 +412,12 @@ enum Served {
     /// A stream, read to the end and validated.
     Buffered(Vec<ChatCompletionChunk>),
     /// A stream still flowing: chunks read so far, the rest, and the attempt's open record.
-    Live { held: Vec<ChatCompletionChunk>, rest: ChunkStream, guard: AttemptGuard, started: Instant },
+    Live {
+        held: Vec<ChatCompletionChunk>,
+        rest: ChunkStream,
+        guard: AttemptGuard,
+        started: Instant,
+    },
 }
 
 /// The state of one call across its attempts.
@@ -419,7 +432,7 @@ struct Call<'a> {
 
 /// What one attempt produced.
 enum AttemptResult {
-    Accepted(Served),
+    Accepted(Box<Served>),
     Rejected(String),
     Failed(Error),
 }
@@ -428,7 +441,14 @@ impl<'a> Call<'a> {
     fn start(client: &'a Client, request: &'a ChatCompletionRequest) -> Result<Self> {
         request.validate()?;
         let decision = client.explain(request)?;
-        Ok(Call { client: &client.inner, request, id: new_id("call-"), decision, attempts: Vec::new(), next_attempt: 1 })
+        Ok(Call {
+            client: &client.inner,
+            request,
+            id: new_id("call-"),
+            decision,
+            attempts: Vec::new(),
+            next_attempt: 1,
+        })
     }
 
     fn budget_left(&self) -> bool {
@@ -447,7 +467,7 @@ impl<'a> Call<'a> {
                     }
                     let request = self.slm_request(slm_try);
                     match self.attempt(Tier::Slm, slm, &request, stream).await? {
-                        AttemptResult::Accepted(served) => return Ok(served),
+                        AttemptResult::Accepted(served) => return Ok(*served),
                         AttemptResult::Rejected(reason) => rejections.push(reason),
                         AttemptResult::Failed(err) => {
                             // A new seed does not fix a failing engine or an oversized prompt: escalate.
@@ -472,7 +492,7 @@ impl<'a> Call<'a> {
                 break;
             }
             match self.attempt(Tier::Llm, llm, self.request, stream).await? {
-                AttemptResult::Accepted(served) => return Ok(served),
+                AttemptResult::Accepted(served) => return Ok(*served),
                 AttemptResult::Rejected(reason) => rejections.push(reason),
                 AttemptResult::Failed(err) => {
                     let retriable = err.is_retriable();
@@ -545,7 +565,8 @@ impl<'a> Call<'a> {
                                     guard.ttft = Some(started.elapsed());
                                     let summary = self.summary(attempt, tier, config, Outcome::Ok, None);
                                     self.attempts.push(summary);
-                                    return Ok(AttemptResult::Accepted(Served::Live { held, rest: chunks, guard, started }));
+                                    let live = Served::Live { held, rest: chunks, guard, started };
+                                    return Ok(AttemptResult::Accepted(Box::new(live)));
                                 }
                             }
                             Some(Err(err)) => break Err(err),
@@ -558,7 +579,8 @@ impl<'a> Call<'a> {
                     }
                 }
                 Ok(chunks) => {
-                    let collected: Result<Vec<ChatCompletionChunk>> = chunks.collect::<Vec<_>>().await.into_iter().collect();
+                    let collected: Result<Vec<ChatCompletionChunk>> =
+                        chunks.collect::<Vec<_>>().await.into_iter().collect();
                     collected.map(|held| (assemble(&held), Some(held)))
                 }
             }
@@ -570,10 +592,20 @@ impl<'a> Call<'a> {
                 let outcome = if matches!(err, Error::Timeout { .. }) { Outcome::Timeout } else { Outcome::Error };
                 let billed = match &err {
                     // A failed remote attempt still bills its prompt tokens.
-                    Error::Api { .. } | Error::Timeout { .. } | Error::MalformedResponse { .. } => estimate_prompt_tokens(request),
+                    Error::Api { .. } | Error::Timeout { .. } | Error::MalformedResponse { .. } => {
+                        estimate_prompt_tokens(request)
+                    }
                     _ => 0,
                 };
-                guard.finish(outcome, Some(err.to_string()), Some(&err), Usage::new(billed, 0), billed > 0, latency, false);
+                guard.finish(
+                    outcome,
+                    Some(err.to_string()),
+                    Some(&err),
+                    Usage::new(billed, 0),
+                    billed > 0,
+                    latency,
+                    false,
+                );
                 self.attempts.push(self.summary(attempt, tier, config, outcome, Some(err.to_string())));
                 return Ok(AttemptResult::Failed(err));
             }
@@ -584,8 +616,22 @@ impl<'a> Call<'a> {
                 Ok(Ok(())) => {}
                 Ok(Err(reason)) => {
                     let reason = format!("{}: {reason}", validator.name());
-                    guard.finish(Outcome::ValidationFailed, Some(reason.clone()), None, usage, estimated, latency, false);
-                    self.attempts.push(self.summary(attempt, tier, config, Outcome::ValidationFailed, Some(reason.clone())));
+                    guard.finish(
+                        Outcome::ValidationFailed,
+                        Some(reason.clone()),
+                        None,
+                        usage,
+                        estimated,
+                        latency,
+                        false,
+                    );
+                    self.attempts.push(self.summary(
+                        attempt,
+                        tier,
+                        config,
+                        Outcome::ValidationFailed,
+                        Some(reason.clone()),
+                    ));
                     return Ok(AttemptResult::Rejected(reason));
                 }
                 Err(err) => {
@@ -601,13 +647,20 @@ impl<'a> Call<'a> {
         }
         guard.finish(Outcome::Ok, None, None, usage, estimated, latency, true);
         self.attempts.push(self.summary(attempt, tier, config, Outcome::Ok, None));
-        Ok(AttemptResult::Accepted(match chunks {
+        Ok(AttemptResult::Accepted(Box::new(match chunks {
             Some(chunks) => Served::Buffered(chunks),
             None => Served::Whole(completion),
-        }))
+        })))
     }
 
-    fn summary(&self, attempt: u32, tier: Tier, config: &TierConfig, outcome: Outcome, reason: Option<String>) -> AttemptSummary {
+    fn summary(
+        &self,
+        attempt: u32,
+        tier: Tier,
+        config: &TierConfig,
+        outcome: Outcome,
+        reason: Option<String>,
+    ) -> AttemptSummary {
         AttemptSummary { attempt, tier, model: config.backend.model(), outcome, reason }
     }
 
@@ -638,7 +691,14 @@ struct AttemptGuard {
 }
 
 impl AttemptGuard {
-    fn new(client: &ClientInner, call_id: &str, attempt: u32, tier: Tier, config: &TierConfig, request: &ChatCompletionRequest) -> Self {
+    fn new(
+        client: &ClientInner,
+        call_id: &str,
+        attempt: u32,
+        tier: Tier,
+        config: &TierConfig,
+        request: &ChatCompletionRequest,
+    ) -> Self {
         AttemptGuard {
             ledger: client.ledger.clone(),
             record: AttemptRecord {
@@ -715,7 +775,15 @@ impl Drop for AttemptGuard {
             // The caller dropped the call mid-attempt. The prompt was sent, so it is billed.
             let latency = self.started.elapsed();
             let prompt = self.estimated_prompt_tokens;
-            self.finish(Outcome::Cancelled, Some("cancelled by the caller".into()), None, Usage::new(prompt, 0), true, latency, false);
+            self.finish(
+                Outcome::Cancelled,
+                Some("cancelled by the caller".into()),
+                None,
+                Usage::new(prompt, 0),
+                true,
+                latency,
+                false,
+            );
         }
     }
 }
@@ -768,9 +836,21 @@ impl LiveStream {
                 Some(Err(err)) => {
                     let (usage, estimated) = self.usage();
                     let message = err.to_string();
-                    guard.finish(Outcome::Error, Some(message), Some(&err), usage, estimated, self.started.elapsed(), false);
+                    guard.finish(
+                        Outcome::Error,
+                        Some(message),
+                        Some(&err),
+                        usage,
+                        estimated,
+                        self.started.elapsed(),
+                        false,
+                    );
                     let tier = guard.record.tier.to_string();
-                    return Some(Err(Error::StreamInterrupted { tier, chunks_delivered: self.delivered, source: Box::new(err) }));
+                    return Some(Err(Error::StreamInterrupted {
+                        tier,
+                        chunks_delivered: self.delivered,
+                        source: Box::new(err),
+                    }));
                 }
                 None => {
                     let (usage, estimated) = self.usage();
@@ -843,7 +923,11 @@ pub fn assemble(chunks: &[ChatCompletionChunk]) -> ChatCompletion {
             for delta in choice.delta.tool_calls.iter().flatten() {
                 let index = delta.index as usize;
                 while calls.len() <= index {
-                    calls.push(ToolCall { id: String::new(), kind: "function".into(), function: FunctionCall { name: String::new(), arguments: String::new() } });
+                    calls.push(ToolCall {
+                        id: String::new(),
+                        kind: "function".into(),
+                        function: FunctionCall { name: String::new(), arguments: String::new() },
+                    });
                 }
                 let call = &mut calls[index];
                 if let Some(id) = &delta.id {
@@ -869,7 +953,11 @@ pub fn assemble(chunks: &[ChatCompletionChunk]) -> ChatCompletion {
             index: 0,
             message: AssistantMessage {
                 role: Role::Assistant,
-                content: if calls.is_empty() { Some(content.unwrap_or_default()) } else { content.filter(|c| !c.is_empty()) },
+                content: if calls.is_empty() {
+                    Some(content.unwrap_or_default())
+                } else {
+                    content.filter(|c| !c.is_empty())
+                },
                 refusal: None,
                 tool_calls: (!calls.is_empty()).then_some(calls),
             },
@@ -896,7 +984,8 @@ fn chunks_of(completion: &ChatCompletion, include_usage: bool) -> Vec<ChatComple
         extra: Default::default(),
     };
     let Some(choice) = completion.choices.first() else { return Vec::new() };
-    let mut chunks = vec![chunk(Delta { role: Some(Role::Assistant), content: Some(String::new()), ..Delta::default() }, None)];
+    let mut chunks =
+        vec![chunk(Delta { role: Some(Role::Assistant), content: Some(String::new()), ..Delta::default() }, None)];
     if let Some(content) = choice.message.content.as_deref().filter(|content| !content.is_empty()) {
         chunks.push(chunk(Delta { content: Some(content.to_owned()), ..Delta::default() }, None));
     }
@@ -905,14 +994,21 @@ fn chunks_of(completion: &ChatCompletion, include_usage: bool) -> Vec<ChatComple
             index: index as u32,
             id: Some(call.id.clone()),
             kind: Some(call.kind.clone()),
-            function: Some(FunctionCallDelta { name: Some(call.function.name.clone()), arguments: Some(call.function.arguments.clone()) }),
+            function: Some(FunctionCallDelta {
+                name: Some(call.function.name.clone()),
+                arguments: Some(call.function.arguments.clone()),
+            }),
         };
         chunks.push(chunk(Delta { tool_calls: Some(vec![delta]), ..Delta::default() }, None));
     }
     chunks.push(chunk(Delta::default(), Some(choice.finish_reason)));
     if include_usage {
         if let Some(usage) = completion.usage {
-            chunks.push(ChatCompletionChunk { choices: Vec::new(), usage: Some(usage), ..chunk(Delta::default(), None) });
+            chunks.push(ChatCompletionChunk {
+                choices: Vec::new(),
+                usage: Some(usage),
+                ..chunk(Delta::default(), None)
+            });
         }
     }
     chunks

@@ -144,7 +144,10 @@ impl Pricing {
     pub fn validate(&self) -> Result<()> {
         let check = |name: &str, value: f64, positive: bool| {
             if !value.is_finite() || value < 0.0 || (positive && value == 0.0) {
-                Err(Error::Config(format!("pricing {name} must be a finite {} number, got {value}", if positive { "positive" } else { "non-negative" })))
+                Err(Error::Config(format!(
+                    "pricing {name} must be a finite {} number, got {value}",
+                    if positive { "positive" } else { "non-negative" }
+                )))
             } else {
                 Ok(())
             }
@@ -162,7 +165,9 @@ impl Pricing {
                 check("utilisation", *utilisation, true)?;
                 check("usd_per_kwh", *usd_per_kwh, false)?;
                 if *psu_efficiency > 1.0 || *utilisation > 1.0 || *pue < 1.0 {
-                    return Err(Error::Config("psu_efficiency and utilisation must be at most 1, pue at least 1".into()));
+                    return Err(Error::Config(
+                        "psu_efficiency and utilisation must be at most 1, pue at least 1".into(),
+                    ));
                 }
                 Ok(())
             }
@@ -290,19 +295,21 @@ impl Ledger {
 /// [`Error::Io`] when the file cannot be read at all.
 pub fn read_jsonl(path: impl AsRef<Path>) -> Result<(Vec<AttemptRecord>, Vec<String>)> {
     let path = path.as_ref();
-    let file =
-        File::open(path).map_err(|source| Error::Io { context: format!("cannot open ledger {}", path.display()), source })?;
+    let file = File::open(path)
+        .map_err(|source| Error::Io { context: format!("cannot open ledger {}", path.display()), source })?;
     let mut records = Vec::new();
     let mut warnings = Vec::new();
     for (index, line) in BufReader::new(file).split(b'\n').enumerate() {
-        let line = line.map_err(|source| Error::Io { context: format!("cannot read ledger {}", path.display()), source })?;
+        let line =
+            line.map_err(|source| Error::Io { context: format!("cannot read ledger {}", path.display()), source })?;
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         match serde_json::from_slice::<AttemptRecord>(&line) {
             Ok(record) => records.push(record),
             Err(err) => {
-                let warning = format!("{}:{}: skipped a line that is not a ledger record ({err})", path.display(), index + 1);
+                let warning =
+                    format!("{}:{}: skipped a line that is not a ledger record ({err})", path.display(), index + 1);
                 tracing::warn!("{warning}");
                 warnings.push(warning);
             }
@@ -418,14 +425,19 @@ impl Report {
         // A cache hit counts for the tier whose answer it replays.
         let cached_slm = calls
             .iter()
-            .filter(|(_, attempts)| attempts.iter().any(|r| r.served && r.outcome == Outcome::CacheHit && r.tier == Tier::Slm))
+            .filter(|(_, attempts)| {
+                attempts.iter().any(|r| r.served && r.outcome == Outcome::CacheHit && r.tier == Tier::Slm)
+            })
             .count() as u64;
         report.slm_share = ratio(report.served_by_slm + cached_slm, report.calls);
         report.slm_first_try_success_rate = ratio(slm_first_try_successes, report.slm_first_tried);
         report.mean_attempts_per_slm_call = ratio(slm_served_attempts, report.served_by_slm);
         report.savings_usd = report.counterfactual_llm_cost_usd - report.cost_usd;
-        report.savings_share =
-            if report.counterfactual_llm_cost_usd > 0.0 { report.savings_usd / report.counterfactual_llm_cost_usd } else { 0.0 };
+        report.savings_share = if report.counterfactual_llm_cost_usd > 0.0 {
+            report.savings_usd / report.counterfactual_llm_cost_usd
+        } else {
+            0.0
+        };
         report
     }
 
@@ -438,7 +450,10 @@ impl Report {
             ("served by LLM", self.served_by_llm.to_string()),
             ("served from cache", self.served_from_cache.to_string()),
             ("failed calls", self.failed_calls.to_string()),
-            ("SLM first-try success", format!("{:.1}% of {} calls", self.slm_first_try_success_rate * 100.0, self.slm_first_tried)),
+            (
+                "SLM first-try success",
+                format!("{:.1}% of {} calls", self.slm_first_try_success_rate * 100.0, self.slm_first_tried),
+            ),
             ("mean attempts per SLM-served call", format!("{:.2}", self.mean_attempts_per_slm_call)),
             ("escalations SLM -> LLM", self.escalations.to_string()),
             ("validation failures", self.validation_failures.to_string()),
@@ -479,7 +494,8 @@ mod tests {
 
     #[test]
     fn energy_pricing_follows_the_documented_formula() {
-        let pricing = Pricing::Energy { device_watts: 100.0, psu_efficiency: 0.8, pue: 1.1, utilisation: 0.5, usd_per_kwh: 0.2 };
+        let pricing =
+            Pricing::Energy { device_watts: 100.0, psu_efficiency: 0.8, pue: 1.1, utilisation: 0.5, usd_per_kwh: 0.2 };
         let (cost, energy) = pricing.price(0, 0, Duration::from_secs(36));
         // 36 s × 100 W / 0.8 × 1.1 / 0.5 = 9,900 J = 0.00275 kWh → $0.00055.
         assert!((energy.unwrap() - 9_900.0).abs() < 1e-9);
@@ -491,9 +507,16 @@ mod tests {
 
     #[test]
     fn bad_pricing_is_a_config_error() {
-        let bad = Pricing::Energy { device_watts: f64::NAN, psu_efficiency: 0.85, pue: 1.0, utilisation: 1.0, usd_per_kwh: 0.1 };
+        let bad = Pricing::Energy {
+            device_watts: f64::NAN,
+            psu_efficiency: 0.85,
+            pue: 1.0,
+            utilisation: 1.0,
+            usd_per_kwh: 0.1,
+        };
         assert!(matches!(bad.validate(), Err(Error::Config(_))));
-        let bad = Pricing::Energy { device_watts: 50.0, psu_efficiency: 1.5, pue: 1.0, utilisation: 1.0, usd_per_kwh: 0.1 };
+        let bad =
+            Pricing::Energy { device_watts: 50.0, psu_efficiency: 1.5, pue: 1.0, utilisation: 1.0, usd_per_kwh: 0.1 };
         assert!(bad.validate().is_err());
         assert!(Pricing::local_default().validate().is_ok());
     }

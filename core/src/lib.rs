@@ -32,6 +32,6 @@ pub mod validate;
 pub use client::{Backend, Client, ClientBuilder, RetryPolicy, RouteDecision};
 pub use error::{Error, Result};
 pub use ledger::{AttemptRecord, Ledger, Outcome, Pricing, Report, Tier};
-pub use remote::{RemoteBackend, RemoteConfig};
 pub use local::{EngineOptions, LocalEngine, LocalModel, ModelOptions};
+pub use remote::{RemoteBackend, RemoteConfig};
 pub use types::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage};

@@ -144,7 +144,11 @@ impl RemoteBackend {
         let response = match tokio::time::timeout(self.config.request_timeout, send).await {
             Ok(sent) => sent.map_err(|err| self.transport_error(err, "request"))?,
             Err(_) => {
-                return Err(Error::Timeout { url: self.url.clone(), phase: "request", after: self.config.request_timeout })
+                return Err(Error::Timeout {
+                    url: self.url.clone(),
+                    phase: "request",
+                    after: self.config.request_timeout,
+                })
             }
         };
         let response = self.check_status(response).await?;

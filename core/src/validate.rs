@@ -22,7 +22,11 @@ pub trait Validator: Send + Sync {
     fn applies_to(&self, request: &ChatCompletionRequest) -> bool;
 
     /// Judges `answer`, an answer to `request`.
-    fn check<'a>(&'a self, request: &'a ChatCompletionRequest, answer: &'a ChatCompletion) -> BoxFuture<'a, Result<Verdict>>;
+    fn check<'a>(
+        &'a self,
+        request: &'a ChatCompletionRequest,
+        answer: &'a ChatCompletion,
+    ) -> BoxFuture<'a, Result<Verdict>>;
 }
 
 /// Shorthand for an immediately-ready verdict.
@@ -45,11 +49,7 @@ impl Validator for NonEmpty {
 
     fn check<'a>(&'a self, _: &'a ChatCompletionRequest, answer: &'a ChatCompletion) -> BoxFuture<'a, Result<Verdict>> {
         let has_calls = answer.message().and_then(|message| message.tool_calls.as_ref()).is_some_and(|c| !c.is_empty());
-        ready(if has_calls || !answer.content().trim().is_empty() {
-            Ok(())
-        } else {
-            Err("the answer is empty".into())
-        })
+        ready(if has_calls || !answer.content().trim().is_empty() { Ok(()) } else { Err("the answer is empty".into()) })
     }
 }
 
@@ -67,7 +67,11 @@ impl Validator for JsonParses {
         matches!(request.response_format, Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. }))
     }
 
-    fn check<'a>(&'a self, request: &'a ChatCompletionRequest, answer: &'a ChatCompletion) -> BoxFuture<'a, Result<Verdict>> {
+    fn check<'a>(
+        &'a self,
+        request: &'a ChatCompletionRequest,
+        answer: &'a ChatCompletion,
+    ) -> BoxFuture<'a, Result<Verdict>> {
         let verdict = match serde_json::from_str::<Value>(answer.content()) {
             Err(err) => Err(format!("the content is not JSON: {err}")),
             Ok(value) if matches!(request.response_format, Some(ResponseFormat::JsonObject)) && !value.is_object() => {
@@ -92,7 +96,11 @@ impl Validator for JsonSchemaMatches {
         requested_schema(request).is_some()
     }
 
-    fn check<'a>(&'a self, request: &'a ChatCompletionRequest, answer: &'a ChatCompletion) -> BoxFuture<'a, Result<Verdict>> {
+    fn check<'a>(
+        &'a self,
+        request: &'a ChatCompletionRequest,
+        answer: &'a ChatCompletion,
+    ) -> BoxFuture<'a, Result<Verdict>> {
         let Some(schema) = requested_schema(request) else { return ready(Ok(())) };
         let verdict = match serde_json::from_str::<Value>(answer.content()) {
             Err(err) => Err(format!("the content is not JSON: {err}")),
@@ -133,13 +141,15 @@ impl Validator for ToolArgumentsMatch {
         !request.active_tools().is_empty()
     }
 
-    fn check<'a>(&'a self, request: &'a ChatCompletionRequest, answer: &'a ChatCompletion) -> BoxFuture<'a, Result<Verdict>> {
+    fn check<'a>(
+        &'a self,
+        request: &'a ChatCompletionRequest,
+        answer: &'a ChatCompletion,
+    ) -> BoxFuture<'a, Result<Verdict>> {
         use crate::types::{ToolChoice, ToolChoiceMode};
         let calls = answer.message().and_then(|message| message.tool_calls.clone()).unwrap_or_default();
-        let forced = matches!(
-            request.tool_choice,
-            Some(ToolChoice::Named(_) | ToolChoice::Mode(ToolChoiceMode::Required))
-        );
+        let forced =
+            matches!(request.tool_choice, Some(ToolChoice::Named(_) | ToolChoice::Mode(ToolChoiceMode::Required)));
         if forced && calls.is_empty() {
             return ready(Err("a tool call was required but the answer has none".into()));
         }
@@ -152,7 +162,8 @@ impl Validator for ToolArgumentsMatch {
                 Err(err) => return ready(Err(format!("arguments of {} are not JSON: {err}", call.function.name))),
             };
             if let Some(schema) = &tool.function.parameters {
-                if let Err(reason) = schema_verdict(schema, &arguments, &format!("arguments of {}", call.function.name)) {
+                if let Err(reason) = schema_verdict(schema, &arguments, &format!("arguments of {}", call.function.name))
+                {
                     return ready(Err(reason));
                 }
             }
@@ -244,7 +255,11 @@ impl Validator for Callback {
         true
     }
 
-    fn check<'a>(&'a self, request: &'a ChatCompletionRequest, answer: &'a ChatCompletion) -> BoxFuture<'a, Result<Verdict>> {
+    fn check<'a>(
+        &'a self,
+        request: &'a ChatCompletionRequest,
+        answer: &'a ChatCompletion,
+    ) -> BoxFuture<'a, Result<Verdict>> {
         (self.function)(request, answer)
     }
 }

@@ -1,0 +1,353 @@
+//! An OpenAI-compatible chat-completions server on loopback, for tests in every language.
+//!
+//! Each request takes the next [`Behavior`] from a script (pushed in-process or with
+//! `POST /_script`); with the script empty it answers with an echo of the last user message.
+//! Behaviours cover the faults a real endpoint shows: error statuses with `Retry-After`, a
+//! slow first byte, a stream cut midway, malformed JSON and malformed SSE.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// What the server does with one request.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Behavior {
+    /// A completion. Without `content` or `tool_calls`, echoes the last user message.
+    Reply {
+        #[serde(default)]
+        content: Option<String>,
+        /// OpenAI `tool_calls` objects, returned as given.
+        #[serde(default)]
+        tool_calls: Option<Value>,
+        #[serde(default)]
+        prompt_tokens: Option<u32>,
+        #[serde(default)]
+        completion_tokens: Option<u32>,
+        /// Wait this long before sending anything (a slow first byte).
+        #[serde(default)]
+        delay_ms: u64,
+        /// For streams: send this many chunks, then break the connection.
+        #[serde(default)]
+        cut_after_chunks: Option<usize>,
+    },
+    /// An HTTP error. In `body`, `{auth}` is replaced by the request's Authorization header,
+    /// so tests can check that a key echoed by a server never leaks.
+    Status {
+        status: u16,
+        #[serde(default)]
+        body: Option<String>,
+        #[serde(default)]
+        retry_after: Option<String>,
+    },
+    /// 200 with a body that is not JSON (non-streaming), or a stream event that is not JSON.
+    MalformedJson,
+    /// A stream whose bytes are not valid server-sent events (invalid UTF-8).
+    MalformedSse,
+}
+
+impl Behavior {
+    /// A reply with this content and exact usage.
+    pub fn reply(content: &str, prompt_tokens: u32, completion_tokens: u32) -> Self {
+        Behavior::Reply {
+            content: Some(content.to_owned()),
+            tool_calls: None,
+            prompt_tokens: Some(prompt_tokens),
+            completion_tokens: Some(completion_tokens),
+            delay_ms: 0,
+            cut_after_chunks: None,
+        }
+    }
+
+    /// An error status with an OpenAI-style error body.
+    pub fn status(status: u16) -> Self {
+        Behavior::Status { status, body: None, retry_after: None }
+    }
+}
+
+/// A request as the server received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub body: Value,
+    pub authorization: Option<String>,
+}
+
+#[derive(Default)]
+struct Shared {
+    script: Mutex<VecDeque<Behavior>>,
+    received: Mutex<Vec<Received>>,
+}
+
+/// A running server. It stops when this handle is dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl TestServer {
+    /// Starts a server on 127.0.0.1, on a free port.
+    ///
+    /// # Panics
+    /// When no loopback port can be bound: a test cannot run without one.
+    pub async fn start() -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+        Self::serve(listener).await
+    }
+
+    /// Serves on an already-bound listener.
+    ///
+    /// # Panics
+    /// When the listener has no local address.
+    pub async fn serve(listener: tokio::net::TcpListener) -> TestServer {
+        let addr = listener.local_addr().expect("listener address");
+        let shared = Arc::new(Shared::default());
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = router(Arc::clone(&shared));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        TestServer { addr, shared, _shutdown: shutdown }
+    }
+
+    /// The API root to configure clients with, e.g. `http://127.0.0.1:PORT/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Appends behaviours to the script.
+    pub fn push(&self, behaviors: impl IntoIterator<Item = Behavior>) {
+        lock(&self.shared.script).extend(behaviors);
+    }
+
+    /// Every request received so far.
+    pub fn received(&self) -> Vec<Received> {
+        lock(&self.shared.received).clone()
+    }
+
+    /// How many chat-completions requests arrived.
+    pub fn request_count(&self) -> usize {
+        lock(&self.shared.received).len()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(|| async { Json(json!({"object": "list", "data": [{"id": "test-model", "object": "model", "created": 0, "owned_by": "slmkit-testserver"}]})) }))
+        .route("/_script", post(push_script))
+        .route("/_requests", get(list_requests))
+        .with_state(shared)
+}
+
+async fn push_script(State(shared): State<Arc<Shared>>, Json(behaviors): Json<Vec<Behavior>>) -> StatusCode {
+    lock(&shared.script).extend(behaviors);
+    StatusCode::NO_CONTENT
+}
+
+async fn list_requests(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let received = lock(&shared.received);
+    Json(json!(received.iter().map(|r| json!({"body": r.body, "authorization": r.authorization})).collect::<Vec<_>>()))
+}
+
+async fn chat_completions(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let authorization = headers.get("authorization").and_then(|value| value.to_str().ok()).map(str::to_owned);
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return error_response(400, "the request body is not JSON", None);
+    };
+    lock(&shared.received).push(Received { body: request.clone(), authorization: authorization.clone() });
+    let behavior = lock(&shared.script).pop_front().unwrap_or(Behavior::Reply {
+        content: None,
+        tool_calls: None,
+        prompt_tokens: None,
+        completion_tokens: None,
+        delay_ms: 0,
+        cut_after_chunks: None,
+    });
+    let stream = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    match behavior {
+        Behavior::Status { status, body, retry_after } => {
+            let body = body.map(|body| body.replace("{auth}", authorization.as_deref().unwrap_or("")));
+            let mut response = match body {
+                Some(body) => {
+                    (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), body).into_response()
+                }
+                None => error_response(status, &format!("scripted error {status}"), None),
+            };
+            if let Some(retry_after) = retry_after.and_then(|value| HeaderValue::from_str(&value).ok()) {
+                response.headers_mut().insert("retry-after", retry_after);
+            }
+            response
+        }
+        Behavior::MalformedJson if !stream => {
+            (StatusCode::OK, "{\"id\": \"chatcmpl-1\", \"choices\": [").into_response()
+        }
+        Behavior::MalformedJson => sse(vec![Bytes::from_static(b"data: {\"id\": \"chatcmpl-1\", \"choi\n\n")], None, 0),
+        Behavior::MalformedSse => sse(vec![Bytes::from_static(b"data: \xff\xfe\xfd broken\n\n")], None, 0),
+        Behavior::Reply { content, tool_calls, prompt_tokens, completion_tokens, delay_ms, cut_after_chunks } => {
+            let echo = last_user_text(&request);
+            let content = match (&content, &tool_calls) {
+                (None, None) => Some(format!("echo: {echo}")),
+                _ => content,
+            };
+            let prompt_tokens = prompt_tokens.unwrap_or_else(|| (request.to_string().len() / 4) as u32);
+            let completion_tokens = completion_tokens
+                .unwrap_or_else(|| content.as_deref().map_or(1, |text| text.split_whitespace().count() as u32));
+            let model = request.get("model").and_then(Value::as_str).unwrap_or("test-model").to_owned();
+            let reply = Reply { model, content, tool_calls, prompt_tokens, completion_tokens };
+            if stream {
+                let include_usage =
+                    request.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+                sse(reply.events(include_usage), cut_after_chunks, delay_ms)
+            } else {
+                if delay_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                }
+                Json(reply.completion()).into_response()
+            }
+        }
+    }
+}
+
+fn error_response(status: u16, message: &str, code: Option<&str>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = json!({"error": {"message": message, "type": "scripted_error", "param": null, "code": code}});
+    (status, Json(body)).into_response()
+}
+
+fn last_user_text(request: &Value) -> String {
+    let messages = request.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
+    let Some(last) = messages.iter().rev().find(|message| message.get("role").and_then(Value::as_str) == Some("user"))
+    else {
+        return String::new();
+    };
+    match last.get("content") {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Array(parts)) => {
+            parts.iter().filter_map(|part| part.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(" ")
+        }
+        _ => String::new(),
+    }
+}
+
+struct Reply {
+    model: String,
+    content: Option<String>,
+    tool_calls: Option<Value>,
+    prompt_tokens: u32,
+    completion_tokens: u32,
+}
+
+const CREATED: u64 = 1_700_000_000;
+
+impl Reply {
+    fn finish_reason(&self) -> &'static str {
+        if self.tool_calls.is_some() {
+            "tool_calls"
+        } else {
+            "stop"
+        }
+    }
+
+    fn usage(&self) -> Value {
+        json!({"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens, "total_tokens": self.prompt_tokens + self.completion_tokens})
+    }
+
+    fn completion(&self) -> Value {
+        let mut message = json!({"role": "assistant", "content": self.content, "refusal": null});
+        if let Some(calls) = &self.tool_calls {
+            message["tool_calls"] = calls.clone();
+        }
+        json!({
+            "id": "chatcmpl-test", "object": "chat.completion", "created": CREATED, "model": self.model,
+            "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason(), "logprobs": null}],
+            "usage": self.usage(), "system_fingerprint": "fp_test"
+        })
+    }
+
+    /// The stream as OpenAI frames it: role, content pieces, tool calls, finish, usage, [DONE].
+    fn events(&self, include_usage: bool) -> Vec<Bytes> {
+        let chunk = |delta: Value, finish: Value| {
+            json!({"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": CREATED, "model": self.model, "system_fingerprint": "fp_test",
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}]})
+        };
+        let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+        if let Some(content) = &self.content {
+            let mut piece = String::new();
+            for word in content.split_inclusive(' ') {
+                piece.push_str(word);
+                if piece.len() >= 8 {
+                    events.push(chunk(json!({"content": std::mem::take(&mut piece)}), Value::Null));
+                }
+            }
+            if !piece.is_empty() {
+                events.push(chunk(json!({"content": piece}), Value::Null));
+            }
+        }
+        if let Some(Value::Array(calls)) = &self.tool_calls {
+            for (index, call) in calls.iter().enumerate() {
+                let mut delta_call = call.clone();
+                delta_call["index"] = json!(index);
+                events.push(chunk(json!({"tool_calls": [delta_call]}), Value::Null));
+            }
+        }
+        events.push(chunk(json!({}), json!(self.finish_reason())));
+        if include_usage {
+            events.push(json!({"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": CREATED, "model": self.model, "choices": [], "usage": self.usage()}));
+        }
+        let mut frames: Vec<Bytes> = events.iter().map(|event| Bytes::from(format!("data: {event}\n\n"))).collect();
+        frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
+        frames
+    }
+}
+
+/// An SSE response of `frames`; with `cut_after`, the connection breaks after that many
+/// (after a pause, so the frames before the cut reach the client first).
+fn sse(frames: Vec<Bytes>, cut_after: Option<usize>, delay_ms: u64) -> Response {
+    let limit = cut_after.unwrap_or(frames.len());
+    let mut pending: VecDeque<Bytes> = frames.into_iter().take(limit).collect();
+    let mut cut = cut_after.is_some();
+    let mut first = true;
+    let body = futures::stream::unfold((), move |()| {
+        let delay = if std::mem::take(&mut first) { delay_ms } else { 0 };
+        let next = pending.pop_front();
+        let cut_now = next.is_none() && std::mem::take(&mut cut);
+        async move {
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            match next {
+                Some(frame) => Some((Ok::<Bytes, std::io::Error>(frame), ())),
+                None if cut_now => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Some((Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "scripted cut")), ()))
+                }
+                None => None,
+            }
+        }
+    });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
