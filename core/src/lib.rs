@@ -5,7 +5,11 @@
 //!
 //! This crate is the core that the Python and Node bindings wrap. It holds:
 //! - [`types`]: OpenAI chat-completions requests, responses and stream chunks;
-//! - [`local`]: the local SLM engine on llama.cpp, with grammar-enforced JSON and tool calls.
+//! - [`local`]: the local SLM engine on llama.cpp, with grammar-enforced JSON and tool calls;
+//! - [`remote`]: any OpenAI-compatible endpoint, streaming over SSE;
+//! - [`client`]: the call path: route, validate ([`validate`]), retry, escalate, and record
+//!   every attempt in the [`ledger`];
+//! - [`config`]: the TOML file that configures all of it.
 //!
 //! ```no_run
 //! # async fn demo() -> slmkit::Result<()> {
@@ -22,6 +26,7 @@
 //! ```
 
 pub mod client;
+pub mod config;
 pub mod error;
 pub mod ledger;
 pub mod local;
@@ -30,6 +35,7 @@ pub mod types;
 pub mod validate;
 
 pub use client::{Backend, Client, ClientBuilder, RetryPolicy, RouteDecision};
+pub use config::Config;
 pub use error::{Error, Result};
 pub use ledger::{AttemptRecord, Ledger, Outcome, Pricing, Report, Tier};
 pub use local::{EngineOptions, LocalEngine, LocalModel, ModelOptions};

@@ -565,3 +565,51 @@ fn the_api_key_never_appears_in_logs_the_ledger_or_errors() {
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(!logs.contains(KEY), "the key leaked into the logs");
 }
+
+/// A local SLM from a config file, a remote LLM behind it: grammar-checked answers stay local,
+/// a forced route goes remote, and local attempts are priced by energy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_slm_and_a_remote_llm_from_one_config_file() {
+    let llm = TestServer::start().await;
+    let dir = std::env::temp_dir().join(format!("slmkit-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-chatml.gguf");
+    std::fs::copy(&fixture, dir.join("slm.gguf")).unwrap();
+    let config_path = dir.join("slmkit.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[slm]\nbackend = \"local\"\nmodel = \"slm.gguf\"\ncontext = 1024\nslots = 2\n\n\
+             [llm]\nbackend = \"remote\"\nbase_url = \"{}\"\nmodel = \"big\"\napi_key = \"sk-local-test\"\n\n\
+             [llm.pricing]\nkind = \"per_token\"\ninput_usd_per_million = 2.5\noutput_usd_per_million = 10.0\n\n\
+             [ledger]\npath = \"ledger.jsonl\"\n",
+            llm.base_url()
+        ),
+    )
+    .unwrap();
+    let client = slmkit::Config::from_file(&config_path).unwrap().build().unwrap();
+
+    let mut request = ask("Extract: order 42 is late");
+    request.max_tokens = Some(80);
+    request.seed = Some(3);
+    request.response_format = Some(ResponseFormat::json_schema(
+        "order",
+        json!({"type": "object", "properties": {"late": {"type": "boolean"}}, "required": ["late"], "additionalProperties": false}),
+    ));
+    let completion = client.create(&request).await.unwrap();
+    assert_eq!(completion.extra["slmkit"]["tier"], "slm");
+    let value: Value = serde_json::from_str(completion.content()).unwrap();
+    assert!(value["late"].is_boolean());
+    let record = &client.ledger().records()[0];
+    assert_eq!((record.backend.as_str(), record.outcome), ("local", Outcome::Ok));
+    assert!(record.energy_j.unwrap() > 0.0 && record.cost_usd > 0.0, "local attempts are priced by measured busy time");
+    assert!(record.counterfactual_llm_cost_usd.unwrap() > record.cost_usd);
+
+    request.metadata = Some(serde_json::Map::from_iter([("slmkit_route".into(), json!("llm"))]));
+    let escalated = client.create(&request).await.unwrap();
+    assert_eq!(escalated.extra["slmkit"]["tier"], "llm");
+    assert_eq!(llm.received()[0].authorization.as_deref(), Some("Bearer sk-local-test"));
+    let (from_file, _) = read_jsonl(dir.join("ledger.jsonl")).unwrap();
+    assert_eq!(from_file.len(), 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}

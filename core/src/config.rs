@@ -1,0 +1,384 @@
+//! The configuration file (TOML), shared by the Rust client, the bindings and `slmkit serve`.
+//!
+//! ```toml
+//! [slm]                      # the small model: local GGUF, or a remote pool (vLLM, Ollama…)
+//! backend = "local"
+//! model = "models/qwen2.5-1.5b-instruct-q8_0.gguf"   # relative to this file
+//! slots = 4                  # requests decoded together
+//! context = 4096             # tokens per request, prompt and output
+//!
+//! [llm]
+//! backend = "remote"
+//! base_url = "https://api.openai.com/v1"
+//! model = "gpt-4o"
+//! api_key_env = "OPENAI_API_KEY"   # the default; or api_key = "…"
+//!
+//! [llm.pricing]
+//! kind = "per_token"
+//! input_usd_per_million = 2.5
+//! output_usd_per_million = 10.0
+//!
+//! [retry]
+//! slm_attempts = 3
+//!
+//! [routing]
+//! default = "slm"
+//!
+//! [ledger]
+//! path = "slmkit-ledger.jsonl"
+//!
+//! [[validators]]
+//! kind = "regex"
+//! pattern = "^\\[CONTENT\\]"
+//! ```
+//! Unknown keys are errors, so a typo cannot silently fall back to a default.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::client::{Backend, Client, ClientBuilder, RetryPolicy};
+use crate::error::{Error, Result};
+use crate::ledger::{Ledger, Pricing, Tier};
+use crate::local::{EngineOptions, LocalEngine, LocalModel, ModelOptions};
+use crate::remote::{ApiKey, RemoteBackend, RemoteConfig};
+use crate::validate::{NonEmpty, RegexMatches, Validator};
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub slm: Option<TierSection>,
+    #[serde(default)]
+    pub llm: Option<TierSection>,
+    #[serde(default)]
+    pub retry: RetrySection,
+    #[serde(default)]
+    pub routing: RoutingSection,
+    #[serde(default)]
+    pub ledger: LedgerSection,
+    #[serde(default)]
+    pub validators: Vec<ValidatorSection>,
+    /// Keep the JSON, schema and tool-argument validators (default true).
+    #[serde(default = "yes")]
+    pub default_validators: bool,
+    /// Prices the all-LLM counterfactual; defaults to the LLM tier's per-token price.
+    #[serde(default)]
+    pub counterfactual_pricing: Option<Pricing>,
+    /// Sections owned by other parts (e.g. `[server]`), read by them.
+    #[serde(default)]
+    pub server: Option<toml::Table>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One tier.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "backend", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TierSection {
+    Local {
+        /// Path to the GGUF file, relative to the config file.
+        model: PathBuf,
+        #[serde(default)]
+        slots: Option<usize>,
+        /// Tokens per request (prompt and output).
+        #[serde(default)]
+        context: Option<u32>,
+        #[serde(default)]
+        threads: Option<u32>,
+        #[serde(default)]
+        queue: Option<usize>,
+        #[serde(default)]
+        gpu_layers: Option<u32>,
+        #[serde(default)]
+        pricing: Option<Pricing>,
+    },
+    Remote {
+        base_url: String,
+        #[serde(default)]
+        model: String,
+        /// The key itself. Prefer `api_key_env`.
+        #[serde(default)]
+        api_key: Option<String>,
+        /// The environment variable holding the key (default `OPENAI_API_KEY`).
+        #[serde(default)]
+        api_key_env: Option<String>,
+        #[serde(default)]
+        connect_timeout_s: Option<f64>,
+        #[serde(default)]
+        request_timeout_s: Option<f64>,
+        #[serde(default)]
+        stream_idle_timeout_s: Option<f64>,
+        #[serde(default)]
+        pricing: Option<Pricing>,
+    },
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySection {
+    pub slm_attempts: Option<u32>,
+    pub llm_attempts: Option<u32>,
+    pub max_attempts: Option<u32>,
+    pub initial_backoff_ms: Option<u64>,
+    pub max_backoff_ms: Option<u64>,
+    pub max_retry_after_s: Option<f64>,
+    pub retry_temperature: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingSection {
+    /// Where calls go when nothing says otherwise (default `slm`).
+    pub default: Option<Tier>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerSection {
+    /// Append every attempt to this JSONL file (relative to the config file).
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ValidatorSection {
+    NonEmpty,
+    Regex { pattern: String },
+}
+
+/// The default key variable for remote tiers.
+pub const DEFAULT_API_KEY_ENV: &str = "OPENAI_API_KEY";
+
+impl Config {
+    /// Parses TOML text. Relative paths stay relative to the working directory.
+    ///
+    /// # Errors
+    /// [`Error::Config`] with the parser's message (line and key) for invalid TOML or keys.
+    pub fn from_toml_str(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|err| Error::Config(err.to_string()))
+    }
+
+    /// Reads a file; relative paths in it are taken relative to its folder.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be read; [`Error::Config`] when it is invalid.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| Error::Io { context: format!("cannot read config {}", path.display()), source })?;
+        let mut config = Self::from_toml_str(&text).map_err(|err| {
+            Error::Config(format!(
+                "{}: {}",
+                path.display(),
+                err.to_string().trim_start_matches("invalid configuration: ")
+            ))
+        })?;
+        if let Some(dir) = path.parent() {
+            config.resolve_paths(dir);
+        }
+        Ok(config)
+    }
+
+    /// An LLM tier from `OPENAI_BASE_URL` / `OPENAI_API_KEY` / `OPENAI_MODEL`, when
+    /// `OPENAI_BASE_URL` or `OPENAI_API_KEY` is set.
+    pub fn llm_from_env() -> Option<TierSection> {
+        let base_url = std::env::var("OPENAI_BASE_URL").ok();
+        let has_key = std::env::var(DEFAULT_API_KEY_ENV).is_ok_and(|key| !key.is_empty());
+        if base_url.is_none() && !has_key {
+            return None;
+        }
+        Some(TierSection::Remote {
+            base_url: base_url.unwrap_or_else(|| "https://api.openai.com/v1".into()),
+            model: std::env::var("OPENAI_MODEL").unwrap_or_else(|_| "gpt-4o".into()),
+            api_key: None,
+            api_key_env: None,
+            connect_timeout_s: None,
+            request_timeout_s: None,
+            stream_idle_timeout_s: None,
+            pricing: None,
+        })
+    }
+
+    fn resolve_paths(&mut self, dir: &Path) {
+        for tier in [&mut self.slm, &mut self.llm].into_iter().flatten() {
+            if let TierSection::Local { model, .. } = tier {
+                if model.is_relative() {
+                    *model = dir.join(&*model);
+                }
+            }
+        }
+        if let Some(path) = &mut self.ledger.path {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        }
+    }
+
+    /// A builder with everything in this config; add validators (e.g. callbacks) before
+    /// building.
+    ///
+    /// # Errors
+    /// [`Error::ModelLoad`] for a local model that does not load; [`Error::Config`] for
+    /// invalid settings.
+    pub fn builder(&self) -> Result<ClientBuilder> {
+        let mut builder = Client::builder();
+        if !self.default_validators {
+            builder = builder.without_default_validators();
+        }
+        if let Some(section) = &self.slm {
+            let (backend, pricing) = section.backend()?;
+            builder = builder.slm(backend, pricing);
+        }
+        if let Some(section) = &self.llm {
+            let (backend, pricing) = section.backend()?;
+            builder = builder.llm(backend, pricing);
+        }
+        builder = builder.retry(self.retry.policy()?);
+        if let Some(default) = self.routing.default {
+            builder = builder.default_route(default);
+        }
+        if let Some(path) = &self.ledger.path {
+            builder = builder.ledger(Ledger::with_file(path)?);
+        }
+        for validator in &self.validators {
+            let validator: Arc<dyn Validator> = match validator {
+                ValidatorSection::NonEmpty => Arc::new(NonEmpty),
+                ValidatorSection::Regex { pattern } => Arc::new(RegexMatches::new(pattern)?),
+            };
+            builder = builder.validator(validator);
+        }
+        if let Some(pricing) = &self.counterfactual_pricing {
+            builder = builder.counterfactual_pricing(pricing.clone());
+        }
+        Ok(builder)
+    }
+
+    /// Builds the client.
+    ///
+    /// # Errors
+    /// As [`Config::builder`] and [`ClientBuilder::build`].
+    pub fn build(&self) -> Result<Client> {
+        self.builder()?.build()
+    }
+}
+
+fn seconds(name: &str, value: Option<f64>, default: Duration) -> Result<Duration> {
+    match value {
+        None => Ok(default),
+        Some(seconds) if seconds.is_finite() && seconds > 0.0 => Ok(Duration::from_secs_f64(seconds)),
+        Some(seconds) => Err(Error::Config(format!("{name} must be a positive number of seconds, got {seconds}"))),
+    }
+}
+
+impl TierSection {
+    /// Loads or connects the backend, with its pricing.
+    ///
+    /// # Errors
+    /// [`Error::ModelLoad`], or [`Error::Config`] for a missing API key variable or bad value.
+    pub fn backend(&self) -> Result<(Backend, Pricing)> {
+        match self {
+            TierSection::Local { model, slots, context, threads, queue, gpu_layers, pricing } => {
+                let options = ModelOptions { gpu_layers: gpu_layers.unwrap_or(0), ..ModelOptions::default() };
+                let loaded = LocalModel::load(model, &options)?;
+                let defaults = EngineOptions::default();
+                let engine = LocalEngine::start(
+                    loaded,
+                    EngineOptions {
+                        slots: slots.unwrap_or(defaults.slots),
+                        context_per_slot: context.or(defaults.context_per_slot),
+                        threads: threads.or(defaults.threads),
+                        queue_capacity: queue.unwrap_or(defaults.queue_capacity),
+                        batch_size: defaults.batch_size,
+                    },
+                )?;
+                Ok((Backend::Local(engine), pricing.clone().unwrap_or_else(Pricing::local_default)))
+            }
+            TierSection::Remote {
+                base_url,
+                model,
+                api_key,
+                api_key_env,
+                connect_timeout_s,
+                request_timeout_s,
+                stream_idle_timeout_s,
+                pricing,
+            } => {
+                let defaults = RemoteConfig::new(base_url.clone(), model.clone());
+                let key = match (api_key, api_key_env) {
+                    (Some(key), _) => Some(ApiKey::new(key.clone())),
+                    (None, Some(variable)) => Some(ApiKey::new(
+                        std::env::var(variable)
+                            .map_err(|_| Error::Config(format!("api_key_env names {variable}, which is not set")))?,
+                    )),
+                    (None, None) => {
+                        std::env::var(DEFAULT_API_KEY_ENV).ok().filter(|key| !key.is_empty()).map(ApiKey::new)
+                    }
+                };
+                let config = RemoteConfig {
+                    api_key: key,
+                    connect_timeout: seconds("connect_timeout_s", *connect_timeout_s, defaults.connect_timeout)?,
+                    request_timeout: seconds("request_timeout_s", *request_timeout_s, defaults.request_timeout)?,
+                    stream_idle_timeout: seconds(
+                        "stream_idle_timeout_s",
+                        *stream_idle_timeout_s,
+                        defaults.stream_idle_timeout,
+                    )?,
+                    ..defaults
+                };
+                Ok((Backend::Remote(RemoteBackend::new(config)?), pricing.clone().unwrap_or_else(Pricing::gpt_4o)))
+            }
+        }
+    }
+}
+
+impl RetrySection {
+    fn policy(&self) -> Result<RetryPolicy> {
+        let defaults = RetryPolicy::default();
+        Ok(RetryPolicy {
+            slm_attempts: self.slm_attempts.unwrap_or(defaults.slm_attempts),
+            llm_attempts: self.llm_attempts.unwrap_or(defaults.llm_attempts),
+            max_attempts: self.max_attempts.unwrap_or(defaults.max_attempts),
+            initial_backoff: self.initial_backoff_ms.map_or(defaults.initial_backoff, Duration::from_millis),
+            max_backoff: self.max_backoff_ms.map_or(defaults.max_backoff, Duration::from_millis),
+            max_retry_after: seconds("max_retry_after_s", self.max_retry_after_s, defaults.max_retry_after)?,
+            retry_temperature: self.retry_temperature.unwrap_or(defaults.retry_temperature),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typos_and_bad_values_are_clear_errors() {
+        let err = Config::from_toml_str("[retry]\nslm_atempts = 2\n").unwrap_err();
+        assert!(err.to_string().contains("slm_atempts"), "{err}");
+        let err = Config::from_toml_str("[slm]\nbackend = \"quantum\"\n").unwrap_err();
+        assert!(err.to_string().contains("quantum"), "{err}");
+        let config = Config::from_toml_str(
+            "[llm]\nbackend = \"remote\"\nbase_url = \"http://127.0.0.1:9/v1\"\nrequest_timeout_s = -1\n",
+        )
+        .unwrap();
+        assert!(matches!(config.build(), Err(Error::Config(message)) if message.contains("request_timeout_s")));
+        let config = Config::from_toml_str(
+            "[llm]\nbackend = \"remote\"\nbase_url = \"http://127.0.0.1:9/v1\"\napi_key_env = \"SLMKIT_SURELY_UNSET_VAR\"\n",
+        )
+        .unwrap();
+        assert!(matches!(config.build(), Err(Error::Config(message)) if message.contains("SLMKIT_SURELY_UNSET_VAR")));
+        assert!(matches!(Config::default().build(), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn a_missing_local_model_is_a_model_load_error() {
+        let config =
+            Config::from_toml_str("[slm]\nbackend = \"local\"\nmodel = \"/nonexistent/model.gguf\"\n").unwrap();
+        assert!(matches!(config.build(), Err(Error::ModelLoad { .. })));
+    }
+}
