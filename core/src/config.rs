@@ -164,6 +164,32 @@ impl Config {
         toml::from_str(text).map_err(|err| Error::Config(err.to_string()))
     }
 
+    /// Parses the same structure from JSON (the bindings pass constructor options this way).
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the bad key or value.
+    pub fn from_json_str(text: &str) -> Result<Self> {
+        serde_json::from_str(text).map_err(|err| Error::Config(err.to_string()))
+    }
+
+    /// The configuration a client gets without explicit options: the file named by `path`,
+    /// else by the `SLMKIT_CONFIG` variable, else nothing; then, when no LLM tier is set, one
+    /// from `OPENAI_BASE_URL` / `OPENAI_API_KEY` (see [`Config::llm_from_env`]).
+    ///
+    /// # Errors
+    /// As [`Config::from_file`].
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let from_env = std::env::var_os("SLMKIT_CONFIG").map(PathBuf::from);
+        let mut config = match path.map(Path::to_owned).or(from_env) {
+            Some(path) => Self::from_file(path)?,
+            None => Config::default(),
+        };
+        if config.llm.is_none() {
+            config.llm = Self::llm_from_env();
+        }
+        Ok(config)
+    }
+
     /// Reads a file; relative paths in it are taken relative to its folder.
     ///
     /// # Errors
