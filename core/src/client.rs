@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 use crate::error::{Error, Result};
 use crate::ledger::{now_ms, AttemptRecord, Ledger, Outcome, Pricing, Tier};
 use crate::local::{ChunkStream, LocalEngine};
-use crate::remote::{RemoteBackend, HINT_FIELD, HINT_METADATA_PREFIX};
+use crate::remote::RemoteBackend;
+use crate::routing::{RouteDecision, Router, RoutingConfig, SlmProfile};
 use crate::types::{
     new_id, AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice, FinishReason,
     FunctionCall, Role, StreamOptions, ToolCall, Usage,
@@ -120,14 +121,6 @@ impl RetryPolicy {
     }
 }
 
-/// Why a call went where it went.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct RouteDecision {
-    pub tier: Tier,
-    /// Reasons a person can read.
-    pub reasons: Vec<String>,
-}
-
 /// Builds a [`Client`].
 pub struct ClientBuilder {
     slm: Option<TierConfig>,
@@ -135,7 +128,7 @@ pub struct ClientBuilder {
     validators: Vec<Arc<dyn Validator>>,
     retry: RetryPolicy,
     ledger: Ledger,
-    default_route: Tier,
+    routing: RoutingConfig,
     counterfactual: Option<Pricing>,
 }
 
@@ -147,7 +140,7 @@ impl Default for ClientBuilder {
             validators: default_validators(),
             retry: RetryPolicy::default(),
             ledger: Ledger::in_memory(),
-            default_route: Tier::Slm,
+            routing: RoutingConfig::default(),
             counterfactual: None,
         }
     }
@@ -186,9 +179,16 @@ impl ClientBuilder {
         self
     }
 
-    /// Where calls go when nothing says otherwise. Default: the SLM.
+    /// Sends every call to `tier` instead of scoring it (hard limits and forced routes
+    /// still apply).
     pub fn default_route(mut self, tier: Tier) -> Self {
-        self.default_route = tier;
+        self.routing.default = Some(tier);
+        self
+    }
+
+    /// The router's configuration, laid over the defaults.
+    pub fn routing(mut self, routing: RoutingConfig) -> Self {
+        self.routing = routing;
         self
     }
 
@@ -220,6 +220,19 @@ impl ClientBuilder {
             _ => Pricing::gpt_4o(),
         });
         counterfactual.validate()?;
+        let slm_profile = self.slm.as_ref().map(|tier| match &tier.backend {
+            Backend::Local(engine) => SlmProfile {
+                context_window: engine.context_window(),
+                tokenizer: Some(engine.model().clone()),
+                supports_tools: true,
+                supports_images: false,
+            },
+            // The router fills these from its configuration.
+            Backend::Remote(_) => {
+                SlmProfile { context_window: 0, tokenizer: None, supports_tools: true, supports_images: false }
+            }
+        });
+        let router = Router::new(&self.routing, slm_profile, self.llm.is_some())?;
         Ok(Client {
             inner: Arc::new(ClientInner {
                 slm: self.slm,
@@ -227,7 +240,7 @@ impl ClientBuilder {
                 validators: self.validators,
                 retry: self.retry,
                 ledger: self.ledger,
-                default_route: self.default_route,
+                router,
                 counterfactual,
             }),
         })
@@ -246,7 +259,7 @@ struct ClientInner {
     validators: Vec<Arc<dyn Validator>>,
     retry: RetryPolicy,
     ledger: Ledger,
-    default_route: Tier,
+    router: Router,
     counterfactual: Pricing,
 }
 
@@ -270,24 +283,6 @@ struct AttemptSummary {
     reason: Option<String>,
 }
 
-/// The routing hint a caller may put in a request: `{"slmkit": {"route": "llm"}}` (e.g. via
-/// the OpenAI SDKs' `extra_body`) or `metadata: {"slmkit_route": "llm"}`.
-pub fn route_hint(request: &ChatCompletionRequest) -> Result<Option<Tier>> {
-    let from_extra = request.extra.get(HINT_FIELD).and_then(|hint| hint.get("route")).and_then(Value::as_str);
-    let metadata_key = format!("{HINT_METADATA_PREFIX}route");
-    let from_metadata =
-        request.metadata.as_ref().and_then(|metadata| metadata.get(&metadata_key)).and_then(Value::as_str);
-    match from_extra.or(from_metadata) {
-        None | Some("auto") => Ok(None),
-        Some("slm") => Ok(Some(Tier::Slm)),
-        Some("llm") => Ok(Some(Tier::Llm)),
-        Some(other) => Err(Error::invalid_request(
-            format!("route hint {other:?} is not one of \"slm\", \"llm\" or \"auto\""),
-            Some("slmkit.route"),
-        )),
-    }
-}
-
 impl Client {
     pub fn builder() -> ClientBuilder {
         ClientBuilder::default()
@@ -306,30 +301,18 @@ impl Client {
         }
     }
 
-    /// Where `request` would go, and why.
+    /// Where `request` would go, and why, with each signal's contribution.
     ///
     /// # Errors
     /// [`Error::InvalidRequest`] for a malformed routing hint.
     pub fn explain(&self, request: &ChatCompletionRequest) -> Result<RouteDecision> {
-        let mut reasons = Vec::new();
-        let wanted = match route_hint(request)? {
-            Some(tier) => {
-                reasons.push(format!("the caller asked for the {tier} tier"));
-                tier
-            }
-            None => {
-                reasons.push(format!("default route: {}", self.inner.default_route));
-                self.inner.default_route
-            }
-        };
-        let tier = if self.tier(wanted).is_some() {
-            wanted
-        } else {
-            let other = other_tier(wanted);
-            reasons.push(format!("no {wanted} tier is configured, so the {other} tier serves"));
-            other
-        };
-        Ok(RouteDecision { tier, reasons })
+        let mut decision = self.inner.router.decide(request)?;
+        if self.tier(decision.tier).is_none() {
+            let other = other_tier(decision.tier);
+            decision.reasons.push(format!("no {} tier is configured, so the {other} tier serves", decision.tier));
+            decision.tier = other;
+        }
+        Ok(decision)
     }
 
     /// Answers `request`: routed, validated, retried and escalated as configured.

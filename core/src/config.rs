@@ -21,8 +21,11 @@
 //! [retry]
 //! slm_attempts = 3
 //!
-//! [routing]
-//! default = "slm"
+//! [routing]                  # see routing_defaults.toml for every knob
+//! bias = -0.1
+//! [[routing.rules]]
+//! tags = ["WriteCode"]
+//! route = "slm"
 //!
 //! [ledger]
 //! path = "slmkit-ledger.jsonl"
@@ -41,9 +44,10 @@ use serde::Deserialize;
 
 use crate::client::{Backend, Client, ClientBuilder, RetryPolicy};
 use crate::error::{Error, Result};
-use crate::ledger::{Ledger, Pricing, Tier};
+use crate::ledger::{Ledger, Pricing};
 use crate::local::{EngineOptions, LocalEngine, LocalModel, ModelOptions};
 use crate::remote::{ApiKey, RemoteBackend, RemoteConfig};
+use crate::routing::RoutingConfig;
 use crate::validate::{NonEmpty, RegexMatches, Validator};
 
 /// The whole file.
@@ -57,7 +61,7 @@ pub struct Config {
     #[serde(default)]
     pub retry: RetrySection,
     #[serde(default)]
-    pub routing: RoutingSection,
+    pub routing: RoutingConfig,
     #[serde(default)]
     pub ledger: LedgerSection,
     #[serde(default)]
@@ -129,13 +133,6 @@ pub struct RetrySection {
     pub max_backoff_ms: Option<u64>,
     pub max_retry_after_s: Option<f64>,
     pub retry_temperature: Option<f64>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RoutingSection {
-    /// Where calls go when nothing says otherwise (default `slm`).
-    pub default: Option<Tier>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -266,9 +263,7 @@ impl Config {
             builder = builder.llm(backend, pricing);
         }
         builder = builder.retry(self.retry.policy()?);
-        if let Some(default) = self.routing.default {
-            builder = builder.default_route(default);
-        }
+        builder = builder.routing(self.routing.clone());
         if let Some(path) = &self.ledger.path {
             builder = builder.ledger(Ledger::with_file(path)?);
         }

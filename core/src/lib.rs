@@ -31,13 +31,16 @@ pub mod error;
 pub mod ledger;
 pub mod local;
 pub mod remote;
+pub mod route_eval;
+pub mod routing;
 pub mod types;
 pub mod validate;
 
-pub use client::{Backend, Client, ClientBuilder, RetryPolicy, RouteDecision};
+pub use client::{Backend, Client, ClientBuilder, RetryPolicy};
 pub use config::Config;
 pub use error::{Error, Result};
 pub use ledger::{AttemptRecord, Ledger, Outcome, Pricing, Report, Tier};
 pub use local::{EngineOptions, LocalEngine, LocalModel, ModelOptions};
 pub use remote::{RemoteBackend, RemoteConfig};
+pub use routing::{RouteDecision, Router, RoutingConfig};
 pub use types::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage};

@@ -1,0 +1,105 @@
+//! `slmkit`: the demo, router scoring and ledger reports.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use slmkit::ledger::{read_jsonl, Report};
+use slmkit::route_eval::{evaluate, read_labelled};
+use slmkit::routing::SlmProfile;
+use slmkit::{Config, Router};
+
+#[derive(Parser)]
+#[command(
+    name = "slmkit",
+    version,
+    about = "Route routine agent LLM calls to a small model, verify them, account for every attempt."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Score the router on labelled calls (JSONL in the format of shared/routing/devset.jsonl).
+    RouteScore {
+        /// The labelled JSONL file.
+        file: PathBuf,
+        /// A config file whose [routing] section to use (default: the built-in defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The SLM's context window the labels assume.
+        #[arg(long, default_value_t = 8192)]
+        slm_context: u32,
+        /// Also print every call's decision with its score and strongest signals.
+        #[arg(long)]
+        explain: bool,
+    },
+    /// Render a ledger JSONL file as the report table (or JSON).
+    Report {
+        ledger: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("slmkit: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    match cli.command {
+        Command::RouteScore { file, config, slm_context, explain } => {
+            let config = match config {
+                Some(path) => Config::from_file(path)?,
+                None => Config::default(),
+            };
+            let mut routing = config.routing.clone();
+            routing.slm_context = routing.slm_context.or(Some(slm_context));
+            // The labels assume a text-only SLM reached by estimate (no local tokenizer).
+            let slm = SlmProfile {
+                context_window: slm_context,
+                tokenizer: None,
+                supports_tools: true,
+                supports_images: false,
+            };
+            let router = Router::new(&routing, Some(slm), true)?;
+            let calls = read_labelled(&file)?;
+            if explain {
+                for call in &calls {
+                    let decision = router.decide(&call.request)?;
+                    let mark = if decision.tier == call.label { " " } else { "x" };
+                    println!(
+                        "{mark} {:<10} label {:<3} routed {:<3} {}",
+                        call.id,
+                        call.label,
+                        decision.tier,
+                        decision.reasons.join(" | ")
+                    );
+                }
+                println!();
+            }
+            println!("{}", evaluate(&router, &calls)?);
+        }
+        Command::Report { ledger, json } => {
+            let (records, warnings) = read_jsonl(&ledger)?;
+            for warning in &warnings {
+                eprintln!("warning: {warning}");
+            }
+            let report = Report::from_records(&records);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.to_table());
+            }
+        }
+    }
+    Ok(())
+}
