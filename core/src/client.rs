@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
+use crate::cache::{cache_key, CacheConfig, CacheKey, CachedAnswer, ResponseCache};
 use crate::error::{Error, Result};
 use crate::ledger::{now_ms, AttemptRecord, Ledger, Outcome, Pricing, Tier};
 use crate::local::{ChunkStream, LocalEngine};
@@ -48,6 +49,15 @@ impl Backend {
         match self {
             Backend::Local(engine) => engine.model().name().to_owned(),
             Backend::Remote(remote) => remote.model().to_owned(),
+        }
+    }
+
+    /// What identifies this backend's answers in the cache key: the model file, or the
+    /// endpoint, model and a fingerprint of the API key.
+    pub(crate) fn identity(&self) -> String {
+        match self {
+            Backend::Local(engine) => format!("local:{}", engine.model().path().display()),
+            Backend::Remote(remote) => remote.identity(),
         }
     }
 
@@ -129,6 +139,7 @@ pub struct ClientBuilder {
     retry: RetryPolicy,
     ledger: Ledger,
     routing: RoutingConfig,
+    cache: CacheConfig,
     counterfactual: Option<Pricing>,
 }
 
@@ -141,6 +152,7 @@ impl Default for ClientBuilder {
             retry: RetryPolicy::default(),
             ledger: Ledger::in_memory(),
             routing: RoutingConfig::default(),
+            cache: CacheConfig::default(),
             counterfactual: None,
         }
     }
@@ -183,6 +195,12 @@ impl ClientBuilder {
     /// still apply).
     pub fn default_route(mut self, tier: Tier) -> Self {
         self.routing.default = Some(tier);
+        self
+    }
+
+    /// The response cache's configuration (on by default, for deterministic requests).
+    pub fn cache(mut self, cache: CacheConfig) -> Self {
+        self.cache = cache;
         self
     }
 
@@ -233,6 +251,7 @@ impl ClientBuilder {
             }
         });
         let router = Router::new(&self.routing, slm_profile, self.llm.is_some())?;
+        let cache = if self.cache.enabled { Some(Arc::new(ResponseCache::new(self.cache)?)) } else { None };
         Ok(Client {
             inner: Arc::new(ClientInner {
                 slm: self.slm,
@@ -241,6 +260,7 @@ impl ClientBuilder {
                 retry: self.retry,
                 ledger: self.ledger,
                 router,
+                cache,
                 counterfactual,
             }),
         })
@@ -260,6 +280,7 @@ struct ClientInner {
     retry: RetryPolicy,
     ledger: Ledger,
     router: Router,
+    cache: Option<Arc<ResponseCache>>,
     counterfactual: Pricing,
 }
 
@@ -315,27 +336,41 @@ impl Client {
         Ok(decision)
     }
 
-    /// Answers `request`: routed, validated, retried and escalated as configured.
+    /// Answers `request`: from the cache, or routed, validated, retried and escalated as
+    /// configured. Identical concurrent requests that the cache admits share one backend call.
     ///
     /// # Errors
     /// [`Error::InvalidRequest`] before any attempt; the last attempt's error when every
     /// attempt failed; [`Error::ValidationFailed`] with every reason when no answer passed and
     /// there was no LLM to escalate to; [`Error::Validator`] when a validator itself broke.
     pub async fn create(&self, request: &ChatCompletionRequest) -> Result<ChatCompletion> {
-        let mut call = Call::start(self, request)?;
-        let served = call.run(false).await?;
-        match served {
-            Served::Whole(mut completion) => {
-                completion.extra.insert("slmkit".into(), call.metadata());
-                Ok(completion)
-            }
-            Served::Buffered(chunks) => {
-                let mut completion = assemble(&chunks);
-                completion.extra.insert("slmkit".into(), call.metadata());
-                Ok(completion)
-            }
-            Served::Live { .. } => Err(Error::Inference("internal: a live stream for a non-streaming call".into())),
-        }
+        request.validate()?;
+        let decision = self.explain(request)?;
+        let Some((cache, key)) = self.cache_slot(request, &decision) else {
+            let mut call = Call::new(self, request, decision, "disabled");
+            let completion = call.run(false).await?.into_completion()?;
+            return Ok(call.finish(completion));
+        };
+        let started = Instant::now();
+        let metadata = std::sync::Mutex::new(None);
+        let (answer, ran) = cache
+            .get_or_run(key, async {
+                let mut call = Call::new(self, request, decision.clone(), "miss");
+                let completion = call.run(false).await?.into_completion()?;
+                let answer = call.cached_answer(&completion, None);
+                *metadata.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(call.metadata());
+                Ok(answer)
+            })
+            .await;
+        let answer = answer.map_err(|shared| Arc::try_unwrap(shared).unwrap_or_else(Error::Shared))?;
+        let mut completion = answer.completion.clone();
+        let metadata = if ran { metadata.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner()) } else { None };
+        let metadata = match metadata {
+            Some(metadata) => metadata,
+            None => self.record_hit(&answer, &decision, started.elapsed()),
+        };
+        completion.extra.insert("slmkit".into(), metadata);
+        Ok(completion)
     }
 
     /// Answers `request` as a stream of chunks.
@@ -343,26 +378,57 @@ impl Client {
     /// Without a validator that applies, SLM tokens flow as they come. With one, the SLM's
     /// stream is buffered, validated, and only then released. A stream that fails before its
     /// first content reaches the caller falls back (retry or escalation); one that fails after
-    /// ends with [`Error::StreamInterrupted`], and the ledger records it.
+    /// ends with [`Error::StreamInterrupted`], and the ledger records it. A cached answer
+    /// replays chunk by chunk, in the chunking it was first streamed with.
     ///
     /// # Errors
     /// As [`Client::create`], for failures before the stream starts.
     pub async fn create_stream(&self, request: &ChatCompletionRequest) -> Result<ChunkStream> {
-        let mut call = Call::start(self, request)?;
+        request.validate()?;
+        let decision = self.explain(request)?;
         let include_usage = request.include_usage();
+        let filter_usage = move |chunk: &ChatCompletionChunk| include_usage || !is_usage_only(chunk);
+        let slot = self.cache_slot(request, &decision);
+        if let Some((cache, key)) = &slot {
+            let started = Instant::now();
+            if let Some(answer) = cache.get(key).await {
+                let metadata = self.record_hit(&answer, &decision, started.elapsed());
+                let chunks = match &answer.chunks {
+                    Some(chunks) => chunks.iter().filter(|chunk| filter_usage(chunk)).cloned().collect(),
+                    None => chunks_of(&answer.completion, include_usage),
+                };
+                let replay = with_metadata(chunks, metadata).into_iter().map(|mut chunk| {
+                    chunk.extra.entry("slmkit").or_insert_with(|| json!({"cache": "hit"}));
+                    Ok(chunk)
+                });
+                return Ok(Box::pin(futures::stream::iter(replay.collect::<Vec<_>>())));
+            }
+        }
+        let mut call = Call::new(self, request, decision, if slot.is_some() { "miss" } else { "disabled" });
         let served = call.run(true).await?;
         let metadata = call.metadata();
-        let filter_usage = move |chunk: &ChatCompletionChunk| include_usage || !is_usage_only(chunk);
         match served {
             Served::Whole(completion) => {
+                if let Some((cache, key)) = slot {
+                    cache.insert(key, call.cached_answer(&completion, None)).await;
+                }
                 let chunks = chunks_of(&completion, include_usage);
                 Ok(Box::pin(futures::stream::iter(with_metadata(chunks, metadata).into_iter().map(Ok))))
             }
             Served::Buffered(chunks) => {
+                if let Some((cache, key)) = slot {
+                    cache.insert(key, call.cached_answer(&assemble(&chunks), Some(chunks.clone()))).await;
+                }
                 let chunks: Vec<_> = chunks.into_iter().filter(filter_usage).collect();
                 Ok(Box::pin(futures::stream::iter(with_metadata(chunks, metadata).into_iter().map(Ok))))
             }
             Served::Live { held, rest, guard, started } => {
+                let store = slot.map(|(cache, key)| PendingStore {
+                    cache,
+                    key,
+                    chunks: held.clone(),
+                    spent_before: call.spent_usd,
+                });
                 let held: VecDeque<_> = with_metadata(held.into_iter().filter(filter_usage).collect(), metadata).into();
                 let live = LiveStream {
                     held,
@@ -372,12 +438,72 @@ impl Client {
                     started,
                     delivered: 0,
                     observed: Observed::default(),
+                    store,
                 };
                 Ok(Box::pin(futures::stream::unfold(live, |mut live| async move {
                     let item = live.next().await?;
                     Some((item, live))
                 })))
             }
+        }
+    }
+
+    /// The cache and key for `request`, when the cache admits it.
+    fn cache_slot(
+        &self,
+        request: &ChatCompletionRequest,
+        decision: &RouteDecision,
+    ) -> Option<(Arc<ResponseCache>, CacheKey)> {
+        let cache = self.inner.cache.as_ref()?;
+        if !cache.admits(request) {
+            return None;
+        }
+        let identity = self.tier(decision.tier).map(|tier| tier.backend.identity()).unwrap_or_default();
+        Some((Arc::clone(cache), cache_key(request, decision.tier, &identity)))
+    }
+
+    /// Records a cache hit (no backend call; the tokens and cost it saved) and returns the
+    /// response metadata for it.
+    fn record_hit(&self, answer: &CachedAnswer, decision: &RouteDecision, latency: Duration) -> Value {
+        let call_id = new_id("call-");
+        let usage = answer.completion.usage.unwrap_or_default();
+        self.inner.ledger.record(AttemptRecord {
+            call_id: call_id.clone(),
+            attempt: 1,
+            tier: answer.tier,
+            backend: "cache".into(),
+            model: answer.model.clone(),
+            outcome: Outcome::CacheHit,
+            reason: None,
+            error_kind: None,
+            status: None,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            tokens_estimated: false,
+            latency_ms: latency.as_secs_f64() * 1000.0,
+            ttft_ms: None,
+            cost_usd: 0.0,
+            energy_j: None,
+            served: true,
+            counterfactual_llm_cost_usd: Some(answer.counterfactual_llm_cost_usd),
+            saved_cost_usd: Some(answer.cost_usd),
+            timestamp_ms: now_ms(),
+        });
+        json!({
+            "call_id": call_id,
+            "tier": answer.tier,
+            "model": answer.model,
+            "attempts": [],
+            "reasons": decision.reasons,
+            "cache": "hit",
+        })
+    }
+
+    /// Answers stored in the response cache now.
+    pub async fn cached_answers(&self) -> u64 {
+        match &self.inner.cache {
+            Some(cache) => cache.len().await,
+            None => 0,
         }
     }
 }
@@ -390,6 +516,8 @@ fn other_tier(tier: Tier) -> Tier {
 }
 
 /// The answer a call ended with.
+// Built once per call and moved straight to the caller: boxing the live variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 enum Served {
     Whole(ChatCompletion),
     /// A stream, read to the end and validated.
@@ -403,6 +531,16 @@ enum Served {
     },
 }
 
+impl Served {
+    fn into_completion(self) -> Result<ChatCompletion> {
+        match self {
+            Served::Whole(completion) => Ok(completion),
+            Served::Buffered(chunks) => Ok(assemble(&chunks)),
+            Served::Live { .. } => Err(Error::Inference("internal: a live stream for a non-streaming call".into())),
+        }
+    }
+}
+
 /// The state of one call across its attempts.
 struct Call<'a> {
     client: &'a ClientInner,
@@ -411,6 +549,11 @@ struct Call<'a> {
     decision: RouteDecision,
     attempts: Vec<AttemptSummary>,
     next_attempt: u32,
+    cache_status: &'static str,
+    /// Spent on this call's finished attempts.
+    spent_usd: f64,
+    /// The served attempt's all-LLM counterfactual.
+    counterfactual_usd: f64,
 }
 
 /// What one attempt produced.
@@ -421,17 +564,42 @@ enum AttemptResult {
 }
 
 impl<'a> Call<'a> {
-    fn start(client: &'a Client, request: &'a ChatCompletionRequest) -> Result<Self> {
-        request.validate()?;
-        let decision = client.explain(request)?;
-        Ok(Call {
+    fn new(
+        client: &'a Client,
+        request: &'a ChatCompletionRequest,
+        decision: RouteDecision,
+        cache_status: &'static str,
+    ) -> Self {
+        Call {
             client: &client.inner,
             request,
             id: new_id("call-"),
             decision,
             attempts: Vec::new(),
             next_attempt: 1,
-        })
+            cache_status,
+            spent_usd: 0.0,
+            counterfactual_usd: 0.0,
+        }
+    }
+
+    /// The completion with this call's metadata attached.
+    fn finish(&self, mut completion: ChatCompletion) -> ChatCompletion {
+        completion.extra.insert("slmkit".into(), self.metadata());
+        completion
+    }
+
+    /// What the cache keeps of this call's answer.
+    fn cached_answer(&self, completion: &ChatCompletion, chunks: Option<Vec<ChatCompletionChunk>>) -> CachedAnswer {
+        let served = self.attempts.iter().rev().find(|attempt| attempt.outcome == Outcome::Ok);
+        CachedAnswer::new(
+            completion.clone(),
+            chunks,
+            served.map_or(self.decision.tier, |attempt| attempt.tier),
+            served.map(|attempt| attempt.model.clone()).unwrap_or_default(),
+            self.spent_usd,
+            self.counterfactual_usd,
+        )
     }
 
     fn budget_left(&self) -> bool {
@@ -580,7 +748,7 @@ impl<'a> Call<'a> {
                     }
                     _ => 0,
                 };
-                guard.finish(
+                self.spent_usd += guard.finish(
                     outcome,
                     Some(err.to_string()),
                     Some(&err),
@@ -599,7 +767,7 @@ impl<'a> Call<'a> {
                 Ok(Ok(())) => {}
                 Ok(Err(reason)) => {
                     let reason = format!("{}: {reason}", validator.name());
-                    guard.finish(
+                    self.spent_usd += guard.finish(
                         Outcome::ValidationFailed,
                         Some(reason.clone()),
                         None,
@@ -619,7 +787,15 @@ impl<'a> Call<'a> {
                 }
                 Err(err) => {
                     let message = err.to_string();
-                    guard.finish(Outcome::Error, Some(message.clone()), Some(&err), usage, estimated, latency, false);
+                    self.spent_usd += guard.finish(
+                        Outcome::Error,
+                        Some(message.clone()),
+                        Some(&err),
+                        usage,
+                        estimated,
+                        latency,
+                        false,
+                    );
                     self.attempts.push(self.summary(attempt, tier, config, Outcome::Error, Some(message)));
                     return Err(match err {
                         err @ Error::Validator { .. } => err,
@@ -628,7 +804,8 @@ impl<'a> Call<'a> {
                 }
             }
         }
-        guard.finish(Outcome::Ok, None, None, usage, estimated, latency, true);
+        self.spent_usd += guard.finish(Outcome::Ok, None, None, usage, estimated, latency, true);
+        self.counterfactual_usd = guard.record.counterfactual_llm_cost_usd.unwrap_or(0.0);
         self.attempts.push(self.summary(attempt, tier, config, Outcome::Ok, None));
         Ok(AttemptResult::Accepted(Box::new(match chunks {
             Some(chunks) => Served::Buffered(chunks),
@@ -656,7 +833,7 @@ impl<'a> Call<'a> {
             "model": served_by.map(|attempt| attempt.model.clone()),
             "attempts": self.attempts,
             "reasons": self.decision.reasons,
-            "cache": "disabled",
+            "cache": self.cache_status,
         })
     }
 }
@@ -703,6 +880,7 @@ impl AttemptGuard {
                 energy_j: None,
                 served: false,
                 counterfactual_llm_cost_usd: None,
+                saved_cost_usd: None,
                 timestamp_ms: now_ms(),
             },
             pricing: config.pricing.clone(),
@@ -724,9 +902,9 @@ impl AttemptGuard {
         estimated: bool,
         latency: Duration,
         served: bool,
-    ) {
+    ) -> f64 {
         if self.finished {
-            return;
+            return 0.0;
         }
         self.finished = true;
         let (cost, energy) = self.pricing.price(usage.prompt_tokens, usage.completion_tokens, latency);
@@ -749,6 +927,7 @@ impl AttemptGuard {
         record.counterfactual_llm_cost_usd =
             served.then(|| self.counterfactual.price(usage.prompt_tokens, usage.completion_tokens, latency).0);
         self.ledger.record(record.clone());
+        cost
     }
 }
 
@@ -778,7 +957,16 @@ struct Observed {
     output_chars: usize,
 }
 
+/// A live stream's answer, stored in the cache if the stream completes.
+struct PendingStore {
+    cache: Arc<ResponseCache>,
+    key: CacheKey,
+    chunks: Vec<ChatCompletionChunk>,
+    spent_before: f64,
+}
+
 struct LiveStream {
+    store: Option<PendingStore>,
     held: VecDeque<ChatCompletionChunk>,
     rest: ChunkStream,
     guard: Option<AttemptGuard>,
@@ -810,6 +998,9 @@ impl LiveStream {
                 Some(Ok(chunk)) => {
                     self.guard = Some(guard);
                     self.observe(&chunk);
+                    if let Some(store) = &mut self.store {
+                        store.chunks.push(chunk.clone());
+                    }
                     if !self.include_usage && is_usage_only(&chunk) {
                         continue;
                     }
@@ -819,7 +1010,7 @@ impl LiveStream {
                 Some(Err(err)) => {
                     let (usage, estimated) = self.usage();
                     let message = err.to_string();
-                    guard.finish(
+                    let _ = guard.finish(
                         Outcome::Error,
                         Some(message),
                         Some(&err),
@@ -837,7 +1028,19 @@ impl LiveStream {
                 }
                 None => {
                     let (usage, estimated) = self.usage();
-                    guard.finish(Outcome::Ok, None, None, usage, estimated, self.started.elapsed(), true);
+                    let cost = guard.finish(Outcome::Ok, None, None, usage, estimated, self.started.elapsed(), true);
+                    if let Some(store) = self.store.take() {
+                        // Only a stream that ran to its end is stored: never a broken one.
+                        let answer = CachedAnswer::new(
+                            assemble(&store.chunks),
+                            Some(store.chunks),
+                            guard.record.tier,
+                            guard.record.model.clone(),
+                            store.spent_before + cost,
+                            guard.record.counterfactual_llm_cost_usd.unwrap_or(0.0),
+                        );
+                        store.cache.insert(store.key, answer).await;
+                    }
                     return None;
                 }
             }

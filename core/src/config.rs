@@ -42,6 +42,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::cache::CacheConfig;
 use crate::client::{Backend, Client, ClientBuilder, RetryPolicy};
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, Pricing};
@@ -64,6 +65,8 @@ pub struct Config {
     pub routing: RoutingConfig,
     #[serde(default)]
     pub ledger: LedgerSection,
+    #[serde(default)]
+    pub cache: CacheConfig,
     #[serde(default)]
     pub validators: Vec<ValidatorSection>,
     /// Keep the JSON, schema and tool-argument validators (default true).
@@ -263,7 +266,7 @@ impl Config {
             builder = builder.llm(backend, pricing);
         }
         builder = builder.retry(self.retry.policy()?);
-        builder = builder.routing(self.routing.clone());
+        builder = builder.routing(self.routing.clone()).cache(self.cache.clone());
         if let Some(path) = &self.ledger.path {
             builder = builder.ledger(Ledger::with_file(path)?);
         }

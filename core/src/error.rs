@@ -110,6 +110,11 @@ pub enum Error {
     #[error("the call was cancelled")]
     Cancelled,
 
+    /// The error of a call that this one waited on: identical concurrent requests share one
+    /// backend call, and so its failure.
+    #[error("{0}")]
+    Shared(std::sync::Arc<Error>),
+
     /// An I/O error with what was being done.
     #[error("{context}: {source}")]
     Io {
@@ -140,6 +145,7 @@ impl Error {
             Error::Overloaded { .. } | Error::EngineStopped => 503,
             Error::Connection { .. } | Error::MalformedResponse { .. } => 502,
             Error::StreamInterrupted { source, .. } => source.status_code(),
+            Error::Shared(inner) => inner.status_code(),
             Error::ValidationFailed { .. } => 422,
             Error::Cancelled => 499,
             Error::ModelLoad { .. }
@@ -180,6 +186,7 @@ impl Error {
             Error::Validator { .. } => "validator_error",
             Error::Config(_) => "config",
             Error::Cancelled => "cancelled",
+            Error::Shared(inner) => inner.kind(),
             Error::Io { .. } => "io",
         }
     }
@@ -191,6 +198,7 @@ impl Error {
             Error::Api { status, .. } => matches!(status, 408 | 429) || *status >= 500,
             Error::Timeout { .. } | Error::Connection { .. } | Error::Overloaded { .. } => true,
             Error::StreamInterrupted { source, .. } => source.is_retriable(),
+            Error::Shared(inner) => inner.is_retriable(),
             _ => false,
         }
     }
@@ -199,6 +207,7 @@ impl Error {
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             Error::Api { retry_after, .. } => *retry_after,
+            Error::Shared(inner) => inner.retry_after(),
             _ => None,
         }
     }

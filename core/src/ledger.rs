@@ -91,6 +91,9 @@ pub struct AttemptRecord {
     /// first try (the same tokens at LLM prices).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counterfactual_llm_cost_usd: Option<f64>,
+    /// On a cache hit: what the cached answer cost when it was made (all its attempts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_cost_usd: Option<f64>,
     /// Milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
 }
@@ -354,6 +357,8 @@ pub struct Report {
     pub savings_usd: f64,
     /// Savings over the counterfactual (0 when the counterfactual is 0).
     pub savings_share: f64,
+    /// What cache hits would have cost to answer again (included in `savings_usd`).
+    pub cache_saved_usd: f64,
 }
 
 impl Report {
@@ -402,6 +407,12 @@ impl Report {
                 }
             }
             for record in attempts.iter() {
+                report.counterfactual_llm_cost_usd += record.counterfactual_llm_cost_usd.unwrap_or(0.0);
+                if record.outcome == Outcome::CacheHit {
+                    // No backend work: its tokens were spent, and counted, when it was made.
+                    report.cache_saved_usd += record.saved_cost_usd.unwrap_or(0.0);
+                    continue;
+                }
                 report.prompt_tokens += u64::from(record.prompt_tokens);
                 report.completion_tokens += u64::from(record.completion_tokens);
                 report.cost_usd += record.cost_usd;
@@ -418,7 +429,6 @@ impl Report {
                     Outcome::Error | Outcome::Timeout => report.errors += 1,
                     _ => {}
                 }
-                report.counterfactual_llm_cost_usd += record.counterfactual_llm_cost_usd.unwrap_or(0.0);
             }
         }
         let ratio = |part: u64, whole: u64| if whole == 0 { 0.0 } else { part as f64 / whole as f64 };
@@ -448,7 +458,7 @@ impl Report {
             ("attempts", self.attempts.to_string()),
             ("served by SLM", format!("{} ({:.1}% of calls)", self.served_by_slm, self.slm_share * 100.0)),
             ("served by LLM", self.served_by_llm.to_string()),
-            ("served from cache", self.served_from_cache.to_string()),
+            ("served from cache", format!("{} (saved ${:.6})", self.served_from_cache, self.cache_saved_usd)),
             ("failed calls", self.failed_calls.to_string()),
             (
                 "SLM first-try success",

@@ -25,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cache;
 pub mod client;
 pub mod config;
 pub mod error;
@@ -36,6 +37,7 @@ pub mod routing;
 pub mod types;
 pub mod validate;
 
+pub use cache::CacheConfig;
 pub use client::{Backend, Client, ClientBuilder, RetryPolicy};
 pub use config::Config;
 pub use error::{Error, Result};

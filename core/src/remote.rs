@@ -105,6 +105,14 @@ impl RemoteBackend {
         &self.config.model
     }
 
+    /// The endpoint, model and a fingerprint of the key: what makes two remote backends'
+    /// answers interchangeable, without the key itself.
+    pub(crate) fn identity(&self) -> String {
+        let key =
+            self.config.api_key.as_ref().map(|key| crate::cache::key_fingerprint(key.expose())).unwrap_or_default();
+        format!("remote:{}:{}:{key}", self.url, self.config.model)
+    }
+
     /// The full chat-completions URL.
     pub fn url(&self) -> &str {
         &self.url

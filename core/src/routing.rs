@@ -252,7 +252,8 @@ impl Router {
                 return Err(Error::Config(format!("routing {name} must be finite")));
             }
         }
-        if !(chars_per_token.is_finite() && chars_per_token > 0.0) || !(exact_count_band >= 1.0) {
+        let band_ok = exact_count_band.is_finite() && exact_count_band >= 1.0;
+        if !(chars_per_token.is_finite() && chars_per_token > 0.0 && band_ok) {
             return Err(Error::Config("chars_per_token must be positive and exact_count_band at least 1".into()));
         }
         let slm = slm.map(|mut profile| {
@@ -335,7 +336,7 @@ impl Router {
     fn prompt_tokens(&self, request: &ChatCompletionRequest, slm: &SlmProfile) -> (u32, bool) {
         let mut chars = 0usize;
         for message in &request.messages {
-            chars += PER_MESSAGE_OVERHEAD as usize * self.chars_per_token as usize;
+            chars += PER_MESSAGE_OVERHEAD * self.chars_per_token as usize;
             chars += match &message.content {
                 Some(MessageContent::Text(text)) => text.len(),
                 Some(MessageContent::Parts(parts)) => parts

@@ -1,0 +1,335 @@
+//! The response cache (on `moka`): exact-match answers for requests that would get the same
+//! answer again.
+//!
+//! The key is a SHA-256 of everything that changes the answer (the tier and its model, the
+//! messages, tools, tool choice, response format, sampling parameters, stop sequences, seed,
+//! and any field slmkit does not know) and of nothing that does not (`stream`,
+//! `stream_options`, `user`, metadata the router ignores). Remote tiers enter the key by URL,
+//! model and a hash of their API key, never the key itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::ledger::Tier;
+use crate::remote::{HINT_FIELD, HINT_METADATA_PREFIX};
+use crate::types::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest};
+
+/// The `[cache]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Default true.
+    pub enabled: bool,
+    /// Default 10,000 answers.
+    pub max_entries: u64,
+    /// Default 256 MiB, counting each answer's JSON size.
+    pub max_bytes: u64,
+    /// Seconds an answer stays; default 3,600. 0 means no expiry.
+    pub ttl_s: f64,
+    /// Cache only requests that would repeat their answer: temperature 0, or a seed given.
+    /// Default true; false caches every request.
+    pub deterministic_only: bool,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: true,
+            max_entries: 10_000,
+            max_bytes: 256 << 20,
+            ttl_s: 3600.0,
+            deterministic_only: true,
+        }
+    }
+}
+
+/// A stored answer and what it cost to get.
+#[derive(Debug, Clone)]
+pub(crate) struct CachedAnswer {
+    pub completion: ChatCompletion,
+    /// The chunks as first streamed, when the answer came from a stream.
+    pub chunks: Option<Vec<ChatCompletionChunk>>,
+    pub tier: Tier,
+    pub model: String,
+    /// Every attempt of the call that produced it, retries included.
+    pub cost_usd: f64,
+    pub counterfactual_llm_cost_usd: f64,
+    bytes: u32,
+}
+
+impl CachedAnswer {
+    pub(crate) fn new(
+        mut completion: ChatCompletion,
+        chunks: Option<Vec<ChatCompletionChunk>>,
+        tier: Tier,
+        model: String,
+        cost_usd: f64,
+        counterfactual_llm_cost_usd: f64,
+    ) -> Self {
+        completion.extra.remove("slmkit");
+        let chunks = chunks.map(|chunks| {
+            chunks
+                .into_iter()
+                .map(|mut chunk| {
+                    chunk.extra.remove("slmkit");
+                    chunk
+                })
+                .collect::<Vec<_>>()
+        });
+        let bytes = serde_json::to_vec(&completion).map_or(0, |json| json.len())
+            + chunks.as_ref().map_or(0, |chunks| serde_json::to_vec(chunks).map_or(0, |json| json.len()));
+        CachedAnswer {
+            completion,
+            chunks,
+            tier,
+            model,
+            cost_usd,
+            counterfactual_llm_cost_usd,
+            bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+pub(crate) type CacheKey = [u8; 32];
+
+/// The cache itself: bounded by entries and bytes (whichever binds first), with a TTL.
+pub(crate) struct ResponseCache {
+    entries: moka::future::Cache<CacheKey, Arc<CachedAnswer>>,
+    config: CacheConfig,
+}
+
+impl ResponseCache {
+    /// # Errors
+    /// [`Error::Config`] for a negative or non-finite TTL or zero bounds.
+    pub(crate) fn new(config: CacheConfig) -> Result<Self> {
+        if !config.ttl_s.is_finite() || config.ttl_s < 0.0 || config.max_entries == 0 || config.max_bytes == 0 {
+            return Err(Error::Config("cache ttl_s must be >= 0 and max_entries, max_bytes > 0".into()));
+        }
+        // One policy enforces both bounds: every entry weighs at least max_bytes / max_entries,
+        // so no more than max_entries fit, and the weights (at least the bytes) never pass
+        // max_bytes.
+        let floor = u32::try_from((config.max_bytes / config.max_entries).max(1)).unwrap_or(u32::MAX);
+        let mut builder = moka::future::Cache::builder()
+            .max_capacity(config.max_bytes)
+            .weigher(move |_, answer: &Arc<CachedAnswer>| answer.bytes.max(floor));
+        if config.ttl_s > 0.0 {
+            builder = builder.time_to_live(Duration::from_secs_f64(config.ttl_s));
+        }
+        Ok(ResponseCache { entries: builder.build(), config })
+    }
+
+    /// Whether `request` may be served from, and stored in, the cache.
+    pub(crate) fn admits(&self, request: &ChatCompletionRequest) -> bool {
+        self.config.enabled
+            && (!self.config.deterministic_only || request.temperature == Some(0.0) || request.seed.is_some())
+    }
+
+    pub(crate) async fn get(&self, key: &CacheKey) -> Option<Arc<CachedAnswer>> {
+        self.entries.get(key).await
+    }
+
+    pub(crate) async fn insert(&self, key: CacheKey, answer: CachedAnswer) {
+        self.entries.insert(key, Arc::new(answer)).await;
+    }
+
+    /// Returns the cached answer, or runs `init` once for all concurrent callers with the same
+    /// key, storing its answer if it succeeds. The flag says whether this caller ran `init`.
+    pub(crate) async fn get_or_run<F>(
+        &self,
+        key: CacheKey,
+        init: F,
+    ) -> (std::result::Result<Arc<CachedAnswer>, Arc<Error>>, bool)
+    where
+        F: std::future::Future<Output = Result<CachedAnswer>>,
+    {
+        let ran = std::sync::atomic::AtomicBool::new(false);
+        let result = self
+            .entries
+            .try_get_with(key, async {
+                ran.store(true, std::sync::atomic::Ordering::Relaxed);
+                init.await.map(Arc::new)
+            })
+            .await;
+        (result, ran.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Entries stored now (after pending maintenance).
+    pub(crate) async fn len(&self) -> u64 {
+        self.entries.run_pending_tasks().await;
+        self.entries.entry_count()
+    }
+}
+
+/// The cache key of `request` served by `tier`, whose backend is described by `identity`.
+pub(crate) fn cache_key(request: &ChatCompletionRequest, tier: Tier, identity: &str) -> CacheKey {
+    let mut extra = request.extra.clone();
+    // Routing hints change where a call goes, so they count; other metadata does not.
+    let hints: Map<String, Value> = request
+        .metadata
+        .iter()
+        .flatten()
+        .filter(|(key, _)| key.starts_with(HINT_METADATA_PREFIX))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    if let Some(hint) = extra.remove(HINT_FIELD) {
+        extra.insert("slmkit_hint".into(), hint);
+    }
+    let identity_fields = json!({
+        "tier": tier,
+        "backend": identity,
+        "messages": request.messages,
+        "tools": request.tools,
+        "tool_choice": request.tool_choice,
+        "parallel_tool_calls": request.parallel_tool_calls,
+        "response_format": request.response_format,
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "max_tokens": request.max_output_tokens(),
+        "stop": request.stop_sequences(),
+        "seed": request.seed,
+        "n": request.n,
+        "metadata_hints": hints,
+        "extra": extra,
+    });
+    let mut canonical = String::new();
+    write_canonical(&identity_fields, &mut canonical);
+    Sha256::digest(canonical.as_bytes()).into()
+}
+
+/// JSON with object keys sorted, so key order never changes the hash.
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(fields) => {
+            let mut keys: Vec<&String> = fields.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (index, key) in keys.into_iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                write_canonical(&fields[key], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// A fingerprint of an API key: enough to keep two accounts' answers apart, useless to a thief.
+pub(crate) fn key_fingerprint(key: &str) -> String {
+    let digest = Sha256::digest(format!("slmkit-cache-key:{key}").as_bytes());
+    digest.iter().take(8).map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{ChatMessage, ResponseFormat, Stop, StreamOptions, Tool, ToolChoice};
+
+    fn base() -> ChatCompletionRequest {
+        let mut request = ChatCompletionRequest::new(vec![ChatMessage::system("s"), ChatMessage::user("u")]);
+        request.temperature = Some(0.0);
+        request
+    }
+
+    type Mutation = Box<dyn Fn(&mut ChatCompletionRequest)>;
+
+    fn key(request: &ChatCompletionRequest) -> CacheKey {
+        cache_key(request, Tier::Slm, "local:model.gguf")
+    }
+
+    #[test]
+    fn every_answer_changing_field_changes_the_key() {
+        let original = key(&base());
+        let variants: Vec<(&str, Mutation)> = vec![
+            ("system prompt", Box::new(|r| r.messages[0] = ChatMessage::system("S"))),
+            ("user message", Box::new(|r| r.messages[1] = ChatMessage::user("v"))),
+            ("extra message", Box::new(|r| r.messages.push(ChatMessage::assistant("a")))),
+            ("tools", Box::new(|r| r.tools = Some(vec![Tool::function("f", "d", json!({"type": "object"}))]))),
+            ("tool_choice", Box::new(|r| r.tool_choice = Some(ToolChoice::named("f")))),
+            ("response_format", Box::new(|r| r.response_format = Some(ResponseFormat::JsonObject))),
+            ("temperature", Box::new(|r| r.temperature = Some(0.5))),
+            ("top_p", Box::new(|r| r.top_p = Some(0.9))),
+            ("max_tokens", Box::new(|r| r.max_tokens = Some(10))),
+            ("stop", Box::new(|r| r.stop = Some(Stop::One("x".into())))),
+            ("seed", Box::new(|r| r.seed = Some(1))),
+            ("unknown field", Box::new(|r| drop(r.extra.insert("frequency_penalty".into(), json!(0.5))))),
+            ("route hint", Box::new(|r| drop(r.extra.insert("slmkit".into(), json!({"route": "llm"}))))),
+            ("task tag", Box::new(|r| r.metadata = Some(Map::from_iter([("slmkit_task".into(), json!("WriteCode"))])))),
+        ];
+        for (name, change) in variants {
+            let mut request = base();
+            change(&mut request);
+            assert_ne!(key(&request), original, "changing {name} must miss");
+        }
+        assert_ne!(cache_key(&base(), Tier::Llm, "local:model.gguf"), original, "the tier");
+        assert_ne!(cache_key(&base(), Tier::Slm, "local:other.gguf"), original, "the model");
+    }
+
+    #[test]
+    fn fields_that_do_not_change_the_answer_keep_the_key() {
+        let original = key(&base());
+        let variants: Vec<(&str, Mutation)> = vec![
+            ("stream", Box::new(|r| r.stream = Some(true))),
+            (
+                "stream_options",
+                Box::new(|r| {
+                    r.stream_options = Some(StreamOptions { include_usage: Some(true), ..Default::default() })
+                }),
+            ),
+            ("user", Box::new(|r| r.user = Some("alice".into()))),
+            ("metadata", Box::new(|r| r.metadata = Some(Map::from_iter([("trace_id".into(), json!("abc"))])))),
+            ("max_completion_tokens alias", Box::new(|r| r.max_completion_tokens = None)),
+        ];
+        for (name, change) in variants {
+            let mut request = base();
+            change(&mut request);
+            assert_eq!(key(&request), original, "changing {name} must still hit");
+        }
+        let mut via_alias = base();
+        via_alias.max_completion_tokens = Some(10);
+        let mut via_legacy = base();
+        via_legacy.max_tokens = Some(10);
+        assert_eq!(key(&via_alias), key(&via_legacy), "max_tokens and max_completion_tokens mean the same");
+    }
+
+    #[test]
+    fn key_order_inside_schemas_does_not_matter() {
+        let mut a = base();
+        a.response_format = Some(ResponseFormat::json_schema(
+            "s",
+            serde_json::from_str(r#"{"type":"object","properties":{"x":{"type":"string"}}}"#).unwrap(),
+        ));
+        let mut b = base();
+        b.response_format = Some(ResponseFormat::json_schema(
+            "s",
+            serde_json::from_str(r#"{"properties":{"x":{"type":"string"}},"type":"object"}"#).unwrap(),
+        ));
+        assert_eq!(key(&a), key(&b));
+    }
+
+    #[test]
+    fn fingerprints_hide_the_key() {
+        let print = key_fingerprint("sk-secret-123");
+        assert!(!print.contains("secret"));
+        assert_eq!(print.len(), 16);
+        assert_ne!(print, key_fingerprint("sk-secret-124"));
+    }
+}
