@@ -30,7 +30,7 @@ setup:
 	@command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
 
 demo: setup
-	cargo run --example generate
+	cargo run -p slmkit-cli -- demo
 
 test: setup test-rust lint
 

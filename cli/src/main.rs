@@ -1,5 +1,7 @@
 //! `slmkit`: the demo, router scoring and ledger reports.
 
+mod demo;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,6 +24,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Replay a MetaGPT-shaped agent trace through the client and print the ledger report.
+    Demo {
+        /// A config file with the tiers (default: the fixture model, and an LLM from the
+        /// environment or a local stand-in).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A JSONL trace of chat-completions requests (default: the bundled one).
+        #[arg(long)]
+        trace: Option<PathBuf>,
+        /// Also append the ledger to this JSONL file.
+        #[arg(long)]
+        ledger: Option<PathBuf>,
+    },
     /// Score the router on labelled calls (JSONL in the format of shared/routing/devset.jsonl).
     RouteScore {
         /// The labelled JSONL file.
@@ -45,7 +60,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("slmkit: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(Cli::parse())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("slmkit: {err}");
@@ -54,8 +76,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
+        Command::Demo { config, trace, ledger } => {
+            demo::run(config.as_deref(), trace.as_deref(), ledger.as_deref()).await?;
+        }
         Command::RouteScore { file, config, slm_context, explain } => {
             let config = match config {
                 Some(path) => Config::from_file(path)?,

@@ -149,7 +149,12 @@ pub struct LedgerSection {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ValidatorSection {
     NonEmpty,
-    Regex { pattern: String },
+    Regex {
+        pattern: String,
+        /// Check only requests whose instructions match this.
+        #[serde(default)]
+        when: Option<String>,
+    },
 }
 
 /// The default key variable for remote tiers.
@@ -273,7 +278,13 @@ impl Config {
         for validator in &self.validators {
             let validator: Arc<dyn Validator> = match validator {
                 ValidatorSection::NonEmpty => Arc::new(NonEmpty),
-                ValidatorSection::Regex { pattern } => Arc::new(RegexMatches::new(pattern)?),
+                ValidatorSection::Regex { pattern, when } => {
+                    let validator = RegexMatches::new(pattern)?;
+                    Arc::new(match when {
+                        Some(when) => validator.when(when)?,
+                        None => validator,
+                    })
+                }
             };
             builder = builder.validator(validator);
         }

@@ -172,11 +172,14 @@ impl Validator for ToolArgumentsMatch {
     }
 }
 
-/// The text content matches a regular expression.
+/// The text content matches a regular expression, optionally only for requests whose
+/// instructions match another (e.g. answers must open with `[CONTENT]` when the prompt asks
+/// for that format).
 #[derive(Debug, Clone)]
 pub struct RegexMatches {
     name: String,
     pattern: regex::Regex,
+    when: Option<regex::Regex>,
 }
 
 impl RegexMatches {
@@ -185,7 +188,19 @@ impl RegexMatches {
     pub fn new(pattern: &str) -> Result<Self> {
         let compiled = regex::Regex::new(pattern)
             .map_err(|err| crate::Error::Config(format!("validator regex {pattern:?} does not compile: {err}")))?;
-        Ok(RegexMatches { name: format!("regex({pattern})"), pattern: compiled })
+        Ok(RegexMatches { name: format!("regex({pattern})"), pattern: compiled, when: None })
+    }
+
+    /// Applies the check only to requests whose system or user messages match `when`.
+    ///
+    /// # Errors
+    /// [`crate::Error::Config`] for a pattern that does not compile.
+    pub fn when(mut self, when: &str) -> Result<Self> {
+        self.when =
+            Some(regex::Regex::new(when).map_err(|err| {
+                crate::Error::Config(format!("validator condition {when:?} does not compile: {err}"))
+            })?);
+        Ok(self)
     }
 }
 
@@ -194,8 +209,16 @@ impl Validator for RegexMatches {
         &self.name
     }
 
-    fn applies_to(&self, _: &ChatCompletionRequest) -> bool {
-        true
+    fn applies_to(&self, request: &ChatCompletionRequest) -> bool {
+        use crate::types::Role;
+        match &self.when {
+            None => true,
+            Some(when) => request
+                .messages
+                .iter()
+                .filter(|message| matches!(message.role, Role::System | Role::Developer | Role::User))
+                .any(|message| when.is_match(&message.text())),
+        }
     }
 
     fn check<'a>(&'a self, _: &'a ChatCompletionRequest, answer: &'a ChatCompletion) -> BoxFuture<'a, Result<Verdict>> {

@@ -1,0 +1,130 @@
+//! `slmkit demo`: replays a bundled MetaGPT-shaped agent trace through the client and prints,
+//! per call, the route, the reasons, the attempts and the cache status, then the ledger report.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use slmkit::config::{TierSection, ValidatorSection};
+use slmkit::types::ChatCompletionRequest;
+use slmkit::{Config, Pricing};
+
+/// 30 calls of a software-company run: PRD, design, tasks, code, tests, review, summaries,
+/// and the repeated calls such a run makes.
+const BUNDLED_TRACE: &str = include_str!("../../examples/traces/metagpt_software_company.jsonl");
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/fixtures").join(name)
+}
+
+/// The demo's configuration: the given file, or the tiny fixture model as the SLM and, for
+/// the LLM, the endpoint in OPENAI_BASE_URL / OPENAI_API_KEY or else a second local model
+/// standing in for it.
+fn demo_config(config: Option<&Path>) -> Result<(Config, String), Box<dyn std::error::Error>> {
+    if let Some(path) = config {
+        return Ok((Config::from_file(path)?, format!("tiers from {}", path.display())));
+    }
+    let mut config = Config::from_toml_str(&format!(
+        "[slm]\nbackend = \"local\"\nmodel = {:?}\ncontext = 2048\nslots = 2\n",
+        fixture("tiny-chatml.gguf").display().to_string()
+    ))?;
+    let note = match Config::llm_from_env() {
+        Some(remote) => {
+            let label = match &remote {
+                TierSection::Remote { base_url, model, .. } => {
+                    format!("LLM tier: {model} at {base_url} (from the environment)")
+                }
+                TierSection::Local { .. } => String::new(),
+            };
+            config.llm = Some(remote);
+            label
+        }
+        None => {
+            config.llm = Some(TierSection::Local {
+                model: fixture("tiny-notemplate.gguf"),
+                slots: Some(2),
+                context: Some(2048),
+                threads: None,
+                queue: None,
+                gpu_layers: None,
+                // It stands in for a hosted LLM, so it is priced like one.
+                pricing: Some(Pricing::gpt_4o()),
+            });
+            "LLM tier: STAND-IN — a second tiny local model priced at gpt-4o's list price, so the demo runs offline \
+             with no keys (set OPENAI_API_KEY / OPENAI_BASE_URL, or pass --config, for a real LLM)"
+                .to_owned()
+        }
+    };
+    // MetaGPT's ActionNode prompts ask for [CONTENT]...[/CONTENT]; answers without it fail.
+    config
+        .validators
+        .push(ValidatorSection::Regex { pattern: r"^\s*\[CONTENT\]".into(), when: Some(r"\[CONTENT\]".into()) });
+    Ok((config, note))
+}
+
+pub async fn run(
+    config: Option<&Path>,
+    trace: Option<&Path>,
+    ledger: Option<&Path>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (mut config, note) = demo_config(config)?;
+    if let Some(path) = ledger {
+        config.ledger.path = Some(path.to_owned());
+    }
+    let text = match trace {
+        Some(path) => std::fs::read_to_string(path)?,
+        None => BUNDLED_TRACE.to_owned(),
+    };
+    let client = config.build()?;
+    println!("slmkit demo: replaying {} agent calls", text.lines().filter(|line| !line.trim().is_empty()).count());
+    println!("SLM tier: {}", describe(&config.slm));
+    println!("{note}\n");
+    for (index, line) in text.lines().filter(|line| !line.trim().is_empty()).enumerate() {
+        let request = ChatCompletionRequest::from_json(line)?;
+        let task = slmkit::routing::task_tag(&request).unwrap_or("-").to_owned();
+        match client.create(&request).await {
+            Ok(completion) => {
+                let meta = &completion.extra["slmkit"];
+                let attempts: Vec<String> = meta["attempts"]
+                    .as_array()
+                    .map(|attempts| {
+                        attempts
+                            .iter()
+                            .map(|a| {
+                                format!(
+                                    "{}:{}",
+                                    a["tier"].as_str().unwrap_or("?"),
+                                    a["outcome"].as_str().unwrap_or("?")
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let reason = meta["reasons"]
+                    .as_array()
+                    .map(|reasons| reasons.iter().filter_map(Value::as_str).take(2).collect::<Vec<_>>().join("; "))
+                    .unwrap_or_default();
+                println!(
+                    "#{:02} {:<16} -> {:<3}  cache {:<4}  attempts [{}]\n     why: {}",
+                    index + 1,
+                    task,
+                    meta["tier"].as_str().unwrap_or("?"),
+                    meta["cache"].as_str().unwrap_or("?"),
+                    attempts.join(", "),
+                    reason,
+                );
+            }
+            Err(err) => println!("#{:02} {:<16} -> failed: {err}", index + 1, task),
+        }
+    }
+    println!();
+    print!("{}", client.ledger().report().to_table());
+    Ok(())
+}
+
+fn describe(tier: &Option<TierSection>) -> String {
+    match tier {
+        Some(TierSection::Local { model, .. }) => format!("local {}", model.display()),
+        Some(TierSection::Remote { base_url, model, .. }) => format!("remote {model} at {base_url}"),
+        None => "none".into(),
+    }
+}
