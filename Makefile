@@ -11,12 +11,13 @@ export CARGO_TERM_COLOR ?= never
 
 APT_PACKAGES := cmake clang libclang-dev
 
-.PHONY: help setup demo test test-rust lint fixtures clean
+.PHONY: help setup demo test test-rust route-score lint bench fixtures clean
 
 help:
 	@echo "make demo     set up and run the main job"
 	@echo "make test     set up and run every test suite"
 	@echo "make lint     clippy -D warnings, rustfmt and rustdoc checks"
+	@echo "make bench    benchmarks (not part of make test)"
 	@echo "make fixtures regenerate the tiny GGUF test models (needs Python)"
 
 ## Install the system packages llama.cpp's build needs (cmake; clang and libclang for bindgen).
@@ -32,15 +33,22 @@ setup:
 demo: setup
 	cargo run -p slmkit-cli -- demo
 
-test: setup test-rust lint
+test: setup test-rust route-score lint
 
 test-rust:
 	cargo test --workspace
+
+## The router's score on the labelled development set (the tests assert >= 85%).
+route-score:
+	cargo run -q -p slmkit-cli -- route-score tests/routing/devset.jsonl
 
 lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo fmt --all -- --check
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+
+bench: setup
+	cargo bench -p slmkit --bench routing
 
 fixtures:
 	python3 -m venv .venv-fixtures && .venv-fixtures/bin/pip install -q -r scripts/requirements-fixtures.txt

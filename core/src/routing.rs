@@ -256,11 +256,16 @@ impl Router {
         if !(chars_per_token.is_finite() && chars_per_token > 0.0 && band_ok) {
             return Err(Error::Config("chars_per_token must be positive and exact_count_band at least 1".into()));
         }
+        // Explicit configuration wins; a remote SLM that states no window (0) gets the default.
         let slm = slm.map(|mut profile| {
+            if let Some(window) = config.slm_context {
+                profile.context_window = window;
+            } else if profile.context_window == 0 {
+                profile.context_window = defaults.default_slm_context;
+            }
             if profile.tokenizer.is_none() {
-                profile.context_window = config.slm_context.unwrap_or(defaults.default_slm_context);
-                profile.supports_tools = config.slm_supports_tools.unwrap_or(true);
-                profile.supports_images = config.slm_supports_images.unwrap_or(false);
+                profile.supports_tools = config.slm_supports_tools.unwrap_or(profile.supports_tools);
+                profile.supports_images = config.slm_supports_images.unwrap_or(profile.supports_images);
             }
             profile
         });
