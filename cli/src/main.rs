@@ -1,6 +1,6 @@
-//! `slmkit`: the demo, router scoring and ledger reports.
+//! `slmkit`: the demo, an OpenAI-compatible server, router scoring and ledger reports.
 
-mod demo;
+use slmkit_cli::{demo, server};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +36,18 @@ enum Command {
         /// Also append the ledger to this JSONL file.
         #[arg(long)]
         ledger: Option<PathBuf>,
+    },
+    /// Serve the client over an OpenAI-compatible HTTP API (`/v1/chat/completions`, SSE).
+    Serve {
+        /// The config file: tiers, router, cache, and the [server] section.
+        #[arg(long)]
+        config: PathBuf,
+        /// Overrides [server] host.
+        #[arg(long)]
+        host: Option<String>,
+        /// Overrides [server] port (0 picks a free one).
+        #[arg(long)]
+        port: Option<u16>,
     },
     /// Score the router on labelled calls (JSONL in the format of shared/routing/devset.jsonl).
     RouteScore {
@@ -78,6 +90,9 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
+        Command::Serve { config, host, port } => {
+            server::run(&config, host, port).await?;
+        }
         Command::Demo { config, trace, ledger } => {
             demo::run(config.as_deref(), trace.as_deref(), ledger.as_deref()).await?;
         }

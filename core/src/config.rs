@@ -177,6 +177,51 @@ impl Config {
         serde_json::from_str(text).map_err(|err| Error::Config(err.to_string()))
     }
 
+    /// Parses JSON options (a binding's constructor arguments) and, when they set no LLM
+    /// tier, takes one from the environment as [`Config::load`] does.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the bad key or value.
+    pub fn load_json(text: &str) -> Result<Self> {
+        let mut config = Self::from_json_str(text)?;
+        if config.llm.is_none() {
+            config.llm = Self::llm_from_env();
+        }
+        Ok(config)
+    }
+
+    /// Applies the OpenAI client's own constructor options: a `base_url` and/or `api_key`
+    /// make (or re-point) the LLM tier a remote endpoint, as `OpenAI(base_url=..., api_key=...)`
+    /// would. Without either, the config is unchanged.
+    pub fn apply_openai_options(&mut self, base_url: Option<&str>, api_key: Option<&str>) {
+        if base_url.is_none() && api_key.is_none() {
+            return;
+        }
+        match &mut self.llm {
+            Some(TierSection::Remote { base_url: url, api_key: key, api_key_env, .. }) => {
+                if let Some(new_url) = base_url {
+                    *url = new_url.to_owned();
+                }
+                if let Some(new_key) = api_key {
+                    *key = Some(new_key.to_owned());
+                    *api_key_env = None;
+                }
+            }
+            _ => {
+                self.llm = Some(TierSection::Remote {
+                    base_url: base_url.unwrap_or("https://api.openai.com/v1").to_owned(),
+                    model: std::env::var("OPENAI_MODEL").unwrap_or_else(|_| "gpt-4o".into()),
+                    api_key: api_key.map(str::to_owned),
+                    api_key_env: None,
+                    connect_timeout_s: None,
+                    request_timeout_s: None,
+                    stream_idle_timeout_s: None,
+                    pricing: None,
+                });
+            }
+        }
+    }
+
     /// The configuration a client gets without explicit options: the file named by `path`,
     /// else by the `SLMKIT_CONFIG` variable, else nothing; then, when no LLM tier is set, one
     /// from `OPENAI_BASE_URL` / `OPENAI_API_KEY` (see [`Config::llm_from_env`]).
@@ -408,6 +453,22 @@ mod tests {
         .unwrap();
         assert!(matches!(config.build(), Err(Error::Config(message)) if message.contains("SLMKIT_SURELY_UNSET_VAR")));
         assert!(matches!(Config::default().build(), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn openai_constructor_options_point_the_llm_tier() {
+        let mut config = Config::default();
+        config.apply_openai_options(Some("http://127.0.0.1:9/v1"), Some("k"));
+        assert!(
+            matches!(&config.llm, Some(TierSection::Remote { base_url, api_key: Some(key), .. }) if base_url == "http://127.0.0.1:9/v1" && key == "k")
+        );
+        config.apply_openai_options(None, Some("k2"));
+        assert!(
+            matches!(&config.llm, Some(TierSection::Remote { base_url, api_key: Some(key), .. }) if base_url == "http://127.0.0.1:9/v1" && key == "k2")
+        );
+        let json = Config::load_json(r#"{"cache": {"ttl_s": 5}}"#).unwrap();
+        assert_eq!(json.cache.ttl_s, 5.0);
+        assert!(matches!(Config::load_json(r#"{"cahce": {}}"#), Err(Error::Config(_))));
     }
 
     #[test]

@@ -191,6 +191,47 @@ impl Error {
         }
     }
 
+    /// Everything a binding or server needs to rebuild this error for its own users: `kind`,
+    /// `status`, `message`, and where they apply `param`, `body` (parsed as JSON when it is),
+    /// `retry_after_s`, `reasons` (every rejected attempt), `validator`, and `causes` (the
+    /// source chain, outermost first).
+    pub fn details(&self) -> serde_json::Value {
+        use serde_json::{json, Value};
+        let mut details = json!({"kind": self.kind(), "status": self.status_code(), "message": self.to_string()});
+        let inner = match self {
+            Error::Shared(inner) => inner.as_ref(),
+            Error::StreamInterrupted { source, .. } => source.as_ref(),
+            other => other,
+        };
+        match inner {
+            Error::InvalidRequest { param: Some(param), .. } | Error::InvalidSchema { param, .. } => {
+                details["param"] = json!(param);
+            }
+            Error::Api { body, .. } | Error::MalformedResponse { body, .. } => {
+                details["body"] = serde_json::from_str::<Value>(body).unwrap_or_else(|_| json!(body));
+            }
+            Error::ValidationFailed { reasons } => details["reasons"] = json!(reasons),
+            Error::Validator { name, .. } => details["validator"] = json!(name),
+            Error::ContextLength { prompt_tokens, max_tokens, context_window } => {
+                details["prompt_tokens"] = json!(prompt_tokens);
+                details["max_tokens"] = json!(max_tokens);
+                details["context_window"] = json!(context_window);
+            }
+            _ => {}
+        }
+        if let Some(wait) = self.retry_after() {
+            details["retry_after_s"] = json!(wait.as_secs_f64());
+        }
+        let mut causes = Vec::new();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            causes.push(cause.to_string());
+            source = cause.source();
+        }
+        details["causes"] = json!(causes);
+        details
+    }
+
     /// Whether trying the same call again may succeed: rate limits, server errors, timeouts
     /// and broken connections. Client errors (400, 401, 403, 404, 409, 422) are final.
     pub fn is_retriable(&self) -> bool {
@@ -210,5 +251,37 @@ impl Error {
             Error::Shared(inner) => inner.retry_after(),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_carry_what_bindings_need() {
+        let api = Error::Api {
+            url: "u".into(),
+            status: 429,
+            message: "slow down".into(),
+            body: r#"{"error": {"message": "slow down"}}"#.into(),
+            retry_after: Some(std::time::Duration::from_secs(2)),
+        };
+        let details = api.details();
+        assert_eq!(details["kind"], "rate_limit");
+        assert_eq!(details["status"], 429);
+        assert_eq!(details["body"]["error"]["message"], "slow down");
+        assert_eq!(details["retry_after_s"], 2.0);
+        let failed = Error::ValidationFailed { reasons: vec!["a".into(), "b".into()] };
+        assert_eq!(failed.details()["reasons"], serde_json::json!(["a", "b"]));
+        let shared = Error::Shared(std::sync::Arc::new(Error::ContextLength {
+            prompt_tokens: 9,
+            max_tokens: 2,
+            context_window: 10,
+        }));
+        assert_eq!(shared.details()["context_window"], 10);
+        assert_eq!(shared.details()["kind"], "context_length_exceeded");
+        let validator = Error::Validator { name: "v".into(), source: Box::new(Error::Config("inner".into())) };
+        assert_eq!(validator.details()["causes"][0], "invalid configuration: inner");
     }
 }

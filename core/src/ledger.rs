@@ -325,6 +325,7 @@ pub fn read_jsonl(path: impl AsRef<Path>) -> Result<(Vec<AttemptRecord>, Vec<Str
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub calls: u64,
+    /// Backend attempts, retries and escalations included (cache hits are not attempts).
     pub attempts: u64,
     pub served_by_slm: u64,
     pub served_by_llm: u64,
@@ -373,7 +374,9 @@ impl Report {
             });
             calls[slot].1.push(record);
         }
-        let mut report = Report { calls: calls.len() as u64, attempts: records.len() as u64, ..Report::default() };
+        // Cache hits are calls, not attempts: no backend was asked.
+        let attempts = records.iter().filter(|record| record.outcome != Outcome::CacheHit).count() as u64;
+        let mut report = Report { calls: calls.len() as u64, attempts, ..Report::default() };
         let mut slm_served_attempts = 0u64;
         let mut slm_first_try_successes = 0u64;
         for (_, attempts) in &mut calls {

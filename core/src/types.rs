@@ -388,7 +388,8 @@ pub struct ChatCompletion {
     pub choices: Vec<Choice>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
-    #[serde(default)]
+    /// Omitted when unknown: the `openai` npm types say `system_fingerprint?: string`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_fingerprint: Option<String>,
     /// Fields of other servers' responses, and slmkit's own routing metadata.
     #[serde(flatten)]
@@ -461,7 +462,8 @@ pub struct ChatCompletionChunk {
     pub choices: Vec<ChunkChoice>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
-    #[serde(default)]
+    /// Omitted when unknown: the `openai` npm types say `system_fingerprint?: string`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_fingerprint: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,

@@ -1,0 +1,4 @@
+//! The `slmkit` command's parts, as a library so they can be tested in process.
+
+pub mod demo;
+pub mod server;

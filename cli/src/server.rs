@@ -1,0 +1,443 @@
+//! `slmkit serve`: the client behind an OpenAI-compatible HTTP API, so any framework that
+//! takes a base URL uses slmkit without code.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use slmkit::ledger::Tier;
+use slmkit::types::ChatCompletionRequest;
+use slmkit::{Client, Config, Error};
+
+/// The `[server]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Default 127.0.0.1: a server on a shared host answers only locally unless told otherwise.
+    pub host: String,
+    /// Default 8080.
+    pub port: u16,
+    /// A bearer token clients must send. Prefer `api_key_env`.
+    pub api_key: Option<String>,
+    /// The environment variable holding that token.
+    pub api_key_env: Option<String>,
+    /// Largest accepted request body. Default 8 MiB.
+    pub max_body_bytes: usize,
+    /// How long in-flight requests may run after SIGTERM/SIGINT. Default 30 s.
+    pub shutdown_grace_s: f64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            api_key: None,
+            api_key_env: None,
+            max_body_bytes: 8 << 20,
+            shutdown_grace_s: 30.0,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Reads `[server]` from a config.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for unknown keys, bad values, or an `api_key_env` that is not set.
+    pub fn from_config(config: &Config) -> Result<Self, Error> {
+        let mut server: ServerConfig = match &config.server {
+            Some(table) => {
+                table.clone().try_into().map_err(|err: toml::de::Error| Error::Config(format!("[server]: {err}")))?
+            }
+            None => ServerConfig::default(),
+        };
+        if let Some(variable) = &server.api_key_env {
+            server.api_key = Some(
+                std::env::var(variable)
+                    .map_err(|_| Error::Config(format!("[server] api_key_env names {variable}, which is not set")))?,
+            );
+        }
+        if !server.shutdown_grace_s.is_finite() || server.shutdown_grace_s < 0.0 || server.max_body_bytes == 0 {
+            return Err(Error::Config("[server] shutdown_grace_s must be >= 0 and max_body_bytes > 0".into()));
+        }
+        Ok(server)
+    }
+}
+
+/// Latency buckets (seconds) of the request histogram.
+const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        for (bucket, count) in BUCKETS.iter().zip(&self.counts) {
+            if seconds <= *bucket {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+struct AppState {
+    client: Client,
+    api_key: Option<String>,
+    max_body_bytes: usize,
+    latency: Histogram,
+    requests: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// The HTTP application around `client`.
+pub fn app(client: Client, server: &ServerConfig) -> Router {
+    let state = Arc::new(AppState {
+        client,
+        api_key: server.api_key.clone(),
+        max_body_bytes: server.max_body_bytes,
+        latency: Histogram::default(),
+        requests: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+    });
+    let api = Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(models))
+        .route("/v1/slmkit/report", get(report))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&state), authorize));
+    Router::new()
+        .merge(api)
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            openai_error(StatusCode::NOT_FOUND, "no such route", "invalid_request_error", Some("not_found"))
+        })
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish
+/// for up to `grace`, and returns.
+///
+/// # Errors
+/// The server's I/O error.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopping_tx.send(());
+    });
+    let server = tokio::spawn(async move { server.await });
+    tokio::pin!(server);
+    tokio::select! {
+        finished = &mut server => return finished.unwrap_or_else(|err| Err(std::io::Error::other(err))),
+        _ = stopping_rx => {}
+    }
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(finished) => finished.unwrap_or_else(|err| Err(std::io::Error::other(err))),
+        Err(_) => {
+            eprintln!("slmkit serve: in-flight requests still running after {grace:?}; stopping anyway");
+            server.abort();
+            Ok(())
+        }
+    }
+}
+
+/// SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
+
+/// `slmkit serve --config FILE`.
+///
+/// # Errors
+/// Configuration, bind and server errors.
+pub async fn run(
+    config_path: &std::path::Path,
+    host: Option<String>,
+    port: Option<u16>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let config = Config::load(Some(config_path))?;
+    let mut server = ServerConfig::from_config(&config)?;
+    server.host = host.unwrap_or(server.host);
+    server.port = port.unwrap_or(server.port);
+    let client = config.build()?;
+    let listener = tokio::net::TcpListener::bind((server.host.as_str(), server.port)).await?;
+    let address: SocketAddr = listener.local_addr()?;
+    println!("slmkit serve: listening on http://{address}/v1");
+    let grace = Duration::from_secs_f64(server.shutdown_grace_s);
+    serve(listener, app(client.clone(), &server), shutdown_signal(), grace).await?;
+    // Every record was flushed as it was written; say where things stand.
+    let report = client.ledger().report();
+    println!(
+        "slmkit serve: stopped after {} calls; ledger flushed ({} write errors)",
+        report.calls,
+        client.ledger().write_errors()
+    );
+    Ok(())
+}
+
+async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    if let Some(expected) = &state.api_key {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        if presented != Some(expected.as_str()) {
+            return openai_error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong API key: send Authorization: Bearer <key>",
+                "invalid_request_error",
+                Some("invalid_api_key"),
+            );
+        }
+    }
+    next.run(request).await
+}
+
+fn openai_error(status: StatusCode, message: &str, kind: &str, code: Option<&str>) -> Response {
+    let body = json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
+    (status, Json(body)).into_response()
+}
+
+fn error_response(err: &Error) -> Response {
+    let status = StatusCode::from_u16(err.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let kind = if status.is_client_error() { "invalid_request_error" } else { "server_error" };
+    let param = match err {
+        Error::InvalidRequest { param, .. } => param.clone(),
+        Error::InvalidSchema { param, .. } => Some(param.clone()),
+        _ => None,
+    };
+    let body = json!({"error": {"message": err.to_string(), "type": kind, "param": param, "code": err.kind()}});
+    let mut response = (status, Json(body)).into_response();
+    if let Some(wait) = err.retry_after() {
+        if let Ok(value) = wait.as_secs().max(1).to_string().parse() {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+    }
+    response
+}
+
+async fn chat_completions(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    state.requests.fetch_add(1, Ordering::Relaxed);
+    let response = answer(&state, &headers, body).await;
+    if !response.status().is_success() {
+        state.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    state.latency.observe(started.elapsed());
+    response
+}
+
+async fn answer(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
+    let bytes: Bytes = match axum::body::to_bytes(body, state.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return openai_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the request body is larger than {} bytes", state.max_body_bytes),
+                "invalid_request_error",
+                Some("request_too_large"),
+            )
+        }
+    };
+    let text = match std::str::from_utf8(&bytes) {
+        Ok(text) => text,
+        Err(err) => {
+            return openai_error(
+                StatusCode::BAD_REQUEST,
+                &format!("the body is not UTF-8: {err}"),
+                "invalid_request_error",
+                None,
+            )
+        }
+    };
+    let mut request = match ChatCompletionRequest::from_json(text) {
+        Ok(request) => request,
+        Err(err) => return error_response(&err),
+    };
+    apply_header_hints(&mut request, headers);
+    if request.is_stream() {
+        match state.client.create_stream(&request).await {
+            Ok(chunks) => sse_response(chunks),
+            Err(err) => error_response(&err),
+        }
+    } else {
+        match state.client.create(&request).await {
+            Ok(completion) => Json(completion).into_response(),
+            Err(err) => error_response(&err),
+        }
+    }
+}
+
+/// `X-Slmkit-Route` and `X-Slmkit-Task` become the same hints `{"slmkit": {...}}` carries.
+fn apply_header_hints(request: &mut ChatCompletionRequest, headers: &HeaderMap) {
+    for (header_name, key) in [("x-slmkit-route", "route"), ("x-slmkit-task", "task")] {
+        if let Some(value) = headers.get(header_name).and_then(|value| value.to_str().ok()) {
+            let hints = request.extra.entry("slmkit").or_insert_with(|| json!({}));
+            if let Some(hints) = hints.as_object_mut() {
+                hints.insert(key.into(), Value::String(value.to_owned()));
+            }
+        }
+    }
+}
+
+/// Chunks framed as OpenAI frames them: `data: {json}\n\n`, then `data: [DONE]\n\n`. An
+/// error after the first chunk is sent as an `error` event, as OpenAI does, and ends the stream.
+fn sse_response(chunks: slmkit::local::ChunkStream) -> Response {
+    let frames = chunks
+        .map(|item| {
+            let json = match item {
+                Ok(chunk) => serde_json::to_string(&chunk).unwrap_or_default(),
+                Err(err) => json!({"error": {"message": err.to_string(), "type": "server_error", "param": null, "code": err.kind()}}).to_string(),
+            };
+            Ok::<Bytes, std::convert::Infallible>(Bytes::from(format!("data: {json}\n\n")))
+        })
+        .chain(futures::stream::once(async { Ok(Bytes::from_static(b"data: [DONE]\n\n")) }));
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(frames))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let data: Vec<Value> = [Tier::Slm, Tier::Llm]
+        .into_iter()
+        .filter_map(|tier| {
+            let config = state.client.tier(tier)?;
+            Some(json!({"id": config.backend.model(), "object": "model", "created": 0, "owned_by": format!("slmkit-{tier}"), "tier": tier, "backend": config.backend.kind()}))
+        })
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}
+
+async fn report(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(serde_json::to_value(state.client.ledger().report()).unwrap_or_default())
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let report = state.client.ledger().report();
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
+        out.push_str(&format!("# HELP slmkit_{name} {help}\n# TYPE slmkit_{name} {kind}\n"));
+        for (labels, value) in samples {
+            out.push_str(&format!("slmkit_{name}{labels} {value}\n"));
+        }
+    };
+    metric(
+        "http_requests_total",
+        "counter",
+        "Chat-completions requests received.",
+        &[("", state.requests.load(Ordering::Relaxed) as f64)],
+    );
+    metric(
+        "http_errors_total",
+        "counter",
+        "Requests answered with an error status.",
+        &[("", state.errors.load(Ordering::Relaxed) as f64)],
+    );
+    metric(
+        "calls_total",
+        "counter",
+        "Calls by the route that served them.",
+        &[
+            ("{route=\"slm\"}", report.served_by_slm as f64),
+            ("{route=\"llm\"}", report.served_by_llm as f64),
+            ("{route=\"cache\"}", report.served_from_cache as f64),
+            ("{route=\"failed\"}", report.failed_calls as f64),
+        ],
+    );
+    metric("attempts_total", "counter", "Backend attempts, retries included.", &[("", report.attempts as f64)]);
+    metric(
+        "escalations_total",
+        "counter",
+        "Calls that started on the SLM and ended on the LLM.",
+        &[("", report.escalations as f64)],
+    );
+    metric(
+        "validation_failures_total",
+        "counter",
+        "SLM answers rejected by a validator.",
+        &[("", report.validation_failures as f64)],
+    );
+    metric(
+        "cache_hits_total",
+        "counter",
+        "Calls answered from the response cache.",
+        &[("", report.served_from_cache as f64)],
+    );
+    metric(
+        "tokens_total",
+        "counter",
+        "Tokens processed by backends.",
+        &[
+            ("{kind=\"prompt\"}", report.prompt_tokens as f64),
+            ("{kind=\"completion\"}", report.completion_tokens as f64),
+        ],
+    );
+    metric(
+        "cost_usd_total",
+        "counter",
+        "Money spent, every attempt included.",
+        &[("{tier=\"slm\"}", report.slm_cost_usd), ("{tier=\"llm\"}", report.llm_cost_usd)],
+    );
+    metric(
+        "counterfactual_llm_cost_usd_total",
+        "counter",
+        "The same calls priced all-LLM, first try.",
+        &[("", report.counterfactual_llm_cost_usd)],
+    );
+    metric("energy_joules_total", "counter", "Energy of local attempts.", &[("", report.energy_j)]);
+    out.push_str("# HELP slmkit_request_duration_seconds Chat-completions request latency.\n# TYPE slmkit_request_duration_seconds histogram\n");
+    for (bucket, count) in BUCKETS.iter().zip(&state.latency.counts) {
+        out.push_str(&format!(
+            "slmkit_request_duration_seconds_bucket{{le=\"{bucket}\"}} {}\n",
+            count.load(Ordering::Relaxed)
+        ));
+    }
+    let total = state.latency.count.load(Ordering::Relaxed);
+    out.push_str(&format!("slmkit_request_duration_seconds_bucket{{le=\"+Inf\"}} {total}\n"));
+    out.push_str(&format!(
+        "slmkit_request_duration_seconds_sum {}\nslmkit_request_duration_seconds_count {total}\n",
+        state.latency.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

@@ -1,0 +1,228 @@
+//! `slmkit serve` on port 0, exercised over real HTTP (and by slmkit's own OpenAI client).
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use slmkit::types::{ChatCompletionRequest, ChatMessage, StreamOptions};
+use slmkit::{Config, RemoteBackend, RemoteConfig};
+use slmkit_cli::server::{app, serve, ServerConfig};
+use slmkit_testserver::{Behavior, TestServer};
+
+struct Running {
+    base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn start(config: &str, server: ServerConfig) -> Running {
+    let client = Config::from_toml_str(config).unwrap().build().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve(
+        listener,
+        app(client, &server),
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(5),
+    ));
+    Running { base, stop: Some(stop), task }
+}
+
+fn fixture() -> String {
+    format!("{}/../core/tests/fixtures/tiny-chatml.gguf", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn local_and_remote(llm: &TestServer) -> String {
+    format!(
+        "[slm]\nbackend = \"local\"\nmodel = {:?}\ncontext = 1024\n\n[llm]\nbackend = \"remote\"\nbase_url = \"{}\"\nmodel = \"big\"\napi_key = \"k\"\n",
+        fixture(),
+        llm.base_url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_streamed_and_schema_requests_through_an_openai_client() {
+    let llm = TestServer::start().await;
+    let running = start(&local_and_remote(&llm), ServerConfig::default()).await;
+    // slmkit's remote backend is itself an OpenAI client: point it at the server.
+    let client = RemoteBackend::new(RemoteConfig::new(&running.base, "any")).unwrap();
+
+    let mut request = ChatCompletionRequest::new(vec![ChatMessage::user("Extract: order 7 is late")]);
+    request.max_tokens = Some(60);
+    request.seed = Some(1);
+    request.response_format = Some(slmkit::types::ResponseFormat::json_schema(
+        "o",
+        json!({"type": "object", "properties": {"late": {"type": "boolean"}}, "required": ["late"], "additionalProperties": false}),
+    ));
+    let completion = client.create(&request).await.unwrap();
+    let value: Value = serde_json::from_str(completion.content()).unwrap();
+    assert!(value["late"].is_boolean());
+    assert_eq!(completion.extra["slmkit"]["tier"], "slm");
+
+    let mut streamed = ChatCompletionRequest::new(vec![ChatMessage::user(
+        "Design the architecture of a trading platform and discuss the trade-offs.",
+    )]);
+    streamed.stream_options = Some(StreamOptions { include_usage: Some(true), ..Default::default() });
+    let chunks: Vec<_> = client.create_stream(&streamed).await.unwrap().collect().await;
+    let chunks: Vec<_> = chunks.into_iter().map(Result::unwrap).collect();
+    let text: String = chunks.iter().flat_map(|c| &c.choices).filter_map(|c| c.delta.content.clone()).collect();
+    assert!(text.starts_with("echo: Design the architecture"), "routed to the LLM: {text}");
+    assert!(chunks.last().unwrap().usage.is_some(), "usage on the final chunk");
+    drop(running.stop);
+}
+
+#[tokio::test]
+async fn sse_is_framed_as_openai_frames_it() {
+    let llm = TestServer::start().await;
+    let running = start(
+        &format!("[llm]\nbackend = \"remote\"\nbase_url = \"{}\"\nmodel = \"big\"\n", llm.base_url()),
+        ServerConfig::default(),
+    )
+    .await;
+    let body = reqwest::Client::new()
+        .post(format!("{}/chat/completions", running.base))
+        .json(&json!({"model": "x", "stream": true, "messages": [{"role": "user", "content": "hi there"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body.headers()["content-type"], "text/event-stream");
+    let text = body.text().await.unwrap();
+    let frames: Vec<&str> = text.split("\n\n").filter(|frame| !frame.is_empty()).collect();
+    assert!(frames.iter().all(|frame| frame.starts_with("data: ")), "{text}");
+    assert_eq!(*frames.last().unwrap(), "data: [DONE]");
+    let first: Value = serde_json::from_str(&frames[0]["data: ".len()..]).unwrap();
+    assert_eq!(first["object"], "chat.completion.chunk");
+}
+
+#[tokio::test]
+async fn errors_use_openai_error_json() {
+    let llm = TestServer::start().await;
+    llm.push([Behavior::status(401)]);
+    let server = ServerConfig { max_body_bytes: 2048, ..ServerConfig::default() };
+    let running =
+        start(&format!("[llm]\nbackend = \"remote\"\nbase_url = \"{}\"\nmodel = \"big\"\n", llm.base_url()), server)
+            .await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/chat/completions", running.base);
+
+    let malformed =
+        http.post(&url).header("content-type", "application/json").body("{\"messages\": [").send().await.unwrap();
+    assert_eq!(malformed.status(), 400);
+    let error: Value = malformed.json().await.unwrap();
+    assert!(error["error"]["message"].as_str().unwrap().contains("malformed request"), "{error}");
+    assert!(error["error"].as_object().unwrap().keys().eq(["message", "type", "param", "code"].iter()));
+
+    let invalid = http
+        .post(&url)
+        .json(&json!({"messages": [{"role": "user", "content": "x"}], "temperature": 9}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invalid.status(), 400);
+    let error: Value = invalid.json().await.unwrap();
+    assert_eq!(error["error"]["param"], "temperature");
+
+    let huge = http
+        .post(&url)
+        .json(&json!({"messages": [{"role": "user", "content": "x".repeat(5000)}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+
+    let upstream = http.post(&url).json(&json!({"messages": [{"role": "user", "content": "x"}]})).send().await.unwrap();
+    assert_eq!(upstream.status(), 401, "the LLM's status passes through");
+    let error: Value = upstream.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "authentication");
+}
+
+#[tokio::test]
+async fn bearer_auth_models_health_metrics_and_report() {
+    let llm = TestServer::start().await;
+    let server = ServerConfig { api_key: Some("serve-secret".into()), ..ServerConfig::default() };
+    let running =
+        start(&format!("[llm]\nbackend = \"remote\"\nbase_url = \"{}\"\nmodel = \"big\"\n", llm.base_url()), server)
+            .await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/chat/completions", running.base);
+    let body = json!({"messages": [{"role": "user", "content": "hello"}], "temperature": 0});
+    assert_eq!(http.post(&url).json(&body).send().await.unwrap().status(), 401);
+    assert_eq!(http.post(&url).bearer_auth("wrong").json(&body).send().await.unwrap().status(), 401);
+    for _ in 0..2 {
+        let ok = http
+            .post(&url)
+            .bearer_auth("serve-secret")
+            .header("X-Slmkit-Task", "WritePRD")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), 200);
+    }
+    assert_eq!(llm.request_count(), 1, "the repeat came from the cache");
+
+    let root = running.base.trim_end_matches("/v1");
+    assert_eq!(http.get(format!("{root}/healthz")).send().await.unwrap().status(), 200, "health needs no key");
+    let models: Value = http
+        .get(format!("{}/models", running.base))
+        .bearer_auth("serve-secret")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["data"][0]["id"], "big");
+    let report: Value = http
+        .get(format!("{}/slmkit/report", running.base))
+        .bearer_auth("serve-secret")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["calls"], 2);
+    assert_eq!(report["served_from_cache"], 1);
+    let metrics = http.get(format!("{root}/metrics")).send().await.unwrap().text().await.unwrap();
+    for expected in [
+        "slmkit_calls_total{route=\"llm\"} 1",
+        "slmkit_cache_hits_total 1",
+        "slmkit_request_duration_seconds_count 2",
+        "slmkit_attempts_total 1",
+    ] {
+        assert!(metrics.contains(expected), "missing {expected:?} in\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_requests() {
+    let llm = TestServer::start().await;
+    llm.push([Behavior::Reply {
+        content: Some("slow answer".into()),
+        tool_calls: None,
+        prompt_tokens: None,
+        completion_tokens: None,
+        delay_ms: 500,
+        cut_after_chunks: None,
+    }]);
+    let mut running = start(
+        &format!("[llm]\nbackend = \"remote\"\nbase_url = \"{}\"\nmodel = \"big\"\n", llm.base_url()),
+        ServerConfig::default(),
+    )
+    .await;
+    let url = format!("{}/chat/completions", running.base);
+    let in_flight = tokio::spawn(async move {
+        reqwest::Client::new().post(url).json(&json!({"messages": [{"role": "user", "content": "x"}]})).send().await
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let _ = running.stop.take().unwrap().send(());
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200, "the request in flight at shutdown completed");
+    tokio::time::timeout(Duration::from_secs(5), running.task).await.unwrap().unwrap().unwrap();
+    let refused = reqwest::Client::new().get(running.base.replace("/v1", "/healthz")).send().await;
+    assert!(refused.is_err(), "the server stopped accepting");
+}
