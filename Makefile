@@ -11,7 +11,7 @@ export CARGO_TERM_COLOR ?= never
 
 APT_PACKAGES := cmake clang libclang-dev
 
-.PHONY: help setup demo test test-rust route-score lint bench fixtures clean
+.PHONY: help setup demo test test-rust test-python test-node route-score lint bench fixtures clean
 
 help:
 	@echo "make demo     set up and run the main job"
@@ -29,14 +29,30 @@ setup:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
+	@# The bindings' test suites need a Python with venv and a Node.js with npm.
+	@extra=""; python3 -c 'import venv, ensurepip' 2>/dev/null || extra="$$extra python3-venv"; \
+	command -v npm >/dev/null || extra="$$extra nodejs npm"; \
+	if [ -n "$$extra" ]; then \
+	  echo "installing:$$extra"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$extra >/dev/null; \
+	fi
 
 demo: setup
 	cargo run -p slmkit-cli -- demo
 
-test: setup test-rust route-score lint
+test: setup test-rust route-score test-python test-node lint
 
 test-rust:
 	cargo test --workspace
+
+## pytest against the real openai package, then mypy on the examples (venv in .venv).
+test-python:
+	bash bindings-python/test.sh
+
+## node --test against the real openai npm package, and the TypeScript drop-in check.
+test-node:
+	bash bindings-node/test.sh
 
 ## The router's score on the labelled development set (the tests assert >= 85%).
 route-score:

@@ -39,13 +39,13 @@ enum Command {
     },
     /// Serve the client over an OpenAI-compatible HTTP API (`/v1/chat/completions`, SSE).
     Serve {
-        /// The config file: tiers, router, cache, and the [server] section.
+        /// The config file: tiers, router, cache, and the `[server]` section.
         #[arg(long)]
         config: PathBuf,
-        /// Overrides [server] host.
+        /// Overrides `[server]` host.
         #[arg(long)]
         host: Option<String>,
-        /// Overrides [server] port (0 picks a free one).
+        /// Overrides `[server]` port (0 picks a free one).
         #[arg(long)]
         port: Option<u16>,
     },
@@ -53,7 +53,7 @@ enum Command {
     RouteScore {
         /// The labelled JSONL file.
         file: PathBuf,
-        /// A config file whose [routing] section to use (default: the built-in defaults).
+        /// A config file whose `[routing]` section to use (default: the built-in defaults).
         #[arg(long)]
         config: Option<PathBuf>,
         /// The SLM's context window the labels assume.

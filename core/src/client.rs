@@ -367,7 +367,7 @@ impl Client {
         let metadata = if ran { metadata.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner()) } else { None };
         let metadata = match metadata {
             Some(metadata) => metadata,
-            None => self.record_hit(&answer, &decision, started.elapsed()),
+            None => self.record_hit(request, &answer, &decision, started.elapsed()),
         };
         completion.extra.insert("slmkit".into(), metadata);
         Ok(completion)
@@ -392,7 +392,7 @@ impl Client {
         if let Some((cache, key)) = &slot {
             let started = Instant::now();
             if let Some(answer) = cache.get(key).await {
-                let metadata = self.record_hit(&answer, &decision, started.elapsed());
+                let metadata = self.record_hit(request, &answer, &decision, started.elapsed());
                 let chunks = match &answer.chunks {
                     Some(chunks) => chunks.iter().filter(|chunk| filter_usage(chunk)).cloned().collect(),
                     None => chunks_of(&answer.completion, include_usage),
@@ -455,7 +455,10 @@ impl Client {
         decision: &RouteDecision,
     ) -> Option<(Arc<ResponseCache>, CacheKey)> {
         let cache = self.inner.cache.as_ref()?;
-        if !cache.admits(request) {
+        // `{"slmkit": {"cache": "bypass"}}`: a caller re-asking on purpose (MetaGPT re-sends
+        // the identical prompt when parsing fails) must not get the same answer back.
+        let bypass = crate::routing::hint(request, "cache") == Some("bypass");
+        if bypass || !cache.admits(request) {
             return None;
         }
         let identity = self.tier(decision.tier).map(|tier| tier.backend.identity()).unwrap_or_default();
@@ -464,7 +467,13 @@ impl Client {
 
     /// Records a cache hit (no backend call; the tokens and cost it saved) and returns the
     /// response metadata for it.
-    fn record_hit(&self, answer: &CachedAnswer, decision: &RouteDecision, latency: Duration) -> Value {
+    fn record_hit(
+        &self,
+        request: &ChatCompletionRequest,
+        answer: &CachedAnswer,
+        decision: &RouteDecision,
+        latency: Duration,
+    ) -> Value {
         let call_id = new_id("call-");
         let usage = answer.completion.usage.unwrap_or_default();
         self.inner.ledger.record(AttemptRecord {
@@ -487,6 +496,7 @@ impl Client {
             served: true,
             counterfactual_llm_cost_usd: Some(answer.counterfactual_llm_cost_usd),
             saved_cost_usd: Some(answer.cost_usd),
+            task: crate::routing::task_tag(request).map(str::to_owned),
             timestamp_ms: now_ms(),
         });
         json!({
@@ -881,6 +891,7 @@ impl AttemptGuard {
                 served: false,
                 counterfactual_llm_cost_usd: None,
                 saved_cost_usd: None,
+                task: crate::routing::task_tag(request).map(str::to_owned),
                 timestamp_ms: now_ms(),
             },
             pricing: config.pricing.clone(),

@@ -210,7 +210,7 @@ impl Config {
             _ => {
                 self.llm = Some(TierSection::Remote {
                     base_url: base_url.unwrap_or("https://api.openai.com/v1").to_owned(),
-                    model: std::env::var("OPENAI_MODEL").unwrap_or_else(|_| "gpt-4o".into()),
+                    model: std::env::var("OPENAI_MODEL").unwrap_or_default(),
                     api_key: api_key.map(str::to_owned),
                     api_key_env: None,
                     connect_timeout_s: None,
@@ -262,7 +262,8 @@ impl Config {
     }
 
     /// An LLM tier from `OPENAI_BASE_URL` / `OPENAI_API_KEY` / `OPENAI_MODEL`, when
-    /// `OPENAI_BASE_URL` or `OPENAI_API_KEY` is set.
+    /// `OPENAI_BASE_URL` or `OPENAI_API_KEY` is set. Without `OPENAI_MODEL`, each request's own
+    /// `model` is sent, as the OpenAI client would.
     pub fn llm_from_env() -> Option<TierSection> {
         let base_url = std::env::var("OPENAI_BASE_URL").ok();
         let has_key = std::env::var(DEFAULT_API_KEY_ENV).is_ok_and(|key| !key.is_empty());
@@ -271,7 +272,7 @@ impl Config {
         }
         Some(TierSection::Remote {
             base_url: base_url.unwrap_or_else(|| "https://api.openai.com/v1".into()),
-            model: std::env::var("OPENAI_MODEL").unwrap_or_else(|_| "gpt-4o".into()),
+            model: std::env::var("OPENAI_MODEL").unwrap_or_default(),
             api_key: None,
             api_key_env: None,
             connect_timeout_s: None,

@@ -94,6 +94,9 @@ pub struct AttemptRecord {
     /// On a cache hit: what the cached answer cost when it was made (all its attempts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved_cost_usd: Option<f64>,
+    /// The call's task tag (e.g. MetaGPT's action name), when it named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
     /// Milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
 }

@@ -658,7 +658,8 @@ pub fn task_tag(request: &ChatCompletionRequest) -> Option<&str> {
     hint(request, "task")
 }
 
-fn hint<'a>(request: &'a ChatCompletionRequest, name: &str) -> Option<&'a str> {
+/// A per-call slmkit hint: `{"slmkit": {name: ...}}` or `metadata.slmkit_<name>`.
+pub(crate) fn hint<'a>(request: &'a ChatCompletionRequest, name: &str) -> Option<&'a str> {
     let from_extra = request.extra.get(HINT_FIELD).and_then(|hint| hint.get(name)).and_then(Value::as_str);
     from_extra.or_else(|| {
         request

@@ -213,3 +213,19 @@ async fn entries_and_ttl_are_bounded() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(brief.create(&greedy("ttl")).await.unwrap().extra["slmkit"]["cache"], "miss");
 }
+
+#[tokio::test]
+async fn a_bypass_hint_asks_the_backend_again() {
+    let server = TestServer::start().await;
+    let client = client(&server);
+    client.create(&greedy("q")).await.unwrap();
+    let mut reask = greedy("q");
+    reask.extra.insert("slmkit".into(), serde_json::json!({"cache": "bypass"}));
+    let again = client.create(&reask).await.unwrap();
+    assert_eq!(again.extra["slmkit"]["cache"], "disabled");
+    assert_eq!(server.request_count(), 2, "a caller re-asking on purpose gets a fresh answer");
+    let mut tagged = greedy("q");
+    tagged.metadata = Some(serde_json::Map::from_iter([("slmkit_task".into(), serde_json::json!("WriteCode"))]));
+    client.create(&tagged).await.unwrap();
+    assert_eq!(client.ledger().records().last().unwrap().task.as_deref(), Some("WriteCode"));
+}

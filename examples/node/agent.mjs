@@ -4,8 +4,8 @@
 //   import OpenAI from "openai";
 import OpenAI from "slmkit";
 //
-// Run from the repo root, after `bindings-node/test.sh` (or `npm install ./bindings-node`):
-//   node examples/node/agent.mjs [model.gguf]
+// Run (the first `npm install` builds the addon unless bindings-node/test.sh already did):
+//   cd examples/node && npm install && node agent.mjs [model.gguf]
 // With no argument it uses the tiny random-weight test model: its text is gibberish, but its
 // tool calls are valid, because slmkit enforces the tool schema with a grammar. Set
 // OPENAI_API_KEY (and OPENAI_BASE_URL) to give it an LLM tier to escalate to.

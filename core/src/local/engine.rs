@@ -96,6 +96,8 @@ struct EngineShared {
     queue_capacity: usize,
     context_window: u32,
     worker: Mutex<Option<JoinHandle<()>>>,
+    /// The process that started the worker thread (see `Drop`).
+    owner_pid: u32,
 }
 
 impl Drop for EngineShared {
@@ -103,7 +105,13 @@ impl Drop for EngineShared {
         // Closing the queue lets the worker finish what it holds and exit.
         self.jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         if let Some(worker) = self.worker.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take() {
-            let _ = worker.join();
+            if std::process::id() == self.owner_pid {
+                let _ = worker.join();
+            } else {
+                // A forked child inherits this engine but not its thread: joining would
+                // panic, so the handle is let go.
+                std::mem::forget(worker);
+            }
         }
     }
 }
@@ -177,6 +185,7 @@ impl LocalEngine {
                 queue_capacity: options.queue_capacity,
                 context_window,
                 worker: Mutex::new(Some(worker)),
+                owner_pid: std::process::id(),
             }),
         })
     }

@@ -23,6 +23,7 @@ comes from the MetaGPT config's ``base_url`` / ``api_key`` / ``model``.
 from __future__ import annotations
 
 import contextvars
+import json
 import sys
 from collections import Counter, defaultdict
 from typing import Any, Dict, List, Optional, Union
@@ -64,10 +65,12 @@ class SlmkitLLM(BaseLLM):  # type: ignore[misc]
         llm_tier: Dict[str, Any] = {}
         if getattr(config, "base_url", None) or getattr(config, "api_key", None):
             llm_tier = {"base_url": config.base_url, "api_key": config.api_key}
-        self.aclient = slmkit.AsyncOpenAI(config=slmkit_config, **llm_tier, **slmkit_options)
+        self.aclient: slmkit.AsyncOpenAI = slmkit.AsyncOpenAI(config=slmkit_config, **llm_tier, **slmkit_options)
         # call_id (from each answer's slmkit metadata) -> the action that made the call.
         self._task_of_call: Dict[str, str] = {}
         self.calls_by_action: Counter[str] = Counter()
+        # Per action: the last messages sent and how many times in a row they were sent.
+        self._last_ask: Dict[str, tuple[str, int]] = {}
 
     def _cons_kwargs(self, messages: List[Dict[str, Any]], timeout: Any, task: Optional[str]) -> Dict[str, Any]:
         kwargs: Dict[str, Any] = {
@@ -78,7 +81,18 @@ class SlmkitLLM(BaseLLM):  # type: ignore[misc]
             "timeout": self.get_timeout(timeout),
         }
         if task:
-            kwargs["extra_body"] = {"slmkit": {"task": task}}
+            hint: Dict[str, Any] = {"task": task}
+            # MetaGPT re-asks the same prompt when it cannot parse the answer. At temperature
+            # 0 slmkit's response cache would return the same unparseable answer each time;
+            # numbering the re-ask changes the cache key (hints are part of it), so the re-ask
+            # really asks again, and the ledger shows it as a separate call.
+            asked = json.dumps(messages, sort_keys=True, default=str)
+            previous, repeats = self._last_ask.get(task, ("", 0))
+            repeats = repeats + 1 if asked == previous else 0
+            self._last_ask[task] = (asked, repeats)
+            if repeats:
+                hint["reask"] = repeats
+            kwargs["extra_body"] = {"slmkit": hint}
         return kwargs
 
     def _task(self) -> str:
@@ -93,7 +107,9 @@ class SlmkitLLM(BaseLLM):  # type: ignore[misc]
         self, messages: List[Dict[str, Any]], timeout: Any = USE_CONFIG_TIMEOUT
     ) -> slmkit.ChatCompletion:
         task = self._task()
-        rsp = await self.aclient.chat.completions.create(**self._cons_kwargs(messages, timeout, task))
+        rsp: slmkit.ChatCompletion = await self.aclient.chat.completions.create(
+            **self._cons_kwargs(messages, timeout, task)
+        )
         self._remember(task, rsp.slmkit)
         if rsp.usage is not None:
             self._update_costs(rsp.usage.model_dump())
@@ -102,7 +118,8 @@ class SlmkitLLM(BaseLLM):  # type: ignore[misc]
     async def acompletion(
         self, messages: List[Dict[str, Any]], timeout: Any = USE_CONFIG_TIMEOUT
     ) -> slmkit.ChatCompletion:
-        return await self._achat_completion(messages, timeout=timeout)
+        rsp: slmkit.ChatCompletion = await self._achat_completion(messages, timeout=timeout)
+        return rsp
 
     async def _achat_completion_stream(self, messages: List[Dict[str, Any]], timeout: Any = USE_CONFIG_TIMEOUT) -> str:
         task = self._task()

@@ -1,0 +1,28 @@
+// ESM entry: `import OpenAI from "slmkit"`, as `import OpenAI from "openai"`.
+import OpenAI from './index.js';
+
+export default OpenAI;
+export const {
+  Stream,
+  APIPromise,
+  OpenAIError,
+  APIError,
+  APIUserAbortError,
+  APIConnectionError,
+  APITimeoutError,
+  BadRequestError,
+  AuthenticationError,
+  PermissionDeniedError,
+  NotFoundError,
+  ConflictError,
+  UnprocessableEntityError,
+  RateLimitError,
+  InternalServerError,
+  ContextLengthError,
+  ModelLoadError,
+  OverloadedError,
+  ValidationError,
+  ValidatorError,
+  ConfigError,
+} = OpenAI;
+export { OpenAI };

@@ -1,0 +1,457 @@
+//! The native half of the `slmkit` npm package.
+//!
+//! Everything crosses the boundary as JSON text: requests go in as the request body, answers
+//! come back as the exact JSON an OpenAI server would send, and the JS layer (`index.js`)
+//! `JSON.parse`s them. That keeps the binding thin (the core owns every type) and makes the
+//! objects Node sees the same ones the `openai` package would parse from the wire.
+//!
+//! Errors reject with a JS `Error` whose message is `ERROR_PREFIX` followed by a JSON object
+//! (kind, status, message and the variant's details); `index.js` turns it into the matching
+//! `openai`-style error class.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use napi::bindgen_prelude::{FnArgs, Function, Promise, PromiseRaw};
+use napi::threadsafe_function::ThreadsafeFunction;
+use napi::{Env, Status};
+use napi_derive::napi;
+use serde_json::{json, Value};
+use slmkit::config::TierSection;
+use slmkit::local::ChunkStream;
+use slmkit::types::ChatCompletionRequest;
+use slmkit::validate::{Callback, Verdict};
+use slmkit::{Client, Config};
+use tokio_util::sync::CancellationToken;
+
+/// What every slmkit error message starts with, so `index.js` can tell them from napi's own.
+const ERROR_PREFIX: &str = "SLMKIT_ERROR:";
+
+/// The JS side of a validator call: `(index, requestJson, completionJson) => Promise<verdictJson>`.
+/// Weak, so a client that is still reachable does not keep the process alive on its own, and
+/// not callee-handled, so the JS function gets plain arguments (no leading error).
+type Dispatcher = ThreadsafeFunction<
+    FnArgs<(u32, String, String)>,
+    Promise<String>,
+    FnArgs<(u32, String, String)>,
+    Status,
+    false,
+    true,
+>;
+
+/// An exception a JS validator threw. The JS layer keeps the thrown value under `id`, so the
+/// call's rejection can carry it as `cause`: napi cannot move a JS value through the core.
+#[derive(Debug)]
+struct JsValidatorError {
+    id: u32,
+    message: String,
+}
+
+impl std::fmt::Display for JsValidatorError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for JsValidatorError {}
+
+/// A core error as the JS layer reads it.
+fn error_details(err: &slmkit::Error) -> Value {
+    use slmkit::Error as E;
+    let mut details = json!({
+        "kind": err.kind(),
+        "status": err.status_code(),
+        "message": err.to_string(),
+    });
+    let extra = match err {
+        E::InvalidRequest { param, .. } => json!({ "param": param }),
+        E::InvalidSchema { param, .. } => json!({ "param": param }),
+        E::ContextLength { prompt_tokens, max_tokens, context_window } => json!({
+            "code": "context_length_exceeded",
+            "prompt_tokens": prompt_tokens,
+            "max_tokens": max_tokens,
+            "context_window": context_window,
+        }),
+        E::ModelLoad { path, reason } => json!({ "path": path, "reason": reason }),
+        E::Overloaded { queued, capacity } => json!({ "queued": queued, "capacity": capacity }),
+        E::Api { body, .. } => {
+            // OpenAI's error body is `{"error": {message, type, param, code}}`; the `openai`
+            // package exposes those fields on its errors, so we do too.
+            let parsed: Option<Value> = serde_json::from_str(body).ok();
+            let error = parsed.as_ref().and_then(|value| value.get("error")).cloned().or(parsed);
+            json!({ "error": error, "body": body })
+        }
+        E::StreamInterrupted { tier, chunks_delivered, source } => json!({
+            "tier": tier,
+            "chunks_delivered": chunks_delivered,
+            "source_kind": source.kind(),
+        }),
+        E::ValidationFailed { reasons } => json!({ "reasons": reasons }),
+        E::Validator { name, source } => {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+            let mut cause_id = None;
+            while let Some(current) = cause {
+                if let Some(js) = current.downcast_ref::<JsValidatorError>() {
+                    cause_id = Some(js.id);
+                    break;
+                }
+                cause = current.source();
+            }
+            json!({ "validator": name, "cause_id": cause_id })
+        }
+        _ => json!({}),
+    };
+    if let (Some(details), Value::Object(extra)) = (details.as_object_mut(), extra) {
+        details.extend(extra.into_iter().filter(|(_, value)| !value.is_null()));
+    }
+    if let Some(after) = err.retry_after() {
+        details["retry_after_s"] = json!(after.as_secs_f64());
+    }
+    details
+}
+
+fn to_napi(err: slmkit::Error) -> napi::Error {
+    napi::Error::new(Status::GenericFailure, format!("{ERROR_PREFIX}{}", error_details(&err)))
+}
+
+fn cancelled() -> napi::Error {
+    to_napi(slmkit::Error::Cancelled)
+}
+
+fn json_error(err: serde_json::Error) -> napi::Error {
+    to_napi(slmkit::Error::Inference(format!("cannot serialise the answer: {err}")))
+}
+
+fn parse_request(request_json: &str) -> napi::Result<ChatCompletionRequest> {
+    ChatCompletionRequest::from_json(request_json).map_err(to_napi)
+}
+
+/// Applies the `openai`-style `apiKey` / `baseURL` constructor options to the LLM tier: they
+/// win over the environment, as in the `openai` package. An LLM tier from the options or a
+/// config file keeps its model and timeouts and takes the URL and key.
+fn apply_client_options(config: &mut Config, base_url: Option<String>, api_key: Option<String>) {
+    if base_url.is_none() && api_key.is_none() {
+        return;
+    }
+    match &mut config.llm {
+        Some(TierSection::Remote { base_url: url, api_key: key, api_key_env, .. }) => {
+            if let Some(base_url) = base_url {
+                *url = base_url;
+            }
+            if let Some(api_key) = api_key {
+                *key = Some(api_key);
+                *api_key_env = None;
+            }
+        }
+        // A local LLM tier has no URL or key; nothing to apply.
+        Some(TierSection::Local { .. }) => {}
+        None => {
+            config.llm = Some(TierSection::Remote {
+                base_url: base_url
+                    .or_else(|| std::env::var("OPENAI_BASE_URL").ok())
+                    .unwrap_or_else(|| "https://api.openai.com/v1".into()),
+                model: std::env::var("OPENAI_MODEL").unwrap_or_else(|_| "gpt-4o".into()),
+                api_key,
+                api_key_env: None,
+                connect_timeout_s: None,
+                request_timeout_s: None,
+                stream_idle_timeout_s: None,
+                pricing: None,
+            });
+        }
+    }
+}
+
+/// The verdict JSON the dispatcher in `index.js` answers with.
+fn read_verdict(name: &str, text: &str) -> slmkit::Result<Verdict> {
+    let malformed = || slmkit::Error::Validator {
+        name: name.to_owned(),
+        source: format!("the JS dispatcher answered {text:?}").into(),
+    };
+    let value: Value = serde_json::from_str(text).map_err(|_| malformed())?;
+    if let Some(error) = value.get("error") {
+        let id = error.get("id").and_then(Value::as_u64).and_then(|id| u32::try_from(id).ok()).unwrap_or(0);
+        let message = error.get("message").and_then(Value::as_str).unwrap_or("the validator threw").to_owned();
+        return Err(slmkit::Error::Validator {
+            name: name.to_owned(),
+            source: Box::new(JsValidatorError { id, message }),
+        });
+    }
+    match value.get("ok").and_then(Value::as_bool) {
+        Some(true) => Ok(Ok(())),
+        Some(false) => {
+            let reason = value.get("reason").and_then(Value::as_str).unwrap_or("rejected").to_owned();
+            Ok(Err(reason))
+        }
+        None => Err(malformed()),
+    }
+}
+
+/// A validator that calls JS function number `index` through the dispatcher.
+fn js_validator(name: String, index: u32, dispatcher: Arc<Dispatcher>) -> Callback {
+    let label = name.clone();
+    Callback::new(
+        name,
+        Arc::new(move |request, answer| {
+            let dispatcher = dispatcher.clone();
+            let name = label.clone();
+            // Serialise before the future: it must not borrow anything it does not need to.
+            let payload =
+                serde_json::to_string(request).and_then(|request| Ok((request, serde_json::to_string(answer)?)));
+            Box::pin(async move {
+                let broke = |reason: String| slmkit::Error::Validator { name: name.clone(), source: reason.into() };
+                let (request, answer) = payload.map_err(|err| broke(err.to_string()))?;
+                let promise = dispatcher
+                    .call_async(FnArgs::from((index, request, answer)))
+                    .await
+                    .map_err(|err| broke(format!("cannot call the JS validator: {err}")))?;
+                let verdict = promise.await.map_err(|err| broke(format!("the JS validator failed: {err}")))?;
+                read_verdict(&name, &verdict)
+            })
+        }),
+    )
+}
+
+/// Cancels one call (its future, or its stream) when the caller's `AbortSignal` fires.
+#[napi]
+pub struct CancelToken {
+    token: CancellationToken,
+}
+
+#[napi]
+impl CancelToken {
+    #[napi(constructor)]
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        CancelToken { token: CancellationToken::new() }
+    }
+
+    /// Drops the call's work: a pending answer, or a stream and its engine slot.
+    #[napi]
+    pub fn cancel(&self) {
+        self.token.cancel();
+    }
+}
+
+/// A slmkit client: the core's [`Client`], configured from options, a file or the environment.
+#[napi]
+pub struct NativeClient {
+    client: Client,
+}
+
+#[napi]
+impl NativeClient {
+    /// `config_json`: the configuration (the TOML file's structure, as JSON); or `config_path`:
+    /// a TOML file; or neither: `$SLMKIT_CONFIG`, then the environment. `base_url` / `api_key`
+    /// set the LLM tier's endpoint. `validator_names[i]` is checked by calling
+    /// `dispatcher(i, requestJson, completionJson)`.
+    ///
+    /// # Errors
+    /// Config (invalid options or file), model load (a local model that does not load), I/O.
+    #[napi(constructor)]
+    // Spelled out rather than aliased, so napi generates the function's TS signature.
+    #[allow(clippy::type_complexity)]
+    pub fn new(
+        config_json: Option<String>,
+        config_path: Option<String>,
+        base_url: Option<String>,
+        api_key: Option<String>,
+        validator_names: Option<Vec<String>>,
+        dispatcher: Option<Function<'_, FnArgs<(u32, String, String)>, Promise<String>>>,
+    ) -> napi::Result<Self> {
+        let mut config = match (config_json, config_path) {
+            (Some(_), Some(_)) => {
+                return Err(to_napi(slmkit::Error::Config(
+                    "pass either a config file or the configuration sections, not both".into(),
+                )))
+            }
+            (Some(json), None) => {
+                let mut config = Config::from_json_str(&json).map_err(to_napi)?;
+                if config.llm.is_none() {
+                    config.llm = Config::llm_from_env();
+                }
+                config
+            }
+            (None, path) => Config::load(path.map(PathBuf::from).as_deref()).map_err(to_napi)?,
+        };
+        apply_client_options(&mut config, base_url, api_key);
+        let mut builder = config.builder().map_err(to_napi)?;
+        let names = validator_names.unwrap_or_default();
+        if !names.is_empty() {
+            let dispatcher = dispatcher
+                .ok_or_else(|| to_napi(slmkit::Error::Config("validators were given without a dispatcher".into())))?;
+            let dispatcher: Arc<Dispatcher> =
+                Arc::new(dispatcher.build_threadsafe_function().callee_handled::<false>().weak::<true>().build()?);
+            for (index, name) in names.into_iter().enumerate() {
+                let index = u32::try_from(index).map_err(|_| napi::Error::from_reason("too many validators"))?;
+                builder = builder.validator(Arc::new(js_validator(name, index, dispatcher.clone())));
+            }
+        }
+        // The local engine and the remote backend may touch the runtime while they start.
+        let client = napi::bindgen_prelude::within_runtime_if_available(|| builder.build()).map_err(to_napi)?;
+        Ok(NativeClient { client })
+    }
+
+    /// Answers a request body (JSON); resolves to the completion's JSON.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn create<'env>(
+        &self,
+        env: &'env Env,
+        request_json: String,
+        token: &CancelToken,
+    ) -> napi::Result<PromiseRaw<'env, String>> {
+        let client = self.client.clone();
+        let token = token.token.clone();
+        let request = parse_request(&request_json);
+        env.spawn_future(async move {
+            let request = request?;
+            // Leaving the select drops the call's future, which frees the engine slot and
+            // records the attempt as cancelled.
+            tokio::select! {
+                biased;
+                () = token.cancelled() => Err(cancelled()),
+                answer = client.create(&request) => {
+                    serde_json::to_string(&answer.map_err(to_napi)?).map_err(json_error)
+                }
+            }
+        })
+    }
+
+    /// Starts a stream; resolves once the first chunks are ready (or the call failed).
+    #[napi(ts_return_type = "Promise<NativeStream>")]
+    pub fn create_stream<'env>(
+        &self,
+        env: &'env Env,
+        request_json: String,
+        token: &CancelToken,
+    ) -> napi::Result<PromiseRaw<'env, NativeStream>> {
+        let client = self.client.clone();
+        let token = token.token.clone();
+        let request = parse_request(&request_json);
+        env.spawn_future(async move {
+            let request = request?;
+            let stream = tokio::select! {
+                biased;
+                () = token.cancelled() => return Err(cancelled()),
+                stream = client.create_stream(&request) => stream.map_err(to_napi)?,
+            };
+            Ok(NativeStream::new(stream, token))
+        })
+    }
+
+    /// Where a request would go, and why (JSON).
+    #[napi]
+    pub fn explain(&self, request_json: String) -> napi::Result<String> {
+        let request = parse_request(&request_json)?;
+        let decision = self.client.explain(&request).map_err(to_napi)?;
+        serde_json::to_string(&decision).map_err(json_error)
+    }
+
+    /// The ledger's report (JSON).
+    #[napi]
+    pub fn ledger_report(&self) -> napi::Result<String> {
+        serde_json::to_string(&self.client.ledger().report()).map_err(json_error)
+    }
+
+    /// The ledger's report as a text table.
+    #[napi]
+    pub fn ledger_table(&self) -> String {
+        self.client.ledger().report().to_table()
+    }
+
+    /// Every attempt recorded so far (JSON array).
+    #[napi]
+    pub fn ledger_records(&self) -> napi::Result<String> {
+        serde_json::to_string(&self.client.ledger().records()).map_err(json_error)
+    }
+}
+
+/// A stream of chunks. Closing it, or cancelling its call's token, drops the core stream,
+/// which stops generation and frees the engine slot.
+#[napi]
+pub struct NativeStream {
+    stream: Arc<tokio::sync::Mutex<Option<ChunkStream>>>,
+    token: CancellationToken,
+    ended: Arc<AtomicBool>,
+}
+
+impl NativeStream {
+    fn new(stream: ChunkStream, token: CancellationToken) -> Self {
+        let stream = Arc::new(tokio::sync::Mutex::new(Some(stream)));
+        // An abort must free the engine slot even while nobody is reading the stream, so a
+        // watcher drops it on cancellation. It holds a weak reference, so an abandoned stream
+        // is still freed when JS collects it; the token is cancelled at the end of the stream
+        // and on drop, so the watcher always finishes.
+        let weak = Arc::downgrade(&stream);
+        let watched = token.clone();
+        napi::bindgen_prelude::spawn(async move {
+            watched.cancelled().await;
+            if let Some(stream) = weak.upgrade() {
+                stream.lock().await.take();
+            }
+        });
+        NativeStream { stream, token, ended: Arc::new(AtomicBool::new(false)) }
+    }
+}
+
+impl Drop for NativeStream {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+#[napi]
+impl NativeStream {
+    /// The next chunk's JSON, or `null` at the end.
+    #[napi(ts_return_type = "Promise<string | null>")]
+    pub fn next<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, Option<String>>> {
+        let stream = self.stream.clone();
+        let token = self.token.clone();
+        let ended = self.ended.clone();
+        env.spawn_future(async move {
+            if ended.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            let mut slot = tokio::select! {
+                biased;
+                () = token.cancelled() => return Err(cancelled()),
+                slot = stream.lock() => slot,
+            };
+            let Some(chunks) = slot.as_mut() else { return Ok(None) };
+            let item = tokio::select! {
+                biased;
+                () = token.cancelled() => {
+                    *slot = None;
+                    return Err(cancelled());
+                }
+                item = chunks.next() => item,
+            };
+            match item {
+                Some(Ok(chunk)) => serde_json::to_string(&chunk).map(Some).map_err(json_error),
+                Some(Err(err)) => {
+                    *slot = None;
+                    ended.store(true, Ordering::SeqCst);
+                    token.cancel();
+                    Err(to_napi(err))
+                }
+                None => {
+                    *slot = None;
+                    ended.store(true, Ordering::SeqCst);
+                    token.cancel();
+                    Ok(None)
+                }
+            }
+        })
+    }
+
+    /// Stops the stream and frees what it holds. A pending `next()` rejects as cancelled.
+    #[napi]
+    pub fn close(&self) {
+        self.token.cancel();
+        if let Ok(mut slot) = self.stream.try_lock() {
+            *slot = None;
+        }
+    }
+}

@@ -1,0 +1,68 @@
+"""slmkit: a drop-in for the OpenAI client that sends routine calls to an in-process small
+model, checks its answers, retries or escalates to a large model, and accounts for every
+attempt.
+
+    from slmkit import OpenAI            # was: from openai import OpenAI
+    client = OpenAI(slm="qwen2.5-1.5b-instruct-q8_0.gguf")
+    resp = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+
+``client.ledger.report()`` says what it cost, net of retries; ``client.explain(...)`` says
+where a call would go.
+"""
+
+from ._client import AsyncOpenAI, AsyncStream, Ledger, OpenAI, Report, Stream, Validator
+from ._exceptions import (
+    APIConnectionError,
+    APIError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigError,
+    ConflictError,
+    ContextLengthError,
+    InternalServerError,
+    ModelLoadError,
+    NotFoundError,
+    OverloadedError,
+    PermissionDeniedError,
+    RateLimitError,
+    UnprocessableEntityError,
+    ValidationError,
+    ValidatorError,
+)
+from ._slmkit import __version__
+from .types import ChatCompletion, ChatCompletionChunk
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AsyncOpenAI",
+    "AsyncStream",
+    "AuthenticationError",
+    "BadRequestError",
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "ConfigError",
+    "ConflictError",
+    "ContextLengthError",
+    "InternalServerError",
+    "Ledger",
+    "ModelLoadError",
+    "NotFoundError",
+    "OpenAI",
+    "OverloadedError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "Report",
+    "Stream",
+    "UnprocessableEntityError",
+    "ValidationError",
+    "Validator",
+    "ValidatorError",
+    "__version__",
+]

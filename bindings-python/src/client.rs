@@ -1,0 +1,280 @@
+//! The native client: requests and answers cross as JSON text, which the Python layer turns
+//! into keyword arguments and response objects.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use pyo3::exceptions::{PyStopAsyncIteration, PyValueError};
+use pyo3::prelude::*;
+use slmkit::local::ChunkStream;
+use slmkit::types::ChatCompletionRequest;
+use slmkit::{Client, Error};
+
+use crate::config::{resolve, ClientOptions};
+use crate::errors::{to_py, to_py_detached};
+use crate::runtime::{future_into_py, wait};
+use crate::validators;
+
+/// A configured slmkit client. Use `slmkit.OpenAI` / `slmkit.AsyncOpenAI`, which wrap it.
+#[pyclass(module = "slmkit._slmkit", frozen)]
+pub struct NativeClient {
+    recipe: Recipe,
+    /// The client and the process it was built in.
+    built: Mutex<(u32, Client)>,
+}
+
+/// What a client is built from, kept so a forked child can build its own.
+///
+/// A client inherited across `fork()` holds HTTP connections whose I/O tasks ran on the
+/// parent's runtime threads, and a local engine whose worker thread is gone: a call would wait
+/// for its timeout. The core should notice the fork itself (a new HTTP client and engine
+/// worker when the process id changes); until it does, the child rebuilds the whole client on
+/// its first call (its ledger starts empty).
+struct Recipe {
+    config_path: Option<PathBuf>,
+    sections: Option<String>,
+    options: ClientOptions,
+    validators: Vec<(String, Arc<Py<PyAny>>)>,
+}
+
+impl Recipe {
+    fn build(&self) -> slmkit::Result<Client> {
+        let config = resolve(self.config_path.clone(), self.sections.as_deref(), &self.options)?;
+        let mut builder = config.builder()?;
+        for (name, function) in &self.validators {
+            builder = builder.validator(Arc::new(validators::callback(name.clone(), Arc::clone(function))));
+        }
+        builder.build()
+    }
+}
+
+impl NativeClient {
+    /// The client for this process.
+    fn client(&self, py: Python<'_>) -> PyResult<Client> {
+        let pid = std::process::id();
+        let mut built = self.built.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if built.0 != pid {
+            let client = py.detach(|| self.recipe.build()).map_err(|err| to_py(py, &err))?;
+            // Leaked, not dropped: dropping the parent's local engine would join a worker
+            // thread that does not exist in this process.
+            std::mem::forget(std::mem::replace(&mut *built, (pid, client)));
+        }
+        Ok(built.1.clone())
+    }
+}
+
+fn parse(py: Python<'_>, request: &str) -> PyResult<ChatCompletionRequest> {
+    ChatCompletionRequest::from_json(request).map_err(|err| to_py(py, &err))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> PyResult<String> {
+    serde_json::to_string(value).map_err(|err| PyValueError::new_err(format!("cannot serialise: {err}")))
+}
+
+/// A per-call deadline over the whole call (every attempt), as `timeout=` on an openai call.
+async fn within<T>(
+    timeout: Option<f64>,
+    call: impl std::future::Future<Output = slmkit::Result<T>>,
+) -> slmkit::Result<T> {
+    match timeout {
+        None => call.await,
+        Some(seconds) => {
+            let after = Duration::from_secs_f64(seconds);
+            tokio::time::timeout(after, call).await.unwrap_or(Err(Error::Timeout {
+                url: "slmkit call".to_owned(),
+                phase: "request",
+                after,
+            }))
+        }
+    }
+}
+
+fn check_timeout(timeout: Option<f64>) -> PyResult<Option<f64>> {
+    match timeout {
+        Some(seconds) if !(seconds.is_finite() && seconds > 0.0) => {
+            Err(PyValueError::new_err(format!("timeout must be a positive number of seconds, got {seconds}")))
+        }
+        other => Ok(other),
+    }
+}
+
+#[pymethods]
+impl NativeClient {
+    /// Builds a client; see `slmkit.OpenAI` for the arguments. Loading a local model happens
+    /// here, with the GIL released.
+    #[new]
+    #[pyo3(signature = (*, config_path=None, sections=None, api_key=None, base_url=None, timeout=None, max_retries=None, validators=Vec::new()))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        config_path: Option<PathBuf>,
+        sections: Option<String>,
+        api_key: Option<String>,
+        base_url: Option<String>,
+        timeout: Option<f64>,
+        max_retries: Option<u32>,
+        validators: Vec<(String, Py<PyAny>)>,
+    ) -> PyResult<Self> {
+        let options = ClientOptions { api_key, base_url, timeout: check_timeout(timeout)?, max_retries };
+        let validators = validators.into_iter().map(|(name, function)| (name, Arc::new(function))).collect();
+        let recipe = Recipe { config_path, sections, options, validators };
+        let client = py.detach(|| recipe.build()).map_err(|err| to_py(py, &err))?;
+        Ok(NativeClient { recipe, built: Mutex::new((std::process::id(), client)) })
+    }
+
+    /// One call; returns the completion as JSON.
+    #[pyo3(signature = (request, timeout=None))]
+    fn create(&self, py: Python<'_>, request: &str, timeout: Option<f64>) -> PyResult<String> {
+        let request = parse(py, request)?;
+        let timeout = check_timeout(timeout)?;
+        let client = self.client(py)?;
+        let answer = wait(py, async move { within(timeout, client.create(&request)).await })?;
+        answer.map_err(|err| to_py(py, &err)).and_then(|completion| to_json(&completion))
+    }
+
+    /// One call from asyncio; the awaitable gives the completion as JSON.
+    #[pyo3(signature = (request, timeout=None))]
+    fn create_async<'py>(&self, py: Python<'py>, request: &str, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        let request = parse(py, request)?;
+        let timeout = check_timeout(timeout)?;
+        let client = self.client(py)?;
+        future_into_py(py, async move {
+            match within(timeout, client.create(&request)).await {
+                Ok(completion) => to_json(&completion),
+                Err(err) => Err(to_py_detached(&err)),
+            }
+        })
+    }
+
+    /// A streamed call: an iterator of chunks as JSON.
+    #[pyo3(signature = (request, timeout=None))]
+    fn stream(&self, py: Python<'_>, request: &str, timeout: Option<f64>) -> PyResult<NativeStream> {
+        let request = parse(py, request)?;
+        let timeout = check_timeout(timeout)?;
+        let client = self.client(py)?;
+        let stream = wait(py, async move { within(timeout, client.create_stream(&request)).await })?;
+        let stream = stream.map_err(|err| to_py(py, &err))?;
+        Ok(NativeStream { stream: Mutex::new(Some(stream)) })
+    }
+
+    /// A streamed call from asyncio: the awaitable gives an async iterator of chunks as JSON.
+    #[pyo3(signature = (request, timeout=None))]
+    fn stream_async<'py>(&self, py: Python<'py>, request: &str, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        let request = parse(py, request)?;
+        let timeout = check_timeout(timeout)?;
+        let client = self.client(py)?;
+        future_into_py(py, async move {
+            match within(timeout, client.create_stream(&request)).await {
+                Ok(stream) => Ok(NativeAsyncStream { stream: Arc::new(tokio::sync::Mutex::new(Some(stream))) }),
+                Err(err) => Err(to_py_detached(&err)),
+            }
+        })
+    }
+
+    /// Where `request` would go and why, as JSON.
+    fn explain(&self, py: Python<'_>, request: &str) -> PyResult<String> {
+        let request = parse(py, request)?;
+        let decision = self.client(py)?.explain(&request).map_err(|err| to_py(py, &err))?;
+        to_json(&decision)
+    }
+
+    /// The ledger report as JSON.
+    fn ledger_report(&self, py: Python<'_>) -> PyResult<String> {
+        to_json(&self.client(py)?.ledger().report())
+    }
+
+    /// The ledger report as a table for people.
+    fn ledger_table(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(self.client(py)?.ledger().report().to_table())
+    }
+
+    /// Every attempt in the ledger, oldest first, as a JSON list.
+    fn ledger_records(&self, py: Python<'_>) -> PyResult<String> {
+        to_json(&self.client(py)?.ledger().records())
+    }
+
+    fn __repr__(&self) -> String {
+        let built = self.built.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        format!("<slmkit native {:?}>", built.1)
+    }
+}
+
+/// A stream for the sync client. Dropping it (or `close()`) cancels the call.
+#[pyclass(module = "slmkit._slmkit", frozen)]
+pub struct NativeStream {
+    stream: Mutex<Option<ChunkStream>>,
+}
+
+#[pymethods]
+impl NativeStream {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        let taken = self.stream.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        let Some(mut stream) = taken else { return Ok(None) };
+        // The stream travels into the waiting future and back, so a Ctrl-C (which drops the
+        // future) also ends the stream.
+        let (item, stream) = wait(py, async move {
+            let item = stream.next().await;
+            (item, stream)
+        })?;
+        match item {
+            Some(Ok(chunk)) => {
+                *self.stream.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(stream);
+                to_json(&chunk).map(Some)
+            }
+            Some(Err(err)) => Err(to_py(py, &err)),
+            None => Ok(None),
+        }
+    }
+
+    /// Ends the stream now, cancelling the call if it is still generating.
+    fn close(&self) {
+        let taken = self.stream.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        drop(taken);
+    }
+}
+
+/// A stream for the async client. Dropping it (or `close()`) cancels the call.
+#[pyclass(module = "slmkit._slmkit", frozen)]
+pub struct NativeAsyncStream {
+    stream: Arc<tokio::sync::Mutex<Option<ChunkStream>>>,
+}
+
+#[pymethods]
+impl NativeAsyncStream {
+    fn __aiter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let stream = Arc::clone(&self.stream);
+        future_into_py(py, async move {
+            let mut guard = stream.lock().await;
+            let Some(live) = guard.as_mut() else { return Err(PyStopAsyncIteration::new_err(())) };
+            match live.next().await {
+                Some(Ok(chunk)) => to_json(&chunk),
+                Some(Err(err)) => {
+                    *guard = None;
+                    Err(to_py_detached(&err))
+                }
+                None => {
+                    *guard = None;
+                    Err(PyStopAsyncIteration::new_err(()))
+                }
+            }
+        })
+    }
+
+    /// Ends the stream now, cancelling the call if it is still generating.
+    fn close(&self) {
+        // A chunk being awaited holds the lock; it ends the stream itself when dropped.
+        if let Ok(mut guard) = self.stream.try_lock() {
+            guard.take();
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! The core's errors as the Python exceptions of `slmkit._exceptions`.
+//!
+//! The class is chosen in Python (`_from_native`, by `Error::kind()` and the status code), so
+//! the mapping table sits next to the classes it names. This side supplies the kind, status,
+//! message, the variant's fields as JSON, and the cause.
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use serde_json::{json, Value};
+use slmkit::Error;
+
+static FROM_NATIVE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// The Python exception for `err`.
+///
+/// A Python exception raised inside a validator comes back as itself, traceback included.
+pub fn to_py(py: Python<'_>, err: &Error) -> PyErr {
+    if let Error::Validator { source, .. } = err {
+        if let Some(raised) = source.downcast_ref::<PyErr>() {
+            return raised.clone_ref(py);
+        }
+    }
+    build(py, err).unwrap_or_else(|failed| failed)
+}
+
+/// As [`to_py`], for use off the GIL (in a future): attaches to build the exception.
+pub fn to_py_detached(err: &Error) -> PyErr {
+    Python::attach(|py| to_py(py, err))
+}
+
+fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
+    let factory = FROM_NATIVE
+        .get_or_try_init(py, || py.import("slmkit._exceptions")?.getattr("_from_native").map(Bound::unbind))?;
+    let cause: Option<PyErr> = match err {
+        Error::StreamInterrupted { source, .. } => Some(to_py(py, source)),
+        Error::Validator { source, .. } => source.downcast_ref::<PyErr>().map(|raised| raised.clone_ref(py)),
+        _ => None,
+    };
+    let cause = cause.map(|cause| cause.into_value(py));
+    let exception =
+        factory.bind(py).call1((err.kind(), err.status_code(), err.to_string(), details(err).to_string(), cause))?;
+    Ok(PyErr::from_value(exception))
+}
+
+/// The variant's fields, for the exception's attributes.
+///
+/// Belongs in the core (`Error::details()`): the Node binding needs the same.
+fn details(err: &Error) -> Value {
+    let mut details = match err {
+        Error::InvalidRequest { message, param } => json!({"param": param, "reason": message}),
+        Error::InvalidSchema { param, reason } => json!({"param": param, "reason": reason}),
+        Error::ContextLength { prompt_tokens, max_tokens, context_window } => json!({
+            "prompt_tokens": prompt_tokens, "max_tokens": max_tokens, "context_window": context_window
+        }),
+        Error::ModelLoad { path, reason } => json!({"path": path.display().to_string(), "reason": reason}),
+        Error::Overloaded { queued, capacity } => json!({"queued": queued, "capacity": capacity}),
+        Error::Api { url, status, message, body, retry_after } => json!({
+            "url": url, "status": status, "reason": message, "body": body,
+            "retry_after_s": retry_after.map(|wait| wait.as_secs_f64()),
+        }),
+        Error::Timeout { url, phase, after } => json!({"url": url, "phase": phase, "after_s": after.as_secs_f64()}),
+        Error::Connection { url, reason, .. } => json!({"url": url, "reason": reason}),
+        Error::MalformedResponse { url, reason, body } => json!({"url": url, "reason": reason, "body": body}),
+        Error::StreamInterrupted { tier, chunks_delivered, .. } => {
+            json!({"tier": tier, "chunks_delivered": chunks_delivered})
+        }
+        Error::ValidationFailed { reasons } => json!({"reasons": reasons}),
+        Error::Validator { name, .. } => json!({"validator": name}),
+        Error::Io { context, .. } => json!({"reason": context}),
+        _ => json!({}),
+    };
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    details["causes"] = json!(causes);
+    details
+}
