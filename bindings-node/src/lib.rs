@@ -19,7 +19,6 @@ use napi::threadsafe_function::ThreadsafeFunction;
 use napi::{Env, Status};
 use napi_derive::napi;
 use serde_json::{json, Value};
-use slmkit::config::TierSection;
 use slmkit::local::ChunkStream;
 use slmkit::types::ChatCompletionRequest;
 use slmkit::validate::{Callback, Verdict};
@@ -58,56 +57,22 @@ impl std::fmt::Display for JsValidatorError {
 impl std::error::Error for JsValidatorError {}
 
 /// A core error as the JS layer reads it.
+/// The core's `Error::details`, plus the id of a JS exception a validator threw, so the JS
+/// layer can set it as the rejection's `cause`.
 fn error_details(err: &slmkit::Error) -> Value {
-    use slmkit::Error as E;
-    let mut details = json!({
-        "kind": err.kind(),
-        "status": err.status_code(),
-        "message": err.to_string(),
-    });
-    let extra = match err {
-        E::InvalidRequest { param, .. } => json!({ "param": param }),
-        E::InvalidSchema { param, .. } => json!({ "param": param }),
-        E::ContextLength { prompt_tokens, max_tokens, context_window } => json!({
-            "code": "context_length_exceeded",
-            "prompt_tokens": prompt_tokens,
-            "max_tokens": max_tokens,
-            "context_window": context_window,
-        }),
-        E::ModelLoad { path, reason } => json!({ "path": path, "reason": reason }),
-        E::Overloaded { queued, capacity } => json!({ "queued": queued, "capacity": capacity }),
-        E::Api { body, .. } => {
-            // OpenAI's error body is `{"error": {message, type, param, code}}`; the `openai`
-            // package exposes those fields on its errors, so we do too.
-            let parsed: Option<Value> = serde_json::from_str(body).ok();
-            let error = parsed.as_ref().and_then(|value| value.get("error")).cloned().or(parsed);
-            json!({ "error": error, "body": body })
-        }
-        E::StreamInterrupted { tier, chunks_delivered, source } => json!({
-            "tier": tier,
-            "chunks_delivered": chunks_delivered,
-            "source_kind": source.kind(),
-        }),
-        E::ValidationFailed { reasons } => json!({ "reasons": reasons }),
-        E::Validator { name, source } => {
-            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
-            let mut cause_id = None;
-            while let Some(current) = cause {
-                if let Some(js) = current.downcast_ref::<JsValidatorError>() {
-                    cause_id = Some(js.id);
-                    break;
-                }
-                cause = current.source();
+    let mut details = err.details();
+    if let slmkit::Error::Validator { source, .. } = err {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+        while let Some(current) = cause {
+            if let Some(js) = current.downcast_ref::<JsValidatorError>() {
+                details["cause_id"] = json!(js.id);
+                break;
             }
-            json!({ "validator": name, "cause_id": cause_id })
+            cause = current.source();
         }
-        _ => json!({}),
-    };
-    if let (Some(details), Value::Object(extra)) = (details.as_object_mut(), extra) {
-        details.extend(extra.into_iter().filter(|(_, value)| !value.is_null()));
     }
-    if let Some(after) = err.retry_after() {
-        details["retry_after_s"] = json!(after.as_secs_f64());
+    if matches!(err, slmkit::Error::ContextLength { .. }) {
+        details["code"] = json!("context_length_exceeded");
     }
     details
 }
@@ -132,36 +97,8 @@ fn parse_request(request_json: &str) -> napi::Result<ChatCompletionRequest> {
 /// win over the environment, as in the `openai` package. An LLM tier from the options or a
 /// config file keeps its model and timeouts and takes the URL and key.
 fn apply_client_options(config: &mut Config, base_url: Option<String>, api_key: Option<String>) {
-    if base_url.is_none() && api_key.is_none() {
-        return;
-    }
-    match &mut config.llm {
-        Some(TierSection::Remote { base_url: url, api_key: key, api_key_env, .. }) => {
-            if let Some(base_url) = base_url {
-                *url = base_url;
-            }
-            if let Some(api_key) = api_key {
-                *key = Some(api_key);
-                *api_key_env = None;
-            }
-        }
-        // A local LLM tier has no URL or key; nothing to apply.
-        Some(TierSection::Local { .. }) => {}
-        None => {
-            config.llm = Some(TierSection::Remote {
-                base_url: base_url
-                    .or_else(|| std::env::var("OPENAI_BASE_URL").ok())
-                    .unwrap_or_else(|| "https://api.openai.com/v1".into()),
-                model: std::env::var("OPENAI_MODEL").unwrap_or_else(|_| "gpt-4o".into()),
-                api_key,
-                api_key_env: None,
-                connect_timeout_s: None,
-                request_timeout_s: None,
-                stream_idle_timeout_s: None,
-                pricing: None,
-            });
-        }
-    }
+    // `timeout` is a JS timer in index.js; `maxRetries` is left to the one attempt budget.
+    config.apply_openai_options(&slmkit::OpenAiClientOptions { base_url, api_key, ..Default::default() });
 }
 
 /// The verdict JSON the dispatcher in `index.js` answers with.

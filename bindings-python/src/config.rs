@@ -2,13 +2,12 @@
 //! the environment; then the `openai` constructor's own arguments on top.
 //!
 //! Everything here is what the Node binding's `new OpenAI({...})` needs as well; it belongs in
-//! the core (`Config::from_sources` / `Config::apply_client_options`) and lives here until it
+//! the core (`Config::from_sources`) and lives here until it
 //! moves there.
 
 use std::path::PathBuf;
 
 use serde_json::{json, Map, Value};
-use slmkit::config::TierSection;
 use slmkit::{Config, Error, Result};
 
 /// The `openai` constructor's arguments that mean something to slmkit.
@@ -95,45 +94,13 @@ fn expand_shorthands(mut sections: Map<String, Value>) -> Map<String, Value> {
     sections
 }
 
-/// `api_key` / `base_url` set (or create) the remote LLM tier, as they set the endpoint of an
-/// `openai.OpenAI`; `timeout` and `max_retries` apply to it.
+/// `api_key` / `base_url` / `timeout` / `max_retries`, as they configure an `openai.OpenAI`
+/// (the core's `Config::apply_openai_options`).
 fn apply_options(config: &mut Config, options: &ClientOptions) {
-    if options.api_key.is_some() || options.base_url.is_some() {
-        match &mut config.llm {
-            Some(TierSection::Remote { base_url, api_key, .. }) => {
-                if let Some(url) = &options.base_url {
-                    base_url.clone_from(url);
-                }
-                if options.api_key.is_some() {
-                    api_key.clone_from(&options.api_key);
-                }
-            }
-            _ => {
-                let base_url = options
-                    .base_url
-                    .clone()
-                    .or_else(|| std::env::var("OPENAI_BASE_URL").ok())
-                    .unwrap_or_else(|| "https://api.openai.com/v1".to_owned());
-                config.llm = Some(TierSection::Remote {
-                    base_url,
-                    // Empty: each request's own `model` is sent, as the openai client does.
-                    model: String::new(),
-                    api_key: options.api_key.clone(),
-                    api_key_env: None,
-                    connect_timeout_s: None,
-                    request_timeout_s: None,
-                    stream_idle_timeout_s: None,
-                    pricing: None,
-                });
-            }
-        }
-    }
-    if let Some(seconds) = options.timeout {
-        if let Some(TierSection::Remote { request_timeout_s, .. }) = &mut config.llm {
-            *request_timeout_s = Some(seconds);
-        }
-    }
-    if let Some(retries) = options.max_retries {
-        config.retry.llm_attempts = Some(retries.saturating_add(1));
-    }
+    config.apply_openai_options(&slmkit::OpenAiClientOptions {
+        base_url: options.base_url.clone(),
+        api_key: options.api_key.clone(),
+        timeout_s: options.timeout,
+        max_retries: options.max_retries,
+    });
 }

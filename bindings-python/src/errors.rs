@@ -6,7 +6,6 @@
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use serde_json::{json, Value};
 use slmkit::Error;
 
 static FROM_NATIVE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -42,39 +41,7 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
     Ok(PyErr::from_value(exception))
 }
 
-/// The variant's fields, for the exception's attributes.
-///
-/// Belongs in the core (`Error::details()`): the Node binding needs the same.
-fn details(err: &Error) -> Value {
-    let mut details = match err {
-        Error::InvalidRequest { message, param } => json!({"param": param, "reason": message}),
-        Error::InvalidSchema { param, reason } => json!({"param": param, "reason": reason}),
-        Error::ContextLength { prompt_tokens, max_tokens, context_window } => json!({
-            "prompt_tokens": prompt_tokens, "max_tokens": max_tokens, "context_window": context_window
-        }),
-        Error::ModelLoad { path, reason } => json!({"path": path.display().to_string(), "reason": reason}),
-        Error::Overloaded { queued, capacity } => json!({"queued": queued, "capacity": capacity}),
-        Error::Api { url, status, message, body, retry_after } => json!({
-            "url": url, "status": status, "reason": message, "body": body,
-            "retry_after_s": retry_after.map(|wait| wait.as_secs_f64()),
-        }),
-        Error::Timeout { url, phase, after } => json!({"url": url, "phase": phase, "after_s": after.as_secs_f64()}),
-        Error::Connection { url, reason, .. } => json!({"url": url, "reason": reason}),
-        Error::MalformedResponse { url, reason, body } => json!({"url": url, "reason": reason, "body": body}),
-        Error::StreamInterrupted { tier, chunks_delivered, .. } => {
-            json!({"tier": tier, "chunks_delivered": chunks_delivered})
-        }
-        Error::ValidationFailed { reasons } => json!({"reasons": reasons}),
-        Error::Validator { name, .. } => json!({"validator": name}),
-        Error::Io { context, .. } => json!({"reason": context}),
-        _ => json!({}),
-    };
-    let mut causes = Vec::new();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        causes.push(cause.to_string());
-        source = cause.source();
-    }
-    details["causes"] = json!(causes);
-    details
+/// The variant's fields, for the exception's attributes (the core's `Error::details`).
+fn details(err: &Error) -> serde_json::Value {
+    err.details()
 }

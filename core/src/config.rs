@@ -157,6 +157,15 @@ pub enum ValidatorSection {
     },
 }
 
+/// The constructor options of the `openai` packages' clients that slmkit honours.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OpenAiClientOptions {
+    pub base_url: Option<String>,
+    pub api_key: Option<String>,
+    pub timeout_s: Option<f64>,
+    pub max_retries: Option<u32>,
+}
+
 /// The default key variable for remote tiers.
 pub const DEFAULT_API_KEY_ENV: &str = "OPENAI_API_KEY";
 
@@ -190,28 +199,33 @@ impl Config {
         Ok(config)
     }
 
-    /// Applies the OpenAI client's own constructor options: a `base_url` and/or `api_key`
-    /// make (or re-point) the LLM tier a remote endpoint, as `OpenAI(base_url=..., api_key=...)`
-    /// would. Without either, the config is unchanged.
-    pub fn apply_openai_options(&mut self, base_url: Option<&str>, api_key: Option<&str>) {
-        if base_url.is_none() && api_key.is_none() {
-            return;
-        }
+    /// Applies the OpenAI client's own constructor options, as `OpenAI(base_url=...,
+    /// api_key=..., timeout=..., max_retries=...)` would: `base_url` and `api_key` point (or
+    /// create) the remote LLM tier; a `base_url` also replaces a local LLM tier, while a key
+    /// alone leaves one alone (it has nothing to authenticate); `timeout` is the LLM's request
+    /// timeout; `max_retries` its retries, inside the one attempt budget.
+    pub fn apply_openai_options(&mut self, options: &OpenAiClientOptions) {
+        let local_llm = matches!(self.llm, Some(TierSection::Local { .. }));
         match &mut self.llm {
-            Some(TierSection::Remote { base_url: url, api_key: key, api_key_env, .. }) => {
-                if let Some(new_url) = base_url {
-                    *url = new_url.to_owned();
+            Some(TierSection::Remote { base_url, api_key, api_key_env, .. }) => {
+                if let Some(url) = &options.base_url {
+                    base_url.clone_from(url);
                 }
-                if let Some(new_key) = api_key {
-                    *key = Some(new_key.to_owned());
+                if let Some(key) = &options.api_key {
+                    *api_key = Some(key.clone());
                     *api_key_env = None;
                 }
             }
-            _ => {
+            _ if options.base_url.is_some() || (options.api_key.is_some() && !local_llm) => {
                 self.llm = Some(TierSection::Remote {
-                    base_url: base_url.unwrap_or("https://api.openai.com/v1").to_owned(),
+                    base_url: options
+                        .base_url
+                        .clone()
+                        .or_else(|| std::env::var("OPENAI_BASE_URL").ok())
+                        .unwrap_or_else(|| "https://api.openai.com/v1".into()),
+                    // Empty: each request's own `model` is sent, as the OpenAI client does.
                     model: std::env::var("OPENAI_MODEL").unwrap_or_default(),
-                    api_key: api_key.map(str::to_owned),
+                    api_key: options.api_key.clone(),
                     api_key_env: None,
                     connect_timeout_s: None,
                     request_timeout_s: None,
@@ -219,6 +233,14 @@ impl Config {
                     pricing: None,
                 });
             }
+            _ => {}
+        }
+        if let (Some(seconds), Some(TierSection::Remote { request_timeout_s, .. })) = (options.timeout_s, &mut self.llm)
+        {
+            *request_timeout_s = Some(seconds);
+        }
+        if let Some(retries) = options.max_retries {
+            self.retry.llm_attempts = Some(retries.saturating_add(1));
         }
     }
 
@@ -458,15 +480,29 @@ mod tests {
 
     #[test]
     fn openai_constructor_options_point_the_llm_tier() {
+        let options = |base_url: Option<&str>, api_key: Option<&str>| OpenAiClientOptions {
+            base_url: base_url.map(str::to_owned),
+            api_key: api_key.map(str::to_owned),
+            timeout_s: Some(5.0),
+            max_retries: Some(0),
+        };
+        let remote = |config: &Config| match &config.llm {
+            Some(TierSection::Remote { base_url, api_key, request_timeout_s, .. }) => {
+                Some((base_url.clone(), api_key.clone(), *request_timeout_s))
+            }
+            _ => None,
+        };
         let mut config = Config::default();
-        config.apply_openai_options(Some("http://127.0.0.1:9/v1"), Some("k"));
-        assert!(
-            matches!(&config.llm, Some(TierSection::Remote { base_url, api_key: Some(key), .. }) if base_url == "http://127.0.0.1:9/v1" && key == "k")
-        );
-        config.apply_openai_options(None, Some("k2"));
-        assert!(
-            matches!(&config.llm, Some(TierSection::Remote { base_url, api_key: Some(key), .. }) if base_url == "http://127.0.0.1:9/v1" && key == "k2")
-        );
+        config.apply_openai_options(&options(Some("http://127.0.0.1:9/v1"), Some("k")));
+        assert_eq!(remote(&config), Some(("http://127.0.0.1:9/v1".into(), Some("k".into()), Some(5.0))));
+        assert_eq!(config.retry.llm_attempts, Some(1));
+        config.apply_openai_options(&options(None, Some("k2")));
+        assert_eq!(remote(&config), Some(("http://127.0.0.1:9/v1".into(), Some("k2".into()), Some(5.0))));
+        let mut local = Config::from_toml_str("[llm]\nbackend = \"local\"\nmodel = \"m.gguf\"\n").unwrap();
+        local.apply_openai_options(&options(None, Some("k")));
+        assert!(matches!(local.llm, Some(TierSection::Local { .. })), "a key alone keeps a local LLM tier");
+        local.apply_openai_options(&options(Some("http://h/v1"), None));
+        assert!(remote(&local).is_some(), "a base_url replaces it");
         let json = Config::load_json(r#"{"cache": {"ttl_s": 5}}"#).unwrap();
         assert_eq!(json.cache.ttl_s, 5.0);
         assert!(matches!(Config::load_json(r#"{"cahce": {}}"#), Err(Error::Config(_))));

@@ -191,33 +191,48 @@ impl Error {
         }
     }
 
-    /// Everything a binding or server needs to rebuild this error for its own users: `kind`,
-    /// `status`, `message`, and where they apply `param`, `body` (parsed as JSON when it is),
-    /// `retry_after_s`, `reasons` (every rejected attempt), `validator`, and `causes` (the
-    /// source chain, outermost first).
+    /// Everything a binding or server needs to rebuild this error for its own users, as
+    /// JSON: always `kind`, `status`, `message` and `causes` (the source chain, outermost
+    /// first); then the variant's own fields, e.g. `param` and `reason`, `prompt_tokens` /
+    /// `max_tokens` / `context_window`, `path`, `queued` / `capacity`, `url`, `body` (the
+    /// server's answer as text) with `error` (its OpenAI error object, when it has one),
+    /// `phase` / `after_s`, `tier` / `chunks_delivered` / `source_kind`, `reasons`,
+    /// `validator`, and `retry_after_s`.
     pub fn details(&self) -> serde_json::Value {
         use serde_json::{json, Value};
         let mut details = json!({"kind": self.kind(), "status": self.status_code(), "message": self.to_string()});
-        let inner = match self {
-            Error::Shared(inner) => inner.as_ref(),
-            Error::StreamInterrupted { source, .. } => source.as_ref(),
-            other => other,
+        let fields = match self {
+            Error::Shared(inner) => {
+                let mut inner = inner.details();
+                inner["message"] = json!(self.to_string());
+                return inner;
+            }
+            Error::InvalidRequest { message, param } => json!({"param": param, "reason": message}),
+            Error::InvalidSchema { param, reason } => json!({"param": param, "reason": reason}),
+            Error::ContextLength { prompt_tokens, max_tokens, context_window } => json!({
+                "prompt_tokens": prompt_tokens, "max_tokens": max_tokens, "context_window": context_window,
+            }),
+            Error::ModelLoad { path, reason } => json!({"path": path.display().to_string(), "reason": reason}),
+            Error::Overloaded { queued, capacity } => json!({"queued": queued, "capacity": capacity}),
+            Error::Api { url, message, body, .. } => {
+                let parsed = serde_json::from_str::<Value>(body).ok();
+                let error = parsed.as_ref().and_then(|value| value.get("error")).cloned();
+                json!({"url": url, "reason": message, "body": body, "error": error})
+            }
+            Error::Timeout { url, phase, after } => json!({"url": url, "phase": phase, "after_s": after.as_secs_f64()}),
+            Error::Connection { url, reason, .. } => json!({"url": url, "reason": reason}),
+            Error::MalformedResponse { url, reason, body } => json!({"url": url, "reason": reason, "body": body}),
+            Error::StreamInterrupted { tier, chunks_delivered, source } => json!({
+                "tier": tier, "chunks_delivered": chunks_delivered, "source_kind": source.kind(),
+            }),
+            Error::ValidationFailed { reasons } => json!({"reasons": reasons}),
+            Error::Validator { name, .. } => json!({"validator": name}),
+            Error::Io { context, .. } => json!({"reason": context}),
+            Error::Template(reason) | Error::Inference(reason) | Error::Config(reason) => json!({"reason": reason}),
+            Error::EngineStopped | Error::Cancelled => json!({}),
         };
-        match inner {
-            Error::InvalidRequest { param: Some(param), .. } | Error::InvalidSchema { param, .. } => {
-                details["param"] = json!(param);
-            }
-            Error::Api { body, .. } | Error::MalformedResponse { body, .. } => {
-                details["body"] = serde_json::from_str::<Value>(body).unwrap_or_else(|_| json!(body));
-            }
-            Error::ValidationFailed { reasons } => details["reasons"] = json!(reasons),
-            Error::Validator { name, .. } => details["validator"] = json!(name),
-            Error::ContextLength { prompt_tokens, max_tokens, context_window } => {
-                details["prompt_tokens"] = json!(prompt_tokens);
-                details["max_tokens"] = json!(max_tokens);
-                details["context_window"] = json!(context_window);
-            }
-            _ => {}
+        if let (Some(details), Value::Object(fields)) = (details.as_object_mut(), fields) {
+            details.extend(fields.into_iter().filter(|(_, value)| !value.is_null()));
         }
         if let Some(wait) = self.retry_after() {
             details["retry_after_s"] = json!(wait.as_secs_f64());
@@ -270,7 +285,8 @@ mod tests {
         let details = api.details();
         assert_eq!(details["kind"], "rate_limit");
         assert_eq!(details["status"], 429);
-        assert_eq!(details["body"]["error"]["message"], "slow down");
+        assert_eq!(details["error"]["message"], "slow down");
+        assert_eq!(details["body"], r#"{"error": {"message": "slow down"}}"#);
         assert_eq!(details["retry_after_s"], 2.0);
         let failed = Error::ValidationFailed { reasons: vec!["a".into(), "b".into()] };
         assert_eq!(failed.details()["reasons"], serde_json::json!(["a", "b"]));

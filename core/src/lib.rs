@@ -39,7 +39,7 @@ pub mod validate;
 
 pub use cache::CacheConfig;
 pub use client::{Backend, Client, ClientBuilder, RetryPolicy};
-pub use config::Config;
+pub use config::{Config, OpenAiClientOptions};
 pub use error::{Error, Result};
 pub use ledger::{AttemptRecord, Ledger, Outcome, Pricing, Report, Tier};
 pub use local::{EngineOptions, LocalEngine, LocalModel, ModelOptions};
