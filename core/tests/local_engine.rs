@@ -498,3 +498,44 @@ async fn invalid_requests_are_rejected_before_decoding() {
     // After all of that the engine still serves.
     engine.create(&request("still alive")).await.unwrap();
 }
+
+/// Batching requests together and reusing a cached prefix must not change what greedy decoding
+/// produces: the same request alone in a fresh engine, after a request sharing its prefix, and
+/// decoded in one batch with three others gives the same text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batching_and_prefix_reuse_leave_greedy_output_unchanged() {
+    let system = "You label support tickets with one intent. ".repeat(6);
+    let greedy = |user: &str| {
+        let mut request = ChatCompletionRequest::new(vec![ChatMessage::system(&system), ChatMessage::user(user)]);
+        request.temperature = Some(0.0);
+        request.max_tokens = Some(24);
+        request
+    };
+    let target = greedy("my parcel never arrived");
+    let alone = engine().create(&target).await.unwrap().content().to_owned();
+
+    let warm = engine_with(EngineOptions { slots: 1, context_per_slot: Some(1024), ..EngineOptions::default() });
+    warm.create(&greedy("a different ticket first")).await.unwrap();
+    let reused = warm.create(&target).await.unwrap();
+    assert!(reused.usage.unwrap().prompt_tokens_details.unwrap().cached_tokens > 0, "the prefix was reused");
+    assert_eq!(reused.content(), alone, "prefix reuse changed the output");
+
+    let batched_engine = engine();
+    let others = ["refund please", "app crashes on start", "change my address"];
+    let mut tasks: Vec<_> = others
+        .iter()
+        .map(|user| {
+            let engine = batched_engine.clone();
+            let request = greedy(user);
+            tokio::spawn(async move { engine.create(&request).await.map(|c| c.content().to_owned()) })
+        })
+        .collect();
+    let engine = batched_engine.clone();
+    let request = target.clone();
+    tasks.push(tokio::spawn(async move { engine.create(&request).await.map(|c| c.content().to_owned()) }));
+    let mut outputs = Vec::new();
+    for task in tasks {
+        outputs.push(task.await.unwrap().unwrap());
+    }
+    assert_eq!(outputs.last().unwrap(), &alone, "batching changed the output");
+}
