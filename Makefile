@@ -11,7 +11,7 @@ export CARGO_TERM_COLOR ?= never
 
 APT_PACKAGES := cmake clang libclang-dev
 
-.PHONY: help setup demo test test-rust test-python test-node route-score lint bench fixtures clean
+.PHONY: help setup demo test test-rust test-python test-node test-e2e route-score lint bench fixtures clean
 
 help:
 	@echo "make demo     set up and run the main job"
@@ -41,7 +41,7 @@ setup:
 demo: setup
 	cargo run -p slmkit-cli -- demo
 
-test: setup test-rust route-score test-python test-node lint
+test: setup test-rust route-score test-python test-node test-e2e lint
 
 test-rust:
 	cargo test --workspace
@@ -53,6 +53,10 @@ test-python:
 ## node --test against the real openai npm package, and the TypeScript drop-in check.
 test-node:
 	bash bindings-node/test.sh
+
+## slmkit serve on port 0 against real clients: openai (Python and npm), LangChain, MetaGPT's calls.
+test-e2e: test-python test-node
+	bash tests/e2e/run.sh
 
 ## The router's score on the labelled development set (the tests assert >= 85%).
 route-score:
