@@ -390,7 +390,7 @@ impl TierSection {
                 let options = ModelOptions { gpu_layers: gpu_layers.unwrap_or(0), ..ModelOptions::default() };
                 let loaded = LocalModel::load(model, &options)?;
                 let defaults = EngineOptions::default();
-                let engine = LocalEngine::start(
+                let engine = LocalEngine::shared(
                     loaded,
                     EngineOptions {
                         slots: slots.unwrap_or(defaults.slots),

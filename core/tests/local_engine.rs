@@ -539,3 +539,25 @@ async fn batching_and_prefix_reuse_leave_greedy_output_unchanged() {
     }
     assert_eq!(outputs.last().unwrap(), &alone, "batching changed the output");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_configured_alike_share_one_engine_and_its_prefix_cache() {
+    let options = EngineOptions { slots: 2, context_per_slot: Some(768), ..EngineOptions::default() };
+    let first = LocalEngine::shared(model(), options.clone()).unwrap();
+    let second = LocalEngine::shared(model(), options.clone()).unwrap();
+    assert!(first.is_same_engine(&second));
+    let other = LocalEngine::shared(model(), EngineOptions { slots: 3, ..options }).unwrap();
+    assert!(!first.is_same_engine(&other), "different options, different engine");
+
+    let system = "You route agent calls to the right tier. ".repeat(8);
+    let mut request = ChatCompletionRequest::new(vec![ChatMessage::system(&system), ChatMessage::user("one")]);
+    request.max_tokens = Some(4);
+    first.create(&request).await.unwrap();
+    request.messages[1] = ChatMessage::user("two");
+    let usage = second.create(&request).await.unwrap().usage.unwrap();
+    let cached = usage.prompt_tokens_details.unwrap().cached_tokens;
+    assert!(
+        cached as usize >= second.model().count_tokens(&system),
+        "the second client reused the first's prefix: {cached}"
+    );
+}

@@ -128,7 +128,42 @@ impl std::fmt::Debug for LocalEngine {
 /// llama.cpp may mutate the model while creating a context, so contexts are made one at a time.
 static CONTEXT_CREATION: Mutex<()> = Mutex::new(());
 
+type EngineRegistry =
+    Mutex<std::collections::HashMap<(std::path::PathBuf, EngineOptions), std::sync::Weak<EngineShared>>>;
+
+fn engines() -> &'static EngineRegistry {
+    static ENGINES: std::sync::OnceLock<EngineRegistry> = std::sync::OnceLock::new();
+    ENGINES.get_or_init(Default::default)
+}
+
 impl LocalEngine {
+    /// The engine already running `model` with these options in this process, or a new one.
+    ///
+    /// Clients configured alike share one engine, so they share its KV cache (a prefix one
+    /// client's request left behind serves another's) and its memory, instead of each holding
+    /// a context of its own.
+    ///
+    /// # Errors
+    /// As [`LocalEngine::start`].
+    pub fn shared(model: LocalModel, options: EngineOptions) -> Result<Self> {
+        let key = (model.path().to_owned(), options.clone());
+        let mut registry = engines().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(shared) = registry.get(&key).and_then(std::sync::Weak::upgrade) {
+            if shared.owner_pid == std::process::id() && shared.model.shares_weights_with(&model) {
+                return Ok(LocalEngine { shared });
+            }
+        }
+        let engine = Self::start(model, options)?;
+        registry.retain(|_, engine| engine.strong_count() > 0);
+        registry.insert(key, Arc::downgrade(&engine.shared));
+        Ok(engine)
+    }
+
+    /// Whether `self` and `other` are one engine (see [`LocalEngine::shared`]).
+    pub fn is_same_engine(&self, other: &LocalEngine) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
     /// Starts a worker thread with its own context over `model`.
     ///
     /// # Errors
