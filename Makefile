@@ -67,8 +67,17 @@ lint:
 	cargo fmt --all -- --check
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
+## Benchmarks (not part of make test; see bench/README.md). The LiteLLM venv is made once.
 bench: setup
 	cargo bench -p slmkit --bench routing
+	cargo build -p slmkit-cli -p slmkit-testserver
+	[ -x .venv/bin/python ] || bash bindings-python/test.sh
+	[ -x bench/.venv-litellm/bin/litellm ] || { python3 -m venv bench/.venv-litellm && \
+	  bench/.venv-litellm/bin/pip install -q 'litellm[proxy]==1.106.2'; }
+	.venv/bin/python bench/serve_overhead.py
+	.venv/bin/python bindings-python/bench.py
+	[ -d bindings-node/node_modules ] || bash bindings-node/test.sh
+	node bindings-node/bench.mjs
 
 fixtures:
 	python3 -m venv .venv-fixtures && .venv-fixtures/bin/pip install -q -r scripts/requirements-fixtures.txt
