@@ -201,14 +201,7 @@ async fn bearer_auth_models_health_metrics_and_report() {
 #[tokio::test]
 async fn shutdown_finishes_in_flight_requests() {
     let llm = TestServer::start().await;
-    llm.push([Behavior::Reply {
-        content: Some("slow answer".into()),
-        tool_calls: None,
-        prompt_tokens: None,
-        completion_tokens: None,
-        delay_ms: 500,
-        cut_after_chunks: None,
-    }]);
+    llm.push([Behavior::reply_text("slow answer").delayed(500)]);
     let mut running = start(
         &format!("[llm]\nbackend = \"remote\"\nbase_url = \"{}\"\nmodel = \"big\"\n", llm.base_url()),
         ServerConfig::default(),

@@ -100,14 +100,7 @@ async fn sampled_requests_are_not_cached_unless_configured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_identical_requests_make_one_backend_call() {
     let server = TestServer::start().await;
-    server.push([Behavior::Reply {
-        content: Some("shared".into()),
-        tool_calls: None,
-        prompt_tokens: Some(10),
-        completion_tokens: Some(2),
-        delay_ms: 300,
-        cut_after_chunks: None,
-    }]);
+    server.push([Behavior::reply("shared", 10, 2).delayed(300)]);
     let client = client(&server);
     let calls: Vec<_> = (0..100)
         .map(|_| {
@@ -178,14 +171,7 @@ async fn a_cached_stream_replays_in_its_original_chunks() {
 #[tokio::test]
 async fn a_broken_stream_is_not_stored() {
     let server = TestServer::start().await;
-    server.push([Behavior::Reply {
-        content: Some("one two three four five six".into()),
-        tool_calls: None,
-        prompt_tokens: None,
-        completion_tokens: None,
-        delay_ms: 0,
-        cut_after_chunks: Some(3),
-    }]);
+    server.push([Behavior::reply_text("one two three four five six").cut_after(3)]);
     let client = client(&server);
     let broken = stream_all(&client, &greedy("q")).await;
     assert!(matches!(broken.last(), Some(Err(Error::StreamInterrupted { .. }))));

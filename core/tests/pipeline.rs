@@ -174,14 +174,7 @@ async fn rate_limits_honour_retry_after() {
 #[tokio::test]
 async fn a_slow_first_byte_times_out_and_is_retried() {
     let server = TestServer::start().await;
-    server.push([Behavior::Reply {
-        content: Some("late".into()),
-        tool_calls: None,
-        prompt_tokens: Some(3),
-        completion_tokens: Some(1),
-        delay_ms: 1500,
-        cut_after_chunks: None,
-    }]);
+    server.push([Behavior::reply("late", 3, 1).delayed(1500)]);
     let mut config = RemoteConfig::new(server.base_url(), "m");
     config.request_timeout = Duration::from_millis(300);
     let client = Client::builder()
@@ -198,14 +191,7 @@ async fn a_slow_first_byte_times_out_and_is_retried() {
 #[tokio::test]
 async fn a_stream_that_goes_quiet_hits_the_idle_timeout() {
     let server = TestServer::start().await;
-    server.push([Behavior::Reply {
-        content: Some("slow".into()),
-        tool_calls: None,
-        prompt_tokens: None,
-        completion_tokens: None,
-        delay_ms: 4000,
-        cut_after_chunks: None,
-    }]);
+    server.push([Behavior::reply_text("slow").delayed(4000)]);
     let backend = remote(&server, "m"); // idle timeout 2 s
     let mut stream = backend.create_stream(&ask("x")).await.unwrap();
     match stream.next().await {
@@ -217,14 +203,7 @@ async fn a_stream_that_goes_quiet_hits_the_idle_timeout() {
 #[tokio::test]
 async fn a_stream_cut_before_any_content_falls_back() {
     let server = TestServer::start().await;
-    server.push([Behavior::Reply {
-        content: Some("lost".into()),
-        tool_calls: None,
-        prompt_tokens: None,
-        completion_tokens: None,
-        delay_ms: 0,
-        cut_after_chunks: Some(1),
-    }]);
+    server.push([Behavior::reply_text("lost").cut_after(1)]);
     let client = llm_only(&server);
     let mut request = ask("fall back");
     request.stream = Some(true);
@@ -239,14 +218,7 @@ async fn a_stream_cut_before_any_content_falls_back() {
 #[tokio::test]
 async fn a_stream_cut_after_content_is_a_clear_error_and_recorded() {
     let server = TestServer::start().await;
-    server.push([Behavior::Reply {
-        content: Some("one two three four five six".into()),
-        tool_calls: None,
-        prompt_tokens: None,
-        completion_tokens: None,
-        delay_ms: 0,
-        cut_after_chunks: Some(3),
-    }]);
+    server.push([Behavior::reply_text("one two three four five six").cut_after(3)]);
     let client = llm_only(&server);
     let mut request = ask("x");
     request.stream = Some(true);
@@ -414,14 +386,7 @@ async fn streams_are_buffered_and_validated_before_release() {
 #[tokio::test]
 async fn a_dropped_call_is_recorded_as_cancelled() {
     let server = TestServer::start().await;
-    server.push([Behavior::Reply {
-        content: None,
-        tool_calls: None,
-        prompt_tokens: None,
-        completion_tokens: None,
-        delay_ms: 3000,
-        cut_after_chunks: None,
-    }]);
+    server.push([Behavior::echo().delayed(3000)]);
     let client = llm_only(&server);
     let request = ask("never mind");
     let attempt = tokio::time::timeout(Duration::from_millis(200), client.create(&request)).await;

@@ -70,6 +70,43 @@ impl Behavior {
         }
     }
 
+    /// A reply with this content and usage counted by the server.
+    pub fn reply_text(content: &str) -> Self {
+        Behavior::Reply {
+            content: Some(content.to_owned()),
+            tool_calls: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+            delay_ms: 0,
+            cut_after_chunks: None,
+        }
+    }
+
+    /// The default reply: an echo of the last user message.
+    pub fn echo() -> Self {
+        let mut echo = Behavior::reply_text("");
+        if let Behavior::Reply { content, .. } = &mut echo {
+            *content = None;
+        }
+        echo
+    }
+
+    /// This reply, sent only after `millis` (a slow first byte).
+    pub fn delayed(mut self, millis: u64) -> Self {
+        if let Behavior::Reply { delay_ms, .. } = &mut self {
+            *delay_ms = millis;
+        }
+        self
+    }
+
+    /// This reply's stream, with the connection broken after `chunks` chunks.
+    pub fn cut_after(mut self, chunks: usize) -> Self {
+        if let Behavior::Reply { cut_after_chunks, .. } = &mut self {
+            *cut_after_chunks = Some(chunks);
+        }
+        self
+    }
+
     /// An error status with an OpenAI-style error body.
     pub fn status(status: u16) -> Self {
         Behavior::Status { status, body: None, retry_after: None }
@@ -175,14 +212,7 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, headers: HeaderMap,
         return error_response(400, "the request body is not JSON", None);
     };
     lock(&shared.received).push(Received { body: request.clone(), authorization: authorization.clone() });
-    let behavior = lock(&shared.script).pop_front().unwrap_or(Behavior::Reply {
-        content: None,
-        tool_calls: None,
-        prompt_tokens: None,
-        completion_tokens: None,
-        delay_ms: 0,
-        cut_after_chunks: None,
-    });
+    let behavior = lock(&shared.script).pop_front().unwrap_or_else(Behavior::echo);
     let stream = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
     match behavior {
         Behavior::Status { status, body, retry_after } => {
