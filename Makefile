@@ -67,9 +67,18 @@ lint:
 	cargo fmt --all -- --check
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
-## Benchmarks (not part of make test; see bench/README.md). The LiteLLM venv is made once.
+BENCH_MODEL := bench/models/qwen05b-shape-q8_0.gguf
+
+## Benchmarks (not part of make test; see bench/README.md). The bench venvs are made once.
 bench: setup
 	cargo bench -p slmkit --bench routing
+	[ -x bench/.venv-llamacpp/bin/python ] || { python3 -m venv bench/.venv-llamacpp && \
+	  bench/.venv-llamacpp/bin/pip install -q 'llama-cpp-python==0.3.36' -r scripts/requirements-fixtures.txt; }
+	[ -f $(BENCH_MODEL) ] || bench/.venv-llamacpp/bin/python scripts/gen_tiny_gguf.py --out bench/models \
+	  --name qwen05b-shape-q8_0 --n-embd 896 --n-layer 24 --n-head 14 --n-head-kv 2 --n-ff 4864 \
+	  --n-ctx 8192 --n-vocab-extra 151671 --dtype q8_0
+	cargo bench -p slmkit --bench engine -- $(CURDIR)/$(BENCH_MODEL) 2
+	bench/.venv-llamacpp/bin/python bench/llama_cpp_python.py $(BENCH_MODEL) 2
 	cargo build -p slmkit-cli -p slmkit-testserver
 	[ -x .venv/bin/python ] || bash bindings-python/test.sh
 	[ -x bench/.venv-litellm/bin/litellm ] || { python3 -m venv bench/.venv-litellm && \

@@ -60,6 +60,9 @@ pub(crate) struct LoadedModel {
     has_own_template: bool,
     /// Each token's bytes, indexed by token id, so decoding never calls back into llama.cpp.
     pieces: Vec<Vec<u8>>,
+    /// Tokens whose bytes are not complete UTF-8 on their own (byte tokens, split
+    /// characters): the only ones the UTF-8 mask must look at while no character is pending.
+    partial_utf8: Vec<LlamaToken>,
 }
 
 impl std::fmt::Debug for LocalModel {
@@ -161,6 +164,16 @@ impl LocalModel {
         usize::try_from(token.0).ok().and_then(|index| self.inner.pieces.get(index)).map_or(&[], Vec::as_slice)
     }
 
+    /// The vocabulary's size.
+    pub(crate) fn piece_count(&self) -> usize {
+        self.inner.pieces.len()
+    }
+
+    /// Tokens whose bytes are not complete UTF-8 on their own.
+    pub(crate) fn partial_utf8_tokens(&self) -> &[LlamaToken] {
+        &self.inner.partial_utf8
+    }
+
     pub(crate) fn llama(&self) -> &LlamaModel {
         &self.inner.llama
     }
@@ -196,13 +209,28 @@ impl LoadedModel {
             .map_err(|err| Error::model_load(path, format!("its chat template is unusable: {err}")))?;
         let tool_syntax =
             if template.uses_tool_call_tags() { ToolCallSyntax::Tagged } else { ToolCallSyntax::BareJson };
-        let pieces = (0..vocab.n_tokens()).map(|id| vocab.token_to_piece(LlamaToken(id), false, None)).collect();
+        let pieces: Vec<Vec<u8>> =
+            (0..vocab.n_tokens()).map(|id| vocab.token_to_piece(LlamaToken(id), false, None)).collect();
+        let partial_utf8 = (0..vocab.n_tokens())
+            .zip(&pieces)
+            .filter(|(_, piece)| std::str::from_utf8(piece).is_err())
+            .map(|(id, _)| LlamaToken(id))
+            .collect();
         let name = llama
             .meta_val_str("general.name")
             .ok()
             .filter(|name| !name.is_empty())
             .or_else(|| path.file_stem().map(|stem| stem.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "local".to_owned());
-        Ok(LoadedModel { llama, path: path.to_owned(), name, template, tool_syntax, has_own_template, pieces })
+        Ok(LoadedModel {
+            llama,
+            path: path.to_owned(),
+            name,
+            template,
+            tool_syntax,
+            has_own_template,
+            pieces,
+            partial_utf8,
+        })
     }
 }

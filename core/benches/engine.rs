@@ -1,0 +1,126 @@
+//! Local inference through slmkit: `cargo bench -p slmkit --bench engine -- MODEL.gguf [THREADS]`.
+//!
+//! Prints medians (and min-max) of 3 runs for: prompt processing and generation tokens/s, time
+//! to first token for a call that shares a ~2,000-token system prompt with the previous one
+//! (cold vs warm), and aggregate generation tokens/s with 1, 2, 4 and 8 concurrent requests.
+//! `bench/llama_cpp_python.py` measures the same on llama-cpp-python; `make bench` runs both.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use slmkit::types::{ChatCompletionRequest, ChatMessage};
+use slmkit::{EngineOptions, LocalEngine, LocalModel, ModelOptions};
+
+const RUNS: usize = 3;
+
+fn words(seed: usize, count: usize) -> String {
+    const WORDS: [&str; 16] = [
+        "agent", "routes", "the", "ticket", "to", "billing", "when", "a", "refund", "is", "asked", "for", "by", "an",
+        "angry", "customer",
+    ];
+    (0..count).map(|index| WORDS[(index * 7 + seed * 13 + index / 5) % WORDS.len()]).collect::<Vec<_>>().join(" ")
+}
+
+fn request(system: &str, user: &str, max_tokens: u32) -> ChatCompletionRequest {
+    let mut request = ChatCompletionRequest::new(vec![ChatMessage::system(system), ChatMessage::user(user)]);
+    request.max_tokens = Some(max_tokens);
+    request.temperature = Some(0.0);
+    request
+}
+
+/// Time to the first content chunk, total time, and completion tokens.
+async fn timed(engine: &LocalEngine, request: &ChatCompletionRequest) -> (Duration, Duration, u32) {
+    let mut streamed = request.clone();
+    streamed.stream = Some(true);
+    streamed.stream_options = Some(slmkit::types::StreamOptions { include_usage: Some(true), ..Default::default() });
+    let started = Instant::now();
+    let mut stream = engine.create_stream(&streamed).await.expect("stream");
+    let mut first = None;
+    let mut tokens = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.expect("chunk");
+        if first.is_none() && chunk.choices.iter().any(|c| c.delta.content.as_deref().is_some_and(|t| !t.is_empty())) {
+            first = Some(started.elapsed());
+        }
+        if let Some(usage) = chunk.usage {
+            tokens = usage.completion_tokens;
+        }
+    }
+    let total = started.elapsed();
+    (first.unwrap_or(total), total, tokens)
+}
+
+fn stats(mut values: Vec<f64>) -> String {
+    values.sort_by(f64::total_cmp);
+    format!("{:>9.1}  [{:.1}, {:.1}]", values[values.len() / 2], values[0], values[values.len() - 1])
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|arg| !arg.starts_with("--")).collect();
+    let Some(path) = args.first() else {
+        eprintln!("usage: cargo bench -p slmkit --bench engine -- MODEL.gguf [THREADS]");
+        return;
+    };
+    let threads: u32 = args.get(1).and_then(|t| t.parse().ok()).unwrap_or(2);
+    let model = LocalModel::load(path, &ModelOptions::default()).expect("model");
+    let engine = LocalEngine::start(
+        model.clone(),
+        EngineOptions { slots: 8, context_per_slot: Some(4096), threads: Some(threads), ..EngineOptions::default() },
+    )
+    .expect("engine");
+    println!("slmkit local inference, {} ({} threads), medians [min, max] of {RUNS}", model.name(), threads);
+
+    // Prompt processing: ~512 fresh prompt tokens, one output token.
+    let mut pp = Vec::new();
+    let mut tg = Vec::new();
+    for run in 0..RUNS {
+        let prompt = request(&words(100 + run, 90), &words(200 + run, 10), 1);
+        let prompt_tokens = model.count_tokens(&model.render_prompt(&prompt.messages, &[]).expect("render")) as f64;
+        let (ttft, _, _) = timed(&engine, &prompt).await;
+        pp.push(prompt_tokens / ttft.as_secs_f64());
+        let generate = request(&words(300 + run, 4), "go", 64);
+        let (ttft, total, tokens) = timed(&engine, &generate).await;
+        tg.push(f64::from(tokens.saturating_sub(1)) / (total - ttft).as_secs_f64());
+    }
+    println!("  prompt processing, tokens/s      {}", stats(pp));
+    println!("  generation, tokens/s             {}", stats(tg));
+
+    // Concurrency: aggregate generation tokens/s.
+    for concurrent in [1usize, 2, 4, 8] {
+        let mut aggregate = Vec::new();
+        for run in 0..RUNS {
+            let started = Instant::now();
+            let tasks: Vec<_> = (0..concurrent)
+                .map(|index| {
+                    let engine = engine.clone();
+                    let request = request(&words(500 + run * 10 + index, 6), "continue", 48);
+                    tokio::spawn(async move { timed(&engine, &request).await.2 })
+                })
+                .collect();
+            let mut tokens = 0u32;
+            for task in tasks {
+                tokens += task.await.expect("task");
+            }
+            aggregate.push(f64::from(tokens) / started.elapsed().as_secs_f64());
+        }
+        println!("  {concurrent} concurrent, aggregate tokens/s {}", stats(aggregate));
+    }
+    // Prefix reuse: a ~2,000-token system prompt, two calls in a row.
+    let mut cold = Vec::new();
+    let mut warm = Vec::new();
+    let mut shared_tokens = 0;
+    for run in 0..RUNS {
+        let system = words(400 + run, 470);
+        shared_tokens = model.count_tokens(&system);
+        let (first, _, _) = timed(&engine, &request(&system, "first question", 1)).await;
+        let (second, _, _) = timed(&engine, &request(&system, "a second, different question", 1)).await;
+        cold.push(first.as_secs_f64() * 1000.0);
+        warm.push(second.as_secs_f64() * 1000.0);
+    }
+    println!("  TTFT, {shared_tokens}-token shared prefix, ms");
+    println!("    first call (cold)              {}", stats(cold.clone()));
+    println!("    second call (prefix reused)    {}", stats(warm.clone()));
+    let ratio: Vec<f64> = cold.iter().zip(&warm).map(|(c, w)| c / w).collect();
+    println!("    cold / warm                    {}", stats(ratio));
+}
