@@ -10,27 +10,14 @@ use slmkit_testserver::{Behavior, TestServer};
 
 fn record(call: &str, attempt: u32, tier: Tier, outcome: Outcome, served: bool) -> AttemptRecord {
     AttemptRecord {
-        call_id: call.into(),
-        attempt,
-        tier,
-        backend: "remote".into(),
-        model: "m".into(),
         outcome,
-        reason: None,
-        error_kind: None,
-        status: None,
         prompt_tokens: 100,
         completion_tokens: 10,
-        tokens_estimated: false,
         latency_ms: 1.0,
-        ttft_ms: None,
         cost_usd: 0.001,
-        energy_j: None,
         served,
         counterfactual_llm_cost_usd: served.then_some(0.01),
-        saved_cost_usd: None,
-        task: None,
-        timestamp_ms: 0,
+        ..AttemptRecord::new(call, attempt, tier, "remote", "m", None)
     }
 }
 

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::cache::{cache_key, CacheConfig, CacheKey, CachedAnswer, ResponseCache};
 use crate::error::{Error, Result};
-use crate::ledger::{now_ms, AttemptRecord, Ledger, Outcome, Pricing, Tier};
+use crate::ledger::{AttemptRecord, Ledger, Outcome, Pricing, Tier};
 use crate::local::{ChunkStream, LocalEngine};
 use crate::remote::RemoteBackend;
 use crate::routing::{RouteDecision, Router, RoutingConfig, SlmProfile};
@@ -476,28 +476,16 @@ impl Client {
     ) -> Value {
         let call_id = new_id("call-");
         let usage = answer.completion.usage.unwrap_or_default();
+        let task = crate::routing::task_tag(request);
         self.inner.ledger.record(AttemptRecord {
-            call_id: call_id.clone(),
-            attempt: 1,
-            tier: answer.tier,
-            backend: "cache".into(),
-            model: answer.model.clone(),
             outcome: Outcome::CacheHit,
-            reason: None,
-            error_kind: None,
-            status: None,
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
-            tokens_estimated: false,
             latency_ms: latency.as_secs_f64() * 1000.0,
-            ttft_ms: None,
-            cost_usd: 0.0,
-            energy_j: None,
             served: true,
             counterfactual_llm_cost_usd: Some(answer.counterfactual_llm_cost_usd),
             saved_cost_usd: Some(answer.cost_usd),
-            task: crate::routing::task_tag(request).map(str::to_owned),
-            timestamp_ms: now_ms(),
+            ..AttemptRecord::new(&call_id, 1, answer.tier, "cache", &answer.model, task)
         });
         json!({
             "call_id": call_id,
@@ -871,29 +859,14 @@ impl AttemptGuard {
     ) -> Self {
         AttemptGuard {
             ledger: client.ledger.clone(),
-            record: AttemptRecord {
-                call_id: call_id.to_owned(),
+            record: AttemptRecord::new(
+                call_id,
                 attempt,
                 tier,
-                backend: config.backend.kind().to_owned(),
-                model: config.backend.model(),
-                outcome: Outcome::Cancelled,
-                reason: None,
-                error_kind: None,
-                status: None,
-                prompt_tokens: 0,
-                completion_tokens: 0,
-                tokens_estimated: false,
-                latency_ms: 0.0,
-                ttft_ms: None,
-                cost_usd: 0.0,
-                energy_j: None,
-                served: false,
-                counterfactual_llm_cost_usd: None,
-                saved_cost_usd: None,
-                task: crate::routing::task_tag(request).map(str::to_owned),
-                timestamp_ms: now_ms(),
-            },
+                config.backend.kind(),
+                &config.backend.model(),
+                crate::routing::task_tag(request),
+            ),
             pricing: config.pricing.clone(),
             counterfactual: client.counterfactual.clone(),
             ttft: None,

@@ -101,6 +101,36 @@ pub struct AttemptRecord {
     pub timestamp_ms: u64,
 }
 
+impl AttemptRecord {
+    /// A record of attempt `attempt` of `call_id`, stamped now, with nothing measured yet:
+    /// no tokens, no cost, not served, outcome `cancelled` until the attempt says otherwise.
+    pub fn new(call_id: &str, attempt: u32, tier: Tier, backend: &str, model: &str, task: Option<&str>) -> Self {
+        AttemptRecord {
+            call_id: call_id.to_owned(),
+            attempt,
+            tier,
+            backend: backend.to_owned(),
+            model: model.to_owned(),
+            outcome: Outcome::Cancelled,
+            reason: None,
+            error_kind: None,
+            status: None,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            tokens_estimated: false,
+            latency_ms: 0.0,
+            ttft_ms: None,
+            cost_usd: 0.0,
+            energy_j: None,
+            served: false,
+            counterfactual_llm_cost_usd: None,
+            saved_cost_usd: None,
+            task: task.map(str::to_owned),
+            timestamp_ms: now_ms(),
+        }
+    }
+}
+
 /// What a tier costs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
