@@ -397,6 +397,7 @@ impl TierSection {
                         context_per_slot: context.or(defaults.context_per_slot),
                         threads: threads.or(defaults.threads),
                         queue_capacity: queue.unwrap_or(defaults.queue_capacity),
+                        prefix_cache_tokens: defaults.prefix_cache_tokens,
                         batch_size: defaults.batch_size,
                     },
                 )?;

@@ -561,3 +561,98 @@ async fn clients_configured_alike_share_one_engine_and_its_prefix_cache() {
         "the second client reused the first's prefix: {cached}"
     );
 }
+
+fn greedy(system: &str, user: &str, max_tokens: u32) -> ChatCompletionRequest {
+    let mut request = ChatCompletionRequest::new(vec![ChatMessage::system(system), ChatMessage::user(user)]);
+    request.temperature = Some(0.0);
+    request.max_tokens = Some(max_tokens);
+    request
+}
+
+fn cached_tokens(completion: &slmkit::types::ChatCompletion) -> u32 {
+    completion.usage.as_ref().and_then(|usage| usage.prompt_tokens_details.as_ref()).map_or(0, |d| d.cached_tokens)
+}
+
+/// Four requests that arrive together with one long system prompt read it once: the others
+/// wait for the first to read it and share its KV cells, and their greedy output is the same as
+/// when each runs alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_sharing_a_system_prompt_read_it_once() {
+    let system = "You label support tickets with exactly one intent from the list. ".repeat(5);
+    let users = ["parcel lost", "refund please", "app crashes", "new address"];
+    // Small decode batches make the shared prompt take several steps, so the others arrive
+    // while it is still being read.
+    let engine = engine_with(EngineOptions { batch_size: 32, context_per_slot: Some(1024), ..Default::default() });
+    let system_tokens = engine.model().count_tokens(&system) as u32;
+    let tasks: Vec<_> = users
+        .iter()
+        .map(|user| {
+            let engine = engine.clone();
+            let request = greedy(&system, user, 6);
+            tokio::spawn(async move { engine.create(&request).await })
+        })
+        .collect();
+    let mut together = Vec::new();
+    for task in tasks {
+        together.push(task.await.unwrap().unwrap());
+    }
+    let shared: u32 = together.iter().map(cached_tokens).sum();
+    assert!(shared >= 3 * system_tokens, "three of four reuse the {system_tokens}-token system prompt, got {shared}");
+    for (user, completion) in users.iter().zip(&together) {
+        let alone = engine_with(EngineOptions { context_per_slot: Some(1024), ..Default::default() })
+            .create(&greedy(&system, user, 6))
+            .await
+            .unwrap();
+        assert_eq!(cached_tokens(&alone), 0);
+        assert_eq!(completion.content(), alone.content(), "sharing the prefix changed the output for {user:?}");
+    }
+}
+
+/// With no cells to spare, a new prompt evicts the least recently used kept prefix, and the
+/// prefix used more recently survives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_prefixes_are_evicted_least_recently_used_when_cells_run_out() {
+    let engine = engine_with(EngineOptions {
+        slots: 1,
+        context_per_slot: Some(256),
+        prefix_cache_tokens: Some(0),
+        ..Default::default()
+    });
+    let first = "Summarise the ticket in one line for the billing team. ".repeat(4);
+    let second = "Extract the order number and the city from the message. ".repeat(4);
+    let first_tokens = engine.model().count_tokens(&first) as u32;
+    let second_tokens = engine.model().count_tokens(&second) as u32;
+    assert!(first_tokens + second_tokens > 256 && second_tokens < 200, "{first_tokens} + {second_tokens} tokens");
+
+    engine.create(&greedy(&first, "a", 4)).await.unwrap();
+    // Needs the cells the first prefix holds: the first is evicted, the call still succeeds.
+    let evicting = engine.create(&greedy(&second, "b", 4)).await.unwrap();
+    assert!(cached_tokens(&evicting) < second_tokens / 2);
+    let reused = engine.create(&greedy(&second, "c", 4)).await.unwrap();
+    assert!(cached_tokens(&reused) >= second_tokens, "the recent prefix is kept: {}", cached_tokens(&reused));
+    let evicted = engine.create(&greedy(&first, "d", 4)).await.unwrap();
+    assert!(cached_tokens(&evicted) < first_tokens / 2, "the older prefix was evicted: {}", cached_tokens(&evicted));
+}
+
+/// A request in between that shares only the system prompt doesn't cost a conversation its
+/// earlier turns: they stay cached for its next turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn earlier_turns_stay_cached_across_an_unrelated_request() {
+    let engine = engine_with(EngineOptions { slots: 1, context_per_slot: Some(1024), ..Default::default() });
+    let system = "You are the architect of a small web service. ".repeat(3);
+    let first_turn = greedy(&system, "List the modules.", 12);
+    let answer = engine.create(&first_turn).await.unwrap();
+    let first_prompt_tokens = answer.usage.as_ref().unwrap().prompt_tokens;
+
+    let other = engine.create(&greedy(&system, "Name the database.", 4)).await.unwrap();
+    let mut next_turn = first_turn.clone();
+    next_turn.messages.push(ChatMessage::assistant(answer.content()));
+    next_turn.messages.push(ChatMessage::user("Now the tests."));
+    let continued = engine.create(&next_turn).await.unwrap();
+    assert!(
+        cached_tokens(&continued) >= first_prompt_tokens,
+        "the whole first turn is reused ({} of {first_prompt_tokens})",
+        cached_tokens(&continued)
+    );
+    assert!(cached_tokens(&continued) > cached_tokens(&other));
+}

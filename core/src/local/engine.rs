@@ -3,8 +3,15 @@
 //! `LlamaContext` and `LlamaSampler` are not `Send`, so they live on the worker thread for
 //! their whole life. Callers hand it jobs over a bounded queue and read events back over a
 //! channel. The worker decodes every active request's next token in one llama.cpp batch
-//! (each request is a sequence of a unified KV cache), and keeps each slot's tokens after a
-//! request ends so a later prompt that shares the prefix skips re-reading it.
+//! (each request is a sequence of a unified KV cache).
+//!
+//! Prefix reuse: a sequence keeps its tokens after its request ends. A new request starts from
+//! the sequence, finished or still running, that shares the longest prefix with its prompt:
+//! the shared part is copied into the request's own sequence with `seq_cp`, which in a unified
+//! cache shares the cells instead of duplicating them. A request arriving while another one is
+//! still reading the same long prefix waits for it instead of reading it a second time. Kept
+//! sequences live in whatever cells running requests don't need; when a decode finds no room,
+//! the least recently used kept sequence is evicted.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,6 +24,7 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::DecodeError;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::grammar::OutputConstraint;
@@ -33,6 +41,13 @@ pub struct EngineOptions {
     /// The context window of each request, prompt and output together. Default: the model's
     /// trained context, capped at 4096.
     pub context_per_slot: Option<u32>,
+    /// KV-cache cells set aside, beyond the slots' own windows, for the tokens of finished
+    /// requests, so a later request sharing a prefix (system prompt, tools, earlier turns)
+    /// skips re-reading it even while every slot is busy. Kept prefixes also use any cells the
+    /// running requests leave free; the least recently used is evicted when cells run out.
+    /// The KV cache is allocated once, at `slots × context_per_slot + prefix_cache_tokens`
+    /// cells. Default: one context window.
+    pub prefix_cache_tokens: Option<u32>,
     /// Requests that may wait for a slot before new ones are refused with
     /// [`Error::Overloaded`]. Default 64.
     pub queue_capacity: usize,
@@ -45,11 +60,25 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { slots: 4, context_per_slot: None, queue_capacity: 64, threads: None, batch_size: 512 }
+        EngineOptions {
+            slots: 4,
+            context_per_slot: None,
+            prefix_cache_tokens: None,
+            queue_capacity: 64,
+            threads: None,
+            batch_size: 512,
+        }
     }
 }
 
 const DEFAULT_CONTEXT_CAP: u32 = 4096;
+
+/// Sequences kept for finished requests' prefixes, beyond one per slot.
+const KEPT_SEQUENCES: usize = 16;
+
+/// A request waits for another that is reading the same prompt prefix only when the wait saves
+/// at least this many tokens of prompt processing.
+const MIN_SHARED_WAIT: usize = 32;
 
 /// What a job needs from the sampler.
 #[derive(Debug, Clone, PartialEq)]
@@ -193,8 +222,13 @@ impl LocalEngine {
         let (jobs_tx, jobs_rx) = sync_channel::<Job>(options.queue_capacity);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
         let queued = Arc::new(AtomicUsize::new(0));
-        let worker_config =
-            WorkerConfig { slots: options.slots, context_window, threads, batch_size: options.batch_size };
+        let worker_config = WorkerConfig {
+            slots: options.slots,
+            context_window,
+            prefix_cache_tokens: options.prefix_cache_tokens.unwrap_or(context_window),
+            threads,
+            batch_size: options.batch_size,
+        };
         let loaded = model.shared();
         let worker_queued = Arc::clone(&queued);
         let worker = std::thread::Builder::new()
@@ -271,16 +305,27 @@ impl LocalEngine {
 struct WorkerConfig {
     slots: usize,
     context_window: u32,
+    prefix_cache_tokens: u32,
     threads: u32,
     batch_size: u32,
 }
 
+impl WorkerConfig {
+    fn sequences(&self) -> usize {
+        self.slots + KEPT_SEQUENCES
+    }
+}
+
 /// One request in flight on the worker.
 struct Active {
+    /// Tells this request apart from a later one in the same sequence.
+    admission: u64,
     prompt: Vec<LlamaToken>,
-    /// Prompt tokens already in the KV cache.
+    /// Prompt tokens already in the KV cache (or in the batch being decoded).
     prompt_done: usize,
     cached_prompt_tokens: usize,
+    /// Set while the request waits for another to finish reading a prefix they share.
+    waiting_for: Option<SharedPrefix>,
     /// Kept apart from `sampler` so the UTF-8 mask can run between the two.
     grammar: Option<LlamaSampler>,
     sampler: LlamaSampler,
@@ -292,12 +337,26 @@ struct Active {
     events: UnboundedSender<Event>,
 }
 
+/// A prefix another request is reading into its sequence.
+#[derive(Clone, Copy)]
+struct SharedPrefix {
+    sequence: usize,
+    admission: u64,
+    tokens: usize,
+}
+
 /// A KV-cache sequence and the tokens it holds, kept after a request ends for prefix reuse.
-struct Slot {
+struct Sequence {
     seq_id: i32,
-    cached: Vec<LlamaToken>,
+    tokens: Vec<LlamaToken>,
     active: Option<Active>,
     last_used: u64,
+}
+
+impl Sequence {
+    fn reading_prompt(&self) -> Option<&Active> {
+        self.active.as_ref().filter(|active| active.waiting_for.is_none() && active.next_token.is_none())
+    }
 }
 
 fn run_worker(
@@ -318,17 +377,17 @@ fn run_worker(
     let mut worker = Worker {
         model: LocalModel::from_shared(Arc::clone(&model)),
         context,
-        slots: (0..config.slots)
-            .map(|index| Slot { seq_id: index as i32, cached: Vec::new(), active: None, last_used: 0 })
+        sequences: (0..config.sequences())
+            .map(|index| Sequence { seq_id: index as i32, tokens: Vec::new(), active: None, last_used: 0 })
             .collect(),
-        batch: LlamaBatch::new(config.batch_size as usize, config.slots as i32),
+        slots: config.slots,
+        batch: LlamaBatch::new(config.batch_size as usize, 1),
         batch_size: config.batch_size as usize,
         clock: 0,
     };
     let mut queue_open = true;
     loop {
-        let busy = worker.slots.iter().any(|slot| slot.active.is_some());
-        if !busy {
+        if worker.active_count() == 0 {
             if !queue_open {
                 return;
             }
@@ -340,7 +399,7 @@ fn run_worker(
                 Err(_) => return,
             }
         }
-        while queue_open && worker.slots.iter().any(|slot| slot.active.is_none()) {
+        while queue_open && worker.active_count() < worker.slots {
             match jobs.try_recv() {
                 Ok(job) => {
                     queued.fetch_sub(1, Ordering::Relaxed);
@@ -358,6 +417,7 @@ fn create_context<'model>(model: &'model LoadedModel, config: &WorkerConfig) -> 
     let total = config
         .context_window
         .checked_mul(config.slots as u32)
+        .and_then(|windows| windows.checked_add(config.prefix_cache_tokens))
         .and_then(NonZeroU32::new)
         .ok_or_else(|| Error::invalid_request("context_per_slot × slots is too large", Some("slots")))?;
     let threads = i32::try_from(config.threads).unwrap_or(i32::MAX);
@@ -365,7 +425,8 @@ fn create_context<'model>(model: &'model LoadedModel, config: &WorkerConfig) -> 
         .with_n_ctx(Some(total))
         .with_n_batch(config.batch_size)
         .with_n_ubatch(config.batch_size)
-        .with_n_seq_max(config.slots as u32)
+        .with_n_seq_max(config.sequences() as u32)
+        // One cell pool for every sequence: `seq_cp` then shares a prefix's cells.
         .with_kv_unified(true)
         .with_n_threads(threads)
         .with_n_threads_batch(threads);
@@ -379,14 +440,21 @@ fn create_context<'model>(model: &'model LoadedModel, config: &WorkerConfig) -> 
 struct Worker<'model> {
     model: LocalModel,
     context: LlamaContext<'model>,
-    slots: Vec<Slot>,
+    sequences: Vec<Sequence>,
+    /// Requests decoded at once.
+    slots: usize,
     batch: LlamaBatch<'static>,
     batch_size: usize,
     clock: u64,
 }
 
 impl Worker<'_> {
-    /// Puts a job in the free slot whose cached tokens share the longest prefix with its prompt.
+    fn active_count(&self) -> usize {
+        self.sequences.iter().filter(|sequence| sequence.active.is_some()).count()
+    }
+
+    /// Starts a job from the sequence sharing the longest prefix with its prompt (see the
+    /// module docs), or has it wait for a request that is still reading that prefix.
     fn admit(&mut self, job: Job) {
         if job.events.is_closed() {
             return;
@@ -398,30 +466,37 @@ impl Worker<'_> {
                 return;
             }
         };
-        let Some(slot_index) = self.pick_slot(&job.prompt) else {
-            let _ = job.events.send(Event::Failed(Error::Inference("no free slot".into())));
+        self.clock += 1;
+        // At least the last prompt token is decoded again: its logits start generation.
+        let reusable_of =
+            |tokens: &[LlamaToken]| common_prefix(tokens, &job.prompt).min(job.prompt.len().saturating_sub(1));
+        let source = self
+            .sequences
+            .iter()
+            .enumerate()
+            .map(|(index, sequence)| (reusable_of(&sequence.tokens), index))
+            .max_by_key(|&(reusable, index)| (reusable, self.sequences[index].active.is_none()))
+            .filter(|&(reusable, _)| reusable > 0);
+        let reusable = source.map_or(0, |(reusable, _)| reusable);
+        let pending = self
+            .sequences
+            .iter()
+            .enumerate()
+            .filter_map(|(index, sequence)| {
+                let active = sequence.reading_prompt()?;
+                Some(SharedPrefix { sequence: index, admission: active.admission, tokens: reusable_of(&active.prompt) })
+            })
+            .max_by_key(|shared| shared.tokens)
+            .filter(|shared| shared.tokens >= reusable + MIN_SHARED_WAIT);
+        let Some(target) = self.pick_target(source.map(|(_, index)| index)) else {
+            let _ = job.events.send(Event::Failed(Error::Inference("no free sequence".into())));
             return;
         };
-        self.clock += 1;
-        let slot = &mut self.slots[slot_index];
-        // At least the last prompt token is decoded again: its logits start generation.
-        let reusable = common_prefix(&slot.cached, &job.prompt).min(job.prompt.len().saturating_sub(1));
-        let kept = reusable > 0
-            && matches!(
-                self.context.clear_kv_cache_seq(Some(slot.seq_id as u32), Some(reusable as u32), None),
-                Ok(true)
-            );
-        let reused = if kept {
-            reusable
-        } else {
-            let _ = self.context.clear_kv_cache_seq(Some(slot.seq_id as u32), None, None);
-            0
-        };
-        slot.cached.truncate(reused);
-        slot.last_used = self.clock;
-        slot.active = Some(Active {
-            prompt_done: reused,
-            cached_prompt_tokens: reused,
+        let mut active = Active {
+            admission: self.clock,
+            prompt_done: 0,
+            cached_prompt_tokens: 0,
+            waiting_for: pending,
             prompt: job.prompt,
             grammar,
             sampler,
@@ -431,41 +506,128 @@ impl Worker<'_> {
             utf8: Utf8Assembler::default(),
             stops: StopScanner::new(job.stops),
             events: job.events,
-        });
+        };
+        if pending.is_none() {
+            let reused = match source {
+                Some((reusable, index)) => self.share_prefix(index, target, reusable),
+                None => self.reset(target, 0),
+            };
+            active.prompt_done = reused;
+            active.cached_prompt_tokens = reused;
+        } else {
+            self.reset(target, 0);
+        }
+        let sequence = &mut self.sequences[target];
+        sequence.last_used = self.clock;
+        sequence.active = Some(active);
     }
 
-    fn pick_slot(&self, prompt: &[LlamaToken]) -> Option<usize> {
-        self.slots
+    /// The sequence a new request runs in: the source itself when no other idle sequence is
+    /// left, otherwise an empty one, otherwise the least recently used idle one.
+    fn pick_target(&self, source: Option<usize>) -> Option<usize> {
+        let idle = || self.sequences.iter().enumerate().filter(|(_, sequence)| sequence.active.is_none());
+        idle()
+            .filter(|(index, _)| Some(*index) != source)
+            .min_by_key(|(_, sequence)| (!sequence.tokens.is_empty(), sequence.last_used))
+            .or_else(|| idle().next())
+            .map(|(index, _)| index)
+    }
+
+    /// Puts the first `length` tokens of `source` into `target` and returns how many it holds.
+    fn share_prefix(&mut self, source: usize, target: usize, length: usize) -> usize {
+        if source == target {
+            return self.reset(target, length);
+        }
+        self.reset(target, 0);
+        let (from, to) = (self.sequences[source].seq_id, self.sequences[target].seq_id);
+        if self.context.kv_cache_seq_cp(from, to, Some(0), Some(length as u32)).is_err() {
+            return 0;
+        }
+        let prefix = self.sequences[source].tokens[..length].to_vec();
+        self.sequences[source].last_used = self.clock;
+        self.sequences[target].tokens = prefix;
+        length
+    }
+
+    /// Cuts sequence `index` to its first `keep` tokens and returns how many it holds.
+    fn reset(&mut self, index: usize, keep: usize) -> usize {
+        let sequence = &mut self.sequences[index];
+        let seq_id = sequence.seq_id as u32;
+        let kept =
+            keep > 0 && matches!(self.context.clear_kv_cache_seq(Some(seq_id), Some(keep as u32), None), Ok(true));
+        if !kept {
+            let _ = self.context.clear_kv_cache_seq(Some(seq_id), None, None);
+        }
+        let held = if kept { keep } else { 0 };
+        sequence.tokens.truncate(held);
+        held
+    }
+
+    /// Copies the prefix a waiting request was promised once its reader has it (or stopped).
+    fn resolve_waits(&mut self) {
+        for index in 0..self.sequences.len() {
+            let Some(shared) = self.sequences[index].active.as_ref().and_then(|active| active.waiting_for) else {
+                continue;
+            };
+            let source = &self.sequences[shared.sequence];
+            let reader_still_reading = source.active.as_ref().is_some_and(|active| {
+                active.admission == shared.admission && active.next_token.is_none() && active.waiting_for.is_none()
+            });
+            let Some(active) = self.sequences[index].active.as_ref() else { continue };
+            let available = common_prefix(&source.tokens, &active.prompt).min(active.prompt.len().saturating_sub(1));
+            if reader_still_reading && available < shared.tokens {
+                continue;
+            }
+            let reused = if available > 0 { self.share_prefix(shared.sequence, index, available) } else { 0 };
+            if let Some(active) = self.sequences[index].active.as_mut() {
+                active.waiting_for = None;
+                active.prompt_done = reused;
+                active.cached_prompt_tokens = reused;
+            }
+        }
+    }
+
+    /// Drops the least recently used finished sequence's cells; false when there is none.
+    fn evict_one(&mut self) -> bool {
+        let victim = self
+            .sequences
             .iter()
             .enumerate()
-            .filter(|(_, slot)| slot.active.is_none())
-            // Longest shared prefix first; among equals, the least recently used.
-            .max_by_key(|(_, slot)| (common_prefix(&slot.cached, prompt), u64::MAX - slot.last_used))
-            .map(|(index, _)| index)
+            .filter(|(_, sequence)| sequence.active.is_none() && !sequence.tokens.is_empty())
+            .min_by_key(|(_, sequence)| sequence.last_used)
+            .map(|(index, _)| index);
+        match victim {
+            Some(index) => {
+                self.reset(index, 0);
+                true
+            }
+            None => false,
+        }
     }
 
     /// One decode call: the next token of every generating request, then prompt chunks.
     fn step(&mut self) {
-        for slot in &mut self.slots {
-            if slot.active.as_ref().is_some_and(|active| active.events.is_closed()) {
-                slot.active = None; // Cancelled: the caller dropped its receiver.
+        for sequence in &mut self.sequences {
+            if sequence.active.as_ref().is_some_and(|active| active.events.is_closed()) {
+                sequence.active = None; // Cancelled: the caller dropped its receiver.
             }
         }
+        self.resolve_waits();
         self.batch.clear();
         let mut logits_at: Vec<(usize, i32)> = Vec::new();
-        for (index, slot) in self.slots.iter_mut().enumerate() {
-            let Some(active) = &slot.active else { continue };
+        for (index, sequence) in self.sequences.iter_mut().enumerate() {
+            let Some(active) = &sequence.active else { continue };
             if let Some(token) = active.next_token {
-                let position = slot.cached.len() as i32;
-                if self.batch.add(token, position, &[slot.seq_id], true).is_ok() {
+                let position = sequence.tokens.len() as i32;
+                if self.batch.add(token, position, &[sequence.seq_id], true).is_ok() {
                     logits_at.push((index, self.batch.n_tokens() - 1));
-                    slot.cached.push(token);
+                    sequence.tokens.push(token);
                 }
             }
         }
-        for (index, slot) in self.slots.iter_mut().enumerate() {
-            let Some(active) = &mut slot.active else { continue };
-            if active.next_token.is_some() {
+        for (index, sequence) in self.sequences.iter_mut().enumerate() {
+            let Some(active) = &mut sequence.active else { continue };
+            if active.next_token.is_some() || active.waiting_for.is_some() {
                 continue;
             }
             let room = self.batch_size.saturating_sub(self.batch.n_tokens() as usize);
@@ -474,11 +636,11 @@ impl Worker<'_> {
             for offset in 0..take {
                 let token = active.prompt[active.prompt_done + offset];
                 let is_last = active.prompt_done + offset + 1 == active.prompt.len();
-                let position = slot.cached.len() as i32;
-                if self.batch.add(token, position, &[slot.seq_id], is_last).is_err() {
+                let position = sequence.tokens.len() as i32;
+                if self.batch.add(token, position, &[sequence.seq_id], is_last).is_err() {
                     break;
                 }
-                slot.cached.push(token);
+                sequence.tokens.push(token);
                 if is_last {
                     logits_at.push((index, self.batch.n_tokens() - 1));
                 }
@@ -488,15 +650,22 @@ impl Worker<'_> {
         if self.batch.n_tokens() == 0 {
             return;
         }
-        if let Err(err) = self.context.decode(&mut self.batch) {
-            // The failed batch's KV state is unknown: drop it from every slot in the batch.
-            for slot in &mut self.slots {
-                if let Some(active) = slot.active.take() {
+        let decoded = loop {
+            match self.context.decode(&mut self.batch) {
+                // No room in the cell pool: make some by dropping a kept prefix, then retry.
+                Err(DecodeError::NoKvCacheSlot) if self.evict_one() => continue,
+                result => break result,
+            }
+        };
+        if let Err(err) = decoded {
+            // The failed batch's KV state is unknown: drop every sequence in it.
+            for sequence in &mut self.sequences {
+                if let Some(active) = sequence.active.take() {
                     let _ =
                         active.events.send(Event::Failed(Error::Inference(format!("llama.cpp decode failed: {err}"))));
                 }
-                slot.cached.clear();
-                let _ = self.context.clear_kv_cache_seq(Some(slot.seq_id as u32), None, None);
+                sequence.tokens.clear();
+                let _ = self.context.clear_kv_cache_seq(Some(sequence.seq_id as u32), None, None);
             }
             return;
         }
@@ -505,10 +674,10 @@ impl Worker<'_> {
         }
     }
 
-    fn sample_into(&mut self, slot_index: usize, batch_index: i32) {
+    fn sample_into(&mut self, index: usize, batch_index: i32) {
         let vocab = self.model.llama().vocab();
-        let slot = &mut self.slots[slot_index];
-        let Some(active) = &mut slot.active else { return };
+        let sequence = &mut self.sequences[index];
+        let Some(active) = &mut sequence.active else { return };
         let mut candidates = self.context.token_data_array_ith(batch_index);
         if let Some(grammar) = &mut active.grammar {
             candidates.apply_sampler(grammar);
@@ -517,7 +686,7 @@ impl Worker<'_> {
         candidates.apply_sampler(&mut active.sampler);
         let Some(token) = candidates.selected_token() else {
             let _ = active.events.send(Event::Failed(Error::Inference("the sampler selected no token".into())));
-            slot.active = None;
+            sequence.active = None;
             return;
         };
         active.sampler.accept(token);
@@ -526,12 +695,12 @@ impl Worker<'_> {
                 let _ = active
                     .events
                     .send(Event::Failed(Error::Inference("the grammar rejected the sampled token".into())));
-                slot.active = None;
+                sequence.active = None;
                 return;
             }
         }
         if vocab.is_eog(token) {
-            self.finish(slot_index, FinishReason::Stop);
+            self.finish(index, FinishReason::Stop);
             return;
         }
         active.completion_tokens += 1;
@@ -541,20 +710,21 @@ impl Worker<'_> {
             Scan::Stopped(emit) => (emit, true),
         };
         if !emit.is_empty() && active.events.send(Event::Text(emit)).is_err() {
-            slot.active = None;
+            sequence.active = None;
             return;
         }
         if stopped {
-            self.finish(slot_index, FinishReason::Stop);
+            self.finish(index, FinishReason::Stop);
         } else if active.completion_tokens >= active.max_tokens {
-            self.finish(slot_index, FinishReason::Length);
+            self.finish(index, FinishReason::Length);
         } else {
             active.next_token = Some(token);
         }
     }
 
-    fn finish(&mut self, slot_index: usize, reason: FinishReason) {
-        let Some(mut active) = self.slots[slot_index].active.take() else { return };
+    fn finish(&mut self, index: usize, reason: FinishReason) {
+        let Some(mut active) = self.sequences[index].active.take() else { return };
+        self.sequences[index].last_used = self.clock;
         let mut tail = active.utf8.finish();
         tail = match active.stops.push(&tail) {
             Scan::Continue(text) => text + &active.stops.finish(),

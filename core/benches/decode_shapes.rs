@@ -1,0 +1,146 @@
+//! Why batching does or doesn't pay: the time of one llama.cpp decode step as the number of
+//! sequences in it grows, for the KV-cache layouts the engine could use.
+//!
+//! `cargo bench -p slmkit --bench decode_shapes -- MODEL.gguf [THREADS]`
+//!
+//! This talks to llama.cpp directly (no slmkit worker, no sampling), so the figures separate
+//! llama.cpp's own cost of a batch from whatever the engine adds around it.
+
+use std::num::NonZeroU32;
+use std::time::Instant;
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+
+const STEPS: usize = 24;
+const PROMPT: usize = 32;
+
+struct Layout {
+    name: &'static str,
+    unified: bool,
+    cells_per_sequence: u32,
+    /// Tokens left in a ninth sequence, as a kept prefix would be.
+    stale_tokens: usize,
+}
+
+fn decode_run(context: &mut LlamaContext<'_>, sequences: usize, vocab: i32) -> f64 {
+    let mut batch = LlamaBatch::new(512, 8);
+    for seq in 0..sequences {
+        batch.clear();
+        for position in 0..PROMPT {
+            let token = LlamaToken(((seq * 31 + position * 7) as i32) % vocab);
+            batch.add(token, position as i32, &[seq as i32], position + 1 == PROMPT).expect("batch");
+        }
+        context.decode(&mut batch).expect("prompt");
+    }
+    let mut step_ms = Vec::new();
+    for step in 0..STEPS {
+        batch.clear();
+        for seq in 0..sequences {
+            let token = LlamaToken(((seq * 17 + step * 3 + 5) as i32) % vocab);
+            batch.add(token, (PROMPT + step) as i32, &[seq as i32], true).expect("batch");
+        }
+        let started = Instant::now();
+        context.decode(&mut batch).expect("decode");
+        step_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    step_ms.sort_by(f64::total_cmp);
+    step_ms[step_ms.len() / 2]
+}
+
+/// Prompt processing: one 512-token batch, median of 3.
+fn prompt_rate(context: &mut LlamaContext<'_>, vocab: i32) -> f64 {
+    let mut batch = LlamaBatch::new(512, 1);
+    let mut rates = Vec::new();
+    for run in 0..3i32 {
+        batch.clear();
+        for position in 0..512i32 {
+            let token = LlamaToken((run * 101 + position * 7) % vocab);
+            batch.add(token, position, &[0], position == 511).expect("batch");
+        }
+        let started = Instant::now();
+        context.decode(&mut batch).expect("prompt");
+        rates.push(512.0 / started.elapsed().as_secs_f64());
+        let _ = context.clear_kv_cache_seq(Some(0), None, None);
+    }
+    rates.sort_by(f64::total_cmp);
+    rates[1]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|arg| !arg.starts_with("--")).collect();
+    let Some(path) = args.first() else {
+        eprintln!("usage: cargo bench -p slmkit --bench decode_shapes -- MODEL.gguf [THREADS]");
+        return;
+    };
+    let threads: i32 = args.get(1).and_then(|t| t.parse().ok()).unwrap_or(2);
+    let mut backend = LlamaBackend::init().expect("backend");
+    backend.void_logs();
+    let model = LlamaModel::load_from_file(&backend, path, &LlamaModelParams::default()).expect("model");
+    let vocab = model.n_vocab();
+    let layouts = [
+        Layout { name: "unified, 8 x 4096 cells", unified: true, cells_per_sequence: 4096, stale_tokens: 0 },
+        Layout {
+            name: "unified, 8 x 4096, 2,000 stale tokens",
+            unified: true,
+            cells_per_sequence: 4096,
+            stale_tokens: 2000,
+        },
+        Layout { name: "per-sequence streams, 8 x 4096", unified: false, cells_per_sequence: 4096, stale_tokens: 0 },
+    ];
+    if let Some(sequences) = std::env::var("DECODE_SHAPES_ONLY").ok().and_then(|n| n.parse::<usize>().ok()) {
+        // For profilers: one layout, one batch shape, many steps.
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(4096 * 8))
+            .with_n_seq_max(8)
+            .with_kv_unified(true)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads);
+        let mut context = model.new_context(&backend, params).expect("context");
+        for _ in 0..10 {
+            let ms = decode_run(&mut context, sequences, vocab);
+            println!("{sequences} sequences: {ms:.1} ms per step");
+            context.clear_kv_cache();
+        }
+        return;
+    }
+    println!("llama.cpp decode step, {threads} threads, median ms of {STEPS} steps (aggregate tokens/s)");
+    for layout in layouts {
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(layout.cells_per_sequence * 9))
+            .with_n_batch(512)
+            .with_n_ubatch(512)
+            .with_n_seq_max(9)
+            .with_kv_unified(layout.unified)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads);
+        let mut context = model.new_context(&backend, params).expect("context");
+        if layout.stale_tokens > 0 {
+            let mut batch = LlamaBatch::new(512, 1);
+            let mut position = 0;
+            while position < layout.stale_tokens {
+                batch.clear();
+                for _ in 0..512.min(layout.stale_tokens - position) {
+                    batch.add(LlamaToken((position as i32 * 13) % vocab), position as i32, &[8], false).expect("b");
+                    position += 1;
+                }
+                context.decode(&mut batch).expect("stale");
+            }
+        }
+        let mut line = format!("  {:<42}", layout.name);
+        line += &format!("  prompt: {:>5.1} t/s", prompt_rate(&mut context, vocab));
+        for sequences in [1usize, 2, 4, 8] {
+            let ms = decode_run(&mut context, sequences, vocab);
+            line += &format!("  {sequences}: {ms:>6.1} ms ({:>5.1} t/s)", sequences as f64 * 1000.0 / ms);
+            for seq in 0..sequences {
+                let _ = context.clear_kv_cache_seq(Some(seq as u32), None, None);
+            }
+        }
+        println!("{line}");
+    }
+}
