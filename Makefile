@@ -72,6 +72,7 @@ BENCH_MODEL := bench/models/qwen05b-shape-q8_0.gguf
 ## Benchmarks (not part of make test; see bench/README.md). The bench venvs are made once.
 bench: setup
 	cargo bench -p slmkit --bench routing
+	cargo bench -p slmkit --bench overhead
 	[ -x bench/.venv-llamacpp/bin/python ] || { python3 -m venv bench/.venv-llamacpp && \
 	  bench/.venv-llamacpp/bin/pip install -q 'llama-cpp-python==0.3.36' -r scripts/requirements-fixtures.txt; }
 	[ -f $(BENCH_MODEL) ] || bench/.venv-llamacpp/bin/python scripts/gen_tiny_gguf.py --out bench/models \
@@ -84,7 +85,12 @@ bench: setup
 	[ -x bench/.venv-litellm/bin/litellm ] || { python3 -m venv bench/.venv-litellm && \
 	  bench/.venv-litellm/bin/pip install -q 'litellm[proxy]==1.106.2'; }
 	.venv/bin/python bench/serve_overhead.py
-	.venv/bin/python bindings-python/bench.py
+	@# The wheel for bench/.venv-litellm, in test.sh's dev profile so llama.cpp is not compiled again. No
+	@# auditwheel repair: it patches the cargo artifact in place, which breaks the next build and maturin develop.
+	.venv/bin/maturin build --quiet -m bindings-python/Cargo.toml --profile dev --auditwheel skip \
+	  -o $(CARGO_TARGET_DIR)/wheels
+	bench/.venv-litellm/bin/pip install -q --no-deps --force-reinstall "$$(ls -t $(CARGO_TARGET_DIR)/wheels/slmkit-*.whl | head -n1)"
+	bench/.venv-litellm/bin/python bindings-python/bench.py
 	[ -d bindings-node/node_modules ] || bash bindings-node/test.sh
 	node bindings-node/bench.mjs
 

@@ -5,29 +5,36 @@
 1. A response-cache hit (the whole Python -> Rust -> Python round trip). Target: < 30 µs.
 2. One call to a loopback OpenAI-compatible server (slmkit's test server), with slmkit's
    cache off, next to the official `openai` client making the same call.
+3. When `litellm` is importable (bench/.venv-litellm, with the slmkit wheel installed into
+   it): slmkit next to `litellm.completion`, in interleaved rounds so drift hits both alike:
+   a response-cache hit (LiteLLM's in-memory cache) and a loopback server call.
 
-Needs the test server (`cargo build -p slmkit-testserver`) and, for the comparison, the
-`openai` package (test.sh installs both).
+Needs the test server (`cargo build -p slmkit-testserver`) and, for the comparisons, the
+`openai` package (test.sh installs both) and `litellm`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
-from typing import Any, Callable, List
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import slmkit
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
+ROUNDS = 5  # interleaved rounds of the side-by-side comparison
+WARMUP = 20
 
 
-def median_us(call: Callable[[], Any], calls: int, warmup: int = 20) -> float:
+def median_us(call: Callable[[], Any], calls: int, warmup: int = WARMUP) -> float:
     for _ in range(warmup):
         call()
     samples: List[int] = []
@@ -36,6 +43,117 @@ def median_us(call: Callable[[], Any], calls: int, warmup: int = 20) -> float:
         call()
         samples.append(time.perf_counter_ns() - started)
     return statistics.median(samples) / 1000
+
+
+class Measure(NamedTuple):
+    name: str
+    call: Callable[[], Any]
+    calls: int
+    before: Optional[Callable[[], None]] = None  # run before each of this measure's blocks
+
+
+def interleaved_us(
+    measures: Sequence[Measure], rounds: int = ROUNDS, warmup: int = WARMUP
+) -> Dict[str, Tuple[float, float]]:
+    """Median and p90 in µs of each measure, sampled in `rounds` rounds that take each in turn."""
+    samples: Dict[str, List[int]] = {measure.name: [] for measure in measures}
+    for measure in measures:
+        if measure.before is not None:
+            measure.before()
+        for _ in range(warmup):
+            measure.call()
+    for _ in range(rounds):
+        for measure in measures:
+            if measure.before is not None:
+                measure.before()
+            for _ in range(max(1, measure.calls // rounds)):
+                started = time.perf_counter_ns()
+                measure.call()
+                samples[measure.name].append(time.perf_counter_ns() - started)
+    result: Dict[str, Tuple[float, float]] = {}
+    for name, values in samples.items():
+        values.sort()
+        result[name] = (statistics.median(values) / 1000, values[int((len(values) - 1) * 0.9)] / 1000)
+    return result
+
+
+def backend_requests(base_url: str) -> int:
+    """How many chat completions the test server has answered (its `/_requests` list)."""
+    root = base_url.rsplit("/v1", 1)[0]
+    with urllib.request.urlopen(f"{root}/_requests", timeout=10) as response:
+        return len(json.load(response))
+
+
+def compare_litellm(base_url: str, calls: int, loopback_calls: int) -> None:
+    """slmkit next to `litellm.completion`, same process, same server, interleaved rounds."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch of the cost map on import
+    os.environ.setdefault("LITELLM_TELEMETRY", "False")
+    try:
+        import litellm
+        from litellm.caching.caching import Cache
+    except ImportError:
+        print("litellm comparison:                        (litellm is not installed; see bench/.venv-litellm)")
+        return
+    litellm.suppress_debug_info = True
+    litellm_cache = Cache(type="local")  # in memory
+
+    def no_litellm_cache() -> None:
+        litellm.cache = None
+
+    def with_litellm_cache() -> None:
+        litellm.cache = litellm_cache
+
+    def litellm_call(**extra: Any) -> Any:
+        return litellm.completion(model="openai/m", api_base=base_url, api_key="sk-bench", messages=MESSAGES, **extra)
+
+    cached = slmkit.OpenAI(base_url=base_url, api_key="sk-bench")
+    uncached = slmkit.OpenAI(base_url=base_url, api_key="sk-bench", cache={"enabled": False})
+
+    def slmkit_hit() -> Any:
+        return cached.chat.completions.create(model="m", messages=MESSAGES, temperature=0)
+
+    def slmkit_call() -> Any:
+        return uncached.chat.completions.create(model="m", messages=MESSAGES)
+
+    def litellm_hit() -> Any:
+        return litellm_call(caching=True, temperature=0)
+
+    def litellm_plain() -> Any:
+        return litellm_call()
+
+    # Fill both caches, then check that a hit really is one (the server sees no request).
+    with_litellm_cache()
+    litellm_hit()
+    slmkit_hit()
+    before = backend_requests(base_url)
+    litellm_hit()
+    slmkit_hit()
+    assert backend_requests(base_url) == before, "a cache hit reached the server"
+    no_litellm_cache()
+    assert litellm_plain().choices[0].message.content == slmkit_call().choices[0].message.content
+
+    measures = [
+        Measure("cache hit, slmkit chat.completions.create", slmkit_hit, calls),
+        Measure("cache hit, litellm.completion (local cache)", litellm_hit, calls, with_litellm_cache),
+        Measure("loopback call, slmkit (cache off)", slmkit_call, loopback_calls),
+        Measure("loopback call, litellm.completion (no cache)", litellm_plain, loopback_calls, no_litellm_cache),
+    ]
+    requests_before = backend_requests(base_url)
+    results = interleaved_us(measures)
+    served = backend_requests(base_url) - requests_before
+    no_litellm_cache()
+    expected = 2 * (WARMUP + ROUNDS * (loopback_calls // ROUNDS))  # the two loopback measures only
+    assert served == expected, f"the server answered {served} requests, expected {expected}: a hit missed"
+
+    version = getattr(litellm, "__version__", None)
+    if version is None:
+        import importlib.metadata
+
+        version = importlib.metadata.version("litellm")
+    print(f"side by side with litellm {version} ({ROUNDS} interleaved rounds, same process and server):")
+    print(f"  {'measure':<46} {'median µs':>10} {'p90 µs':>10}")
+    for name, (median, p90) in results.items():
+        print(f"  {name:<46} {median:>10.1f} {p90:>10.1f}")
 
 
 def main() -> None:
@@ -66,10 +184,12 @@ def main() -> None:
             import openai
         except ImportError:
             print("loopback server call, openai.OpenAI:       (the openai package is not installed)")
-            return
-        official = openai.OpenAI(base_url=base_url, api_key="sk-bench", max_retries=0)
-        theirs = median_us(lambda: official.chat.completions.create(model="m", messages=MESSAGES), loopback_calls)  # type: ignore[arg-type]
-        print(f"loopback server call, openai.OpenAI:       median {theirs:8.1f} µs  (openai {openai.__version__})")
+        else:
+            official = openai.OpenAI(base_url=base_url, api_key="sk-bench", max_retries=0)
+            theirs = median_us(lambda: official.chat.completions.create(model="m", messages=MESSAGES), loopback_calls)  # type: ignore[arg-type]
+            print(f"loopback server call, openai.OpenAI:       median {theirs:8.1f} µs  (openai {openai.__version__})")
+
+        compare_litellm(base_url, args.calls, loopback_calls)
     finally:
         server.terminate()
         server.wait(timeout=10)

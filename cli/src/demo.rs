@@ -43,6 +43,7 @@ fn demo_config(config: Option<&Path>) -> Result<(Config, String), Box<dyn std::e
                 model: fixture("tiny-notemplate.gguf"),
                 slots: Some(2),
                 context: Some(2048),
+                prefix_cache: None,
                 threads: None,
                 queue: None,
                 gpu_layers: None,

@@ -26,6 +26,8 @@ struct Layout {
     cells_per_sequence: u32,
     /// Tokens left in a ninth sequence, as a kept prefix would be.
     stale_tokens: usize,
+    /// llama.cpp's flash-attention policy: -1 auto (on for the CPU), 0 off.
+    flash_attention: std::os::raw::c_int,
 }
 
 fn decode_run(context: &mut LlamaContext<'_>, sequences: usize, vocab: i32) -> f64 {
@@ -72,6 +74,36 @@ fn prompt_rate(context: &mut LlamaContext<'_>, vocab: i32) -> f64 {
     rates[1]
 }
 
+/// A cold 2,000-token prompt, then a warm call's prompt: 45 new tokens after it, median of 3.
+fn prefix_then_suffix_ms(context: &mut LlamaContext<'_>, vocab: i32) -> (f64, f64) {
+    let mut batch = LlamaBatch::new(512, 1);
+    let cold = Instant::now();
+    let mut position = 0i32;
+    while position < 2000 {
+        batch.clear();
+        for _ in 0..500 {
+            batch.add(LlamaToken((position * 11) % vocab), position, &[0], false).expect("batch");
+            position += 1;
+        }
+        context.decode(&mut batch).expect("prefix");
+    }
+    let cold_ms = cold.elapsed().as_secs_f64() * 1000.0;
+    let mut times = Vec::new();
+    for run in 0..3i32 {
+        let _ = context.clear_kv_cache_seq(Some(0), Some(2000), None);
+        batch.clear();
+        for offset in 0..45i32 {
+            batch.add(LlamaToken((run * 7 + offset * 5) % vocab), 2000 + offset, &[0], offset == 44).expect("batch");
+        }
+        let started = Instant::now();
+        context.decode(&mut batch).expect("suffix");
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    let _ = context.clear_kv_cache_seq(Some(0), None, None);
+    times.sort_by(f64::total_cmp);
+    (cold_ms, times[1])
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|arg| !arg.starts_with("--")).collect();
     let Some(path) = args.first() else {
@@ -84,14 +116,41 @@ fn main() {
     let model = LlamaModel::load_from_file(&backend, path, &LlamaModelParams::default()).expect("model");
     let vocab = model.n_vocab();
     let layouts = [
-        Layout { name: "unified, 8 x 4096 cells", unified: true, cells_per_sequence: 4096, stale_tokens: 0 },
+        Layout {
+            name: "unified, 8 x 4096 cells",
+            unified: true,
+            cells_per_sequence: 4096,
+            stale_tokens: 0,
+            flash_attention: -1,
+        },
+        Layout {
+            name: "unified, flash attention off",
+            unified: true,
+            cells_per_sequence: 4096,
+            stale_tokens: 0,
+            flash_attention: 0,
+        },
         Layout {
             name: "unified, 8 x 4096, 2,000 stale tokens",
             unified: true,
             cells_per_sequence: 4096,
             stale_tokens: 2000,
+            flash_attention: -1,
         },
-        Layout { name: "per-sequence streams, 8 x 4096", unified: false, cells_per_sequence: 4096, stale_tokens: 0 },
+        Layout {
+            name: "unified, 2,000 stale, flash attention off",
+            unified: true,
+            cells_per_sequence: 4096,
+            stale_tokens: 2000,
+            flash_attention: 0,
+        },
+        Layout {
+            name: "per-sequence streams, 8 x 4096",
+            unified: false,
+            cells_per_sequence: 4096,
+            stale_tokens: 0,
+            flash_attention: -1,
+        },
     ];
     if let Some(sequences) = std::env::var("DECODE_SHAPES_ONLY").ok().and_then(|n| n.parse::<usize>().ok()) {
         // For profilers: one layout, one batch shape, many steps.
@@ -117,6 +176,7 @@ fn main() {
             .with_n_ubatch(512)
             .with_n_seq_max(9)
             .with_kv_unified(layout.unified)
+            .with_flash_attention_policy(layout.flash_attention)
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
         let mut context = model.new_context(&backend, params).expect("context");
@@ -134,6 +194,8 @@ fn main() {
         }
         let mut line = format!("  {:<42}", layout.name);
         line += &format!("  prompt: {:>5.1} t/s", prompt_rate(&mut context, vocab));
+        let (cold, warm) = prefix_then_suffix_ms(&mut context, vocab);
+        line += &format!("  2,000 cold: {cold:>6.0} ms  45 after them: {warm:>5.1} ms");
         for sequences in [1usize, 2, 4, 8] {
             let ms = decode_run(&mut context, sequences, vocab);
             line += &format!("  {sequences}: {ms:>6.1} ms ({:>5.1} t/s)", sequences as f64 * 1000.0 / ms);

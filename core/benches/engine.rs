@@ -2,7 +2,9 @@
 //!
 //! Prints medians (and min-max) of 3 runs for: prompt processing and generation tokens/s, time
 //! to first token for a call that shares a ~2,000-token system prompt with the previous one
-//! (cold vs warm), and aggregate generation tokens/s with 1, 2, 4 and 8 concurrent requests.
+//! (cold vs warm), aggregate generation tokens/s with 1, 2, 4 and 8 concurrent requests (while
+//! all of them are generating, and end to end including their prompts), and the time for four
+//! concurrent calls sharing the ~2,000-token system prompt to all reach their first token.
 //! `bench/llama_cpp_python.py` measures the same on llama-cpp-python; `make bench` runs both.
 
 use std::time::{Duration, Instant};
@@ -30,24 +32,35 @@ fn request(system: &str, user: &str, max_tokens: u32) -> ChatCompletionRequest {
 
 /// Time to the first content chunk, total time, and completion tokens.
 async fn timed(engine: &LocalEngine, request: &ChatCompletionRequest) -> (Duration, Duration, u32) {
+    let (first, total, tokens, _) = traced(engine, request, Instant::now()).await;
+    (first, total, tokens)
+}
+
+/// As `timed`, measured from `started`, plus when each content chunk arrived.
+async fn traced(
+    engine: &LocalEngine,
+    request: &ChatCompletionRequest,
+    started: Instant,
+) -> (Duration, Duration, u32, Vec<Duration>) {
     let mut streamed = request.clone();
     streamed.stream = Some(true);
     streamed.stream_options = Some(slmkit::types::StreamOptions { include_usage: Some(true), ..Default::default() });
-    let started = Instant::now();
     let mut stream = engine.create_stream(&streamed).await.expect("stream");
     let mut first = None;
     let mut tokens = 0;
+    let mut arrivals = Vec::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.expect("chunk");
-        if first.is_none() && chunk.choices.iter().any(|c| c.delta.content.as_deref().is_some_and(|t| !t.is_empty())) {
-            first = Some(started.elapsed());
+        if chunk.choices.iter().any(|c| c.delta.content.as_deref().is_some_and(|t| !t.is_empty())) {
+            arrivals.push(started.elapsed());
+            first.get_or_insert(started.elapsed());
         }
         if let Some(usage) = chunk.usage {
             tokens = usage.completion_tokens;
         }
     }
     let total = started.elapsed();
-    (first.unwrap_or(total), total, tokens)
+    (first.unwrap_or(total), total, tokens, arrivals)
 }
 
 fn stats(mut values: Vec<f64>) -> String {
@@ -86,25 +99,35 @@ async fn main() {
     println!("  prompt processing, tokens/s      {}", stats(pp));
     println!("  generation, tokens/s             {}", stats(tg));
 
-    // Concurrency: aggregate generation tokens/s.
+    // Concurrency. "While all generate" counts the tokens that arrive between the moment the
+    // last request starts generating and the moment the first one ends: the steady state in
+    // which every request shares each decode step. "End to end" also includes reading prompts.
     for concurrent in [1usize, 2, 4, 8] {
-        let mut aggregate = Vec::new();
+        let mut steady = Vec::new();
+        let mut end_to_end = Vec::new();
         for run in 0..RUNS {
             let started = Instant::now();
             let tasks: Vec<_> = (0..concurrent)
                 .map(|index| {
                     let engine = engine.clone();
-                    let request = request(&words(500 + run * 10 + index, 6), "continue", 48);
-                    tokio::spawn(async move { timed(&engine, &request).await.2 })
+                    let request = request(&words(500 + run * 10 + index, 6), "continue", 64);
+                    tokio::spawn(async move { traced(&engine, &request, started).await })
                 })
                 .collect();
-            let mut tokens = 0u32;
+            let mut traces = Vec::new();
             for task in tasks {
-                tokens += task.await.expect("task");
+                traces.push(task.await.expect("task"));
             }
-            aggregate.push(f64::from(tokens) / started.elapsed().as_secs_f64());
+            let tokens: u32 = traces.iter().map(|trace| trace.2).sum();
+            end_to_end.push(f64::from(tokens) / started.elapsed().as_secs_f64());
+            let all_generating = traces.iter().map(|trace| trace.0).max().unwrap_or_default();
+            let first_done = traces.iter().map(|trace| trace.1).min().unwrap_or_default();
+            let in_window =
+                traces.iter().flat_map(|trace| &trace.3).filter(|&&at| at > all_generating && at <= first_done).count();
+            steady.push(in_window as f64 / (first_done - all_generating).as_secs_f64());
         }
-        println!("  {concurrent} concurrent, aggregate tokens/s {}", stats(aggregate));
+        println!("  {concurrent} concurrent, aggregate tokens/s while all generate {}", stats(steady));
+        println!("  {concurrent} concurrent, aggregate tokens/s end to end         {}", stats(end_to_end));
     }
     // Prefix reuse: a ~2,000-token system prompt, two calls in a row.
     let mut cold = Vec::new();
@@ -123,4 +146,26 @@ async fn main() {
     println!("    second call (prefix reused)    {}", stats(warm.clone()));
     let ratio: Vec<f64> = cold.iter().zip(&warm).map(|(c, w)| c / w).collect();
     println!("    cold / warm                    {}", stats(ratio));
+
+    // Four calls at once with one new ~2,000-token system prompt: the engine reads it once and
+    // the others share its cells, so all four start about when one alone would.
+    let mut all_started = Vec::new();
+    for run in 0..RUNS {
+        let system = words(700 + run, 470);
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..4)
+            .map(|index| {
+                let engine = engine.clone();
+                let request = request(&system, &format!("question number {index}"), 1);
+                tokio::spawn(async move { traced(&engine, &request, started).await.0 })
+            })
+            .collect();
+        let mut last_first_token = Duration::ZERO;
+        for task in tasks {
+            last_first_token = last_first_token.max(task.await.expect("task"));
+        }
+        all_started.push(last_first_token.as_secs_f64() * 1000.0);
+    }
+    println!("  4 concurrent calls sharing a new {shared_tokens}-token prefix, ms until all have a first token");
+    println!("                                   {}", stats(all_started));
 }

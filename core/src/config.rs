@@ -6,6 +6,7 @@
 //! model = "models/qwen2.5-1.5b-instruct-q8_0.gguf"   # relative to this file
 //! slots = 4                  # requests decoded together
 //! context = 4096             # tokens per request, prompt and output
+//! prefix_cache = 4096        # KV cells kept for finished requests' prefixes (system prompts)
 //!
 //! [llm]
 //! backend = "remote"
@@ -96,6 +97,10 @@ pub enum TierSection {
         /// Tokens per request (prompt and output).
         #[serde(default)]
         context: Option<u32>,
+        /// KV-cache cells kept for finished requests' prefixes; see
+        /// [`EngineOptions::prefix_cache_tokens`].
+        #[serde(default)]
+        prefix_cache: Option<u32>,
         #[serde(default)]
         threads: Option<u32>,
         #[serde(default)]
@@ -386,7 +391,7 @@ impl TierSection {
     /// [`Error::ModelLoad`], or [`Error::Config`] for a missing API key variable or bad value.
     pub fn backend(&self) -> Result<(Backend, Pricing)> {
         match self {
-            TierSection::Local { model, slots, context, threads, queue, gpu_layers, pricing } => {
+            TierSection::Local { model, slots, context, prefix_cache, threads, queue, gpu_layers, pricing } => {
                 let options = ModelOptions { gpu_layers: gpu_layers.unwrap_or(0), ..ModelOptions::default() };
                 let loaded = LocalModel::load(model, &options)?;
                 let defaults = EngineOptions::default();
@@ -397,7 +402,7 @@ impl TierSection {
                         context_per_slot: context.or(defaults.context_per_slot),
                         threads: threads.or(defaults.threads),
                         queue_capacity: queue.unwrap_or(defaults.queue_capacity),
-                        prefix_cache_tokens: defaults.prefix_cache_tokens,
+                        prefix_cache_tokens: prefix_cache.or(defaults.prefix_cache_tokens),
                         batch_size: defaults.batch_size,
                     },
                 )?;
