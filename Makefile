@@ -67,19 +67,28 @@ lint:
 	cargo fmt --all -- --check
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
-BENCH_MODEL := bench/models/qwen05b-shape-q8_0.gguf
+# Random weights in the layer shapes of Qwen2.5 0.5B and 1.5B instruct, Q8_0 (speed only).
+MODEL_05B := bench/models/qwen05b-shape-q8_0.gguf
+MODEL_15B := bench/models/qwen15b-shape-q8_0.gguf
+GEN_MODEL := bench/.venv-llamacpp/bin/python scripts/gen_tiny_gguf.py --out bench/models --n-ctx 8192 \
+  --n-vocab-extra 151671 --dtype q8_0
 
-## Benchmarks (not part of make test; see bench/README.md). The bench venvs are made once.
+## Benchmarks (not part of make test; see bench/README.md). The bench venvs and models are made
+## once. Every figure is a median with its spread; comparisons run one right after the other.
 bench: setup
 	cargo bench -p slmkit --bench routing
 	cargo bench -p slmkit --bench overhead
 	[ -x bench/.venv-llamacpp/bin/python ] || { python3 -m venv bench/.venv-llamacpp && \
 	  bench/.venv-llamacpp/bin/pip install -q 'llama-cpp-python==0.3.36' -r scripts/requirements-fixtures.txt; }
-	[ -f $(BENCH_MODEL) ] || bench/.venv-llamacpp/bin/python scripts/gen_tiny_gguf.py --out bench/models \
-	  --name qwen05b-shape-q8_0 --n-embd 896 --n-layer 24 --n-head 14 --n-head-kv 2 --n-ff 4864 \
-	  --n-ctx 8192 --n-vocab-extra 151671 --dtype q8_0
-	cargo bench -p slmkit --bench engine -- $(CURDIR)/$(BENCH_MODEL) 2
-	bench/.venv-llamacpp/bin/python bench/llama_cpp_python.py $(BENCH_MODEL) 2
+	[ -f $(MODEL_05B) ] || $(GEN_MODEL) --name qwen05b-shape-q8_0 --n-embd 896 --n-layer 24 --n-head 14 \
+	  --n-head-kv 2 --n-ff 4864
+	[ -f $(MODEL_15B) ] || $(GEN_MODEL) --name qwen15b-shape-q8_0 --n-embd 1536 --n-layer 28 --n-head 12 \
+	  --n-head-kv 2 --n-ff 8960
+	cargo bench -p slmkit --bench decode_shapes -- $(CURDIR)/$(MODEL_05B) 2
+	for model in $(MODEL_05B) $(MODEL_15B); do \
+	  cargo bench -p slmkit --bench engine -- $(CURDIR)/$$model 2 && \
+	  bench/.venv-llamacpp/bin/python bench/llama_cpp_python.py $$model 2 || exit 1; \
+	done
 	cargo build -p slmkit-cli -p slmkit-testserver
 	[ -x .venv/bin/python ] || bash bindings-python/test.sh
 	[ -x bench/.venv-litellm/bin/litellm ] || { python3 -m venv bench/.venv-litellm && \
