@@ -173,3 +173,24 @@ test('the event loop stays responsive while the engine generates', async () => {
   assert.ok(elapsed > 100, `generation took ${elapsed.toFixed(0)} ms`);
   assert.ok(ticks >= Math.max(5, (elapsed / 5) * 0.2), `${ticks} ticks in ${elapsed.toFixed(0)} ms`);
 });
+
+test('a response-cache hit is answered without reaching the server, and accounted like a miss would be', async () => {
+  const client = new OpenAI({ baseURL: server.url, apiKey: 'k' });
+  const params = { model: 'm', messages: [{ role: 'user', content: 'cache me' }], temperature: 0 };
+  const before = (await server.requests()).length;
+  const first = await client.chat.completions.create(params);
+  const hits = await Promise.all([client.chat.completions.create(params), client.chat.completions.create(params)]);
+  assert.equal((await server.requests()).length, before + 1, 'only the first call reached the server');
+  assert.equal(first.slmkit.cache, 'miss');
+  for (const hit of hits) {
+    assert.equal(hit.slmkit.cache, 'hit');
+    assert.equal(hit.choices[0].message.content, first.choices[0].message.content);
+    assert.equal(hit.id, first.id);
+  }
+  const outcomes = client.ledger.records().map((record) => record.outcome);
+  assert.deepEqual(outcomes, ['ok', 'cache_hit', 'cache_hit']);
+  // An aborted signal still rejects, hit or not: the caller asked for no answer.
+  const controller = new AbortController();
+  controller.abort();
+  await assert.rejects(client.chat.completions.create(params, { signal: controller.signal }));
+});

@@ -130,6 +130,11 @@ impl NativeClient {
         let request = parse(py, request)?;
         let timeout = check_timeout(timeout)?;
         let client = self.client(py)?;
+        // A response-cache hit is answered here: handing it to a runtime thread and waiting
+        // for it back costs more than the lookup.
+        if let Some(hit) = client.create_if_cached(&request) {
+            return to_json(&hit);
+        }
         let answer = wait(py, async move { within(timeout, client.create(&request)).await })?;
         answer.map_err(|err| to_py(py, &err)).and_then(|completion| to_json(&completion))
     }

@@ -373,6 +373,24 @@ impl Client {
         Ok(completion)
     }
 
+    /// The answer to `request` if the response cache holds it right now, without waiting on
+    /// anything; `None` for a miss, a request the cache doesn't take, or an invalid request
+    /// (which [`Client::create`] then reports). A hit is recorded in the ledger exactly as
+    /// [`Client::create`] records one. Bindings call this first so a hit skips the hop to an
+    /// async runtime thread and back.
+    pub fn create_if_cached(&self, request: &ChatCompletionRequest) -> Option<ChatCompletion> {
+        use futures::FutureExt;
+        request.validate().ok()?;
+        let started = Instant::now();
+        let decision = self.explain(request).ok()?;
+        let (cache, key) = self.cache_slot(request, &decision)?;
+        let answer = cache.get(&key).now_or_never().flatten()?;
+        let mut completion = answer.completion.clone();
+        let metadata = self.record_hit(request, &answer, &decision, started.elapsed());
+        completion.extra.insert("slmkit".into(), metadata);
+        Some(completion)
+    }
+
     /// Answers `request` as a stream of chunks.
     ///
     /// Without a validator that applies, SLM tokens flow as they come. With one, the SLM's

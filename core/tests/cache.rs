@@ -215,3 +215,37 @@ async fn a_bypass_hint_asks_the_backend_again() {
     client.create(&tagged).await.unwrap();
     assert_eq!(client.ledger().records().last().unwrap().task.as_deref(), Some("WriteCode"));
 }
+
+/// The synchronous lookup the bindings try first answers a hit exactly as `create` does, and
+/// stays out of the way (no backend call, no ledger record) on a miss or an uncacheable request.
+#[tokio::test]
+async fn create_if_cached_answers_only_hits_and_accounts_them_like_create() {
+    let server = TestServer::start().await;
+    server.push([Behavior::reply("the answer", 1000, 100)]);
+    let client = client(&server);
+    assert!(client.create_if_cached(&greedy("q")).is_none(), "nothing cached yet");
+    assert!(client.ledger().records().is_empty(), "a miss records nothing");
+    assert_eq!(server.request_count(), 0, "a miss calls no backend");
+
+    let first = client.create(&greedy("q")).await.unwrap();
+    let hit = client.create_if_cached(&greedy("q")).expect("a hit");
+    let async_hit = client.create(&greedy("q")).await.unwrap();
+    assert_eq!(server.request_count(), 1);
+    assert_eq!(hit.content(), first.content());
+    assert_eq!(hit.extra["slmkit"]["cache"], "hit");
+    assert_eq!(hit.extra["slmkit"]["tier"], async_hit.extra["slmkit"]["tier"]);
+    let records = client.ledger().records();
+    assert_eq!(records.len(), 3);
+    assert_eq!(records[1].outcome, Outcome::CacheHit);
+    assert_eq!(records[1].saved_cost_usd, records[2].saved_cost_usd);
+
+    let sampled = ChatCompletionRequest::new(vec![ChatMessage::user("q")]);
+    assert!(client.create_if_cached(&sampled).is_none(), "sampled requests are not cached by default");
+    let mut bypass = greedy("q");
+    bypass.extra.insert("slmkit".into(), serde_json::json!({"cache": "bypass"}));
+    assert!(client.create_if_cached(&bypass).is_none(), "a deliberate re-ask skips the cache");
+    let mut invalid = greedy("q");
+    invalid.temperature = Some(f64::NAN);
+    assert!(client.create_if_cached(&invalid).is_none(), "create reports invalid requests");
+    assert_eq!(client.ledger().records().len(), 3);
+}
