@@ -25,7 +25,7 @@ struct Layout {
     unified: bool,
     cells_per_sequence: u32,
     /// Tokens left in a ninth sequence, as a kept prefix would be.
-    stale_tokens: usize,
+    stale_tokens: i32,
     /// llama.cpp's flash-attention policy: -1 auto (on for the CPU), 0 off.
     flash_attention: std::os::raw::c_int,
 }
@@ -74,20 +74,27 @@ fn prompt_rate(context: &mut LlamaContext<'_>, vocab: i32) -> f64 {
     rates[1]
 }
 
-/// A cold 2,000-token prompt, then a warm call's prompt: 45 new tokens after it, median of 3.
-fn prefix_then_suffix_ms(context: &mut LlamaContext<'_>, vocab: i32) -> (f64, f64) {
+/// Reads `count` tokens (ids `position * stride`) into sequence `seq` from position 0, in
+/// decode calls of 500, as a prompt would be read.
+fn fill(context: &mut LlamaContext<'_>, seq: i32, count: i32, stride: i32, vocab: i32) {
     let mut batch = LlamaBatch::new(512, 1);
-    let cold = Instant::now();
     let mut position = 0i32;
-    while position < 2000 {
+    while position < count {
         batch.clear();
-        for _ in 0..500 {
-            batch.add(LlamaToken((position * 11) % vocab), position, &[0], false).expect("batch");
+        for _ in 0..500.min(count - position) {
+            batch.add(LlamaToken((position * stride) % vocab), position, &[seq], false).expect("batch");
             position += 1;
         }
-        context.decode(&mut batch).expect("prefix");
+        context.decode(&mut batch).expect("fill");
     }
+}
+
+/// A cold 2,000-token prompt, then a warm call's prompt: 45 new tokens after it, median of 3.
+fn prefix_then_suffix_ms(context: &mut LlamaContext<'_>, vocab: i32) -> (f64, f64) {
+    let cold = Instant::now();
+    fill(context, 0, 2000, 11, vocab);
     let cold_ms = cold.elapsed().as_secs_f64() * 1000.0;
+    let mut batch = LlamaBatch::new(512, 1);
     let mut times = Vec::new();
     for run in 0..3i32 {
         let _ = context.clear_kv_cache_seq(Some(0), Some(2000), None);
@@ -102,6 +109,30 @@ fn prefix_then_suffix_ms(context: &mut LlamaContext<'_>, vocab: i32) -> (f64, f6
     let _ = context.clear_kv_cache_seq(Some(0), None, None);
     times.sort_by(f64::total_cmp);
     (cold_ms, times[1])
+}
+
+/// A context laid out as `layout` says, with a ninth sequence for its stale tokens.
+fn context_for<'model>(
+    model: &'model LlamaModel,
+    backend: &LlamaBackend,
+    layout: &Layout,
+    threads: i32,
+    vocab: i32,
+) -> LlamaContext<'model> {
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(layout.cells_per_sequence * 9))
+        .with_n_batch(512)
+        .with_n_ubatch(512)
+        .with_n_seq_max(9)
+        .with_kv_unified(layout.unified)
+        .with_flash_attention_policy(layout.flash_attention)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads);
+    let mut context = model.new_context(backend, params).expect("context");
+    if layout.stale_tokens > 0 {
+        fill(&mut context, 8, layout.stale_tokens, 13, vocab);
+    }
+    context
 }
 
 fn main() {
@@ -153,14 +184,8 @@ fn main() {
         },
     ];
     if let Some(sequences) = std::env::var("DECODE_SHAPES_ONLY").ok().and_then(|n| n.parse::<usize>().ok()) {
-        // For profilers: one layout, one batch shape, many steps.
-        let params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(4096 * 8))
-            .with_n_seq_max(8)
-            .with_kv_unified(true)
-            .with_n_threads(threads)
-            .with_n_threads_batch(threads);
-        let mut context = model.new_context(&backend, params).expect("context");
+        // For profilers: the first layout, one batch shape, many steps.
+        let mut context = context_for(&model, &backend, &layouts[0], threads, vocab);
         for _ in 0..10 {
             let ms = decode_run(&mut context, sequences, vocab);
             println!("{sequences} sequences: {ms:.1} ms per step");
@@ -170,28 +195,7 @@ fn main() {
     }
     println!("llama.cpp decode step, {threads} threads, median ms of {STEPS} steps (aggregate tokens/s)");
     for layout in layouts {
-        let params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(layout.cells_per_sequence * 9))
-            .with_n_batch(512)
-            .with_n_ubatch(512)
-            .with_n_seq_max(9)
-            .with_kv_unified(layout.unified)
-            .with_flash_attention_policy(layout.flash_attention)
-            .with_n_threads(threads)
-            .with_n_threads_batch(threads);
-        let mut context = model.new_context(&backend, params).expect("context");
-        if layout.stale_tokens > 0 {
-            let mut batch = LlamaBatch::new(512, 1);
-            let mut position = 0;
-            while position < layout.stale_tokens {
-                batch.clear();
-                for _ in 0..512.min(layout.stale_tokens - position) {
-                    batch.add(LlamaToken((position as i32 * 13) % vocab), position as i32, &[8], false).expect("b");
-                    position += 1;
-                }
-                context.decode(&mut batch).expect("stale");
-            }
-        }
+        let mut context = context_for(&model, &backend, &layout, threads, vocab);
         let mut line = format!("  {:<42}", layout.name);
         line += &format!("  prompt: {:>5.1} t/s", prompt_rate(&mut context, vocab));
         let (cold, warm) = prefix_then_suffix_ms(&mut context, vocab);

@@ -381,9 +381,10 @@ impl Client {
     pub fn create_if_cached(&self, request: &ChatCompletionRequest) -> Option<ChatCompletion> {
         use futures::FutureExt;
         request.validate().ok()?;
-        let started = Instant::now();
         let decision = self.explain(request).ok()?;
         let (cache, key) = self.cache_slot(request, &decision)?;
+        // Timed from here, as `create` times its hits.
+        let started = Instant::now();
         let answer = cache.get(&key).now_or_never().flatten()?;
         let mut completion = answer.completion.clone();
         let metadata = self.record_hit(request, &answer, &decision, started.elapsed());

@@ -505,19 +505,14 @@ async fn invalid_requests_are_rejected_before_decoding() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batching_and_prefix_reuse_leave_greedy_output_unchanged() {
     let system = "You label support tickets with one intent. ".repeat(6);
-    let greedy = |user: &str| {
-        let mut request = ChatCompletionRequest::new(vec![ChatMessage::system(&system), ChatMessage::user(user)]);
-        request.temperature = Some(0.0);
-        request.max_tokens = Some(24);
-        request
-    };
+    let greedy = |user: &str| greedy(&system, user, 24);
     let target = greedy("my parcel never arrived");
     let alone = engine().create(&target).await.unwrap().content().to_owned();
 
     let warm = engine_with(EngineOptions { slots: 1, context_per_slot: Some(1024), ..EngineOptions::default() });
     warm.create(&greedy("a different ticket first")).await.unwrap();
     let reused = warm.create(&target).await.unwrap();
-    assert!(reused.usage.unwrap().prompt_tokens_details.unwrap().cached_tokens > 0, "the prefix was reused");
+    assert!(cached_tokens(&reused) > 0, "the prefix was reused");
     assert_eq!(reused.content(), alone, "prefix reuse changed the output");
 
     let batched_engine = engine();

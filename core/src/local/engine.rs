@@ -467,9 +467,7 @@ impl Worker<'_> {
             }
         };
         self.clock += 1;
-        // At least the last prompt token is decoded again: its logits start generation.
-        let reusable_of =
-            |tokens: &[LlamaToken]| common_prefix(tokens, &job.prompt).min(job.prompt.len().saturating_sub(1));
+        let reusable_of = |tokens: &[LlamaToken]| reusable_prefix(tokens, &job.prompt);
         let source = self
             .sequences
             .iter()
@@ -570,11 +568,10 @@ impl Worker<'_> {
                 continue;
             };
             let source = &self.sequences[shared.sequence];
-            let reader_still_reading = source.active.as_ref().is_some_and(|active| {
-                active.admission == shared.admission && active.next_token.is_none() && active.waiting_for.is_none()
-            });
+            let reader_still_reading =
+                source.reading_prompt().is_some_and(|reader| reader.admission == shared.admission);
             let Some(active) = self.sequences[index].active.as_ref() else { continue };
-            let available = common_prefix(&source.tokens, &active.prompt).min(active.prompt.len().saturating_sub(1));
+            let available = reusable_prefix(&source.tokens, &active.prompt);
             if reader_still_reading && available < shared.tokens {
                 continue;
             }
@@ -659,13 +656,12 @@ impl Worker<'_> {
         };
         if let Err(err) = decoded {
             // The failed batch's KV state is unknown: drop every sequence in it.
-            for sequence in &mut self.sequences {
-                if let Some(active) = sequence.active.take() {
+            for index in 0..self.sequences.len() {
+                if let Some(active) = self.sequences[index].active.take() {
                     let _ =
                         active.events.send(Event::Failed(Error::Inference(format!("llama.cpp decode failed: {err}"))));
                 }
-                sequence.tokens.clear();
-                let _ = self.context.clear_kv_cache_seq(Some(sequence.seq_id as u32), None, None);
+                self.reset(index, 0);
             }
             return;
         }
@@ -741,8 +737,11 @@ impl Worker<'_> {
     }
 }
 
-fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+/// How much of `prompt`'s KV state a sequence holding `tokens` can supply: their common prefix,
+/// less the last prompt token, which is always decoded again because its logits start generation.
+fn reusable_prefix(tokens: &[LlamaToken], prompt: &[LlamaToken]) -> usize {
+    let common = tokens.iter().zip(prompt).take_while(|(held, wanted)| held == wanted).count();
+    common.min(prompt.len().saturating_sub(1))
 }
 
 /// Rules out tokens that would make the output invalid UTF-8. Byte-level vocabularies can
