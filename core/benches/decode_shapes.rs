@@ -4,12 +4,16 @@
 //! `cargo bench -p slmkit --bench decode_shapes -- MODEL.gguf [THREADS]`
 //!
 //! This talks to llama.cpp directly (no slmkit worker, no sampling), so the figures separate
-//! llama.cpp's own cost of a batch from whatever the engine adds around it.
+//! llama.cpp's own cost of a batch from whatever the engine adds around it. It also prints what
+//! a warm call's few new tokens cost by their number (llama.cpp's CPU flash attention only
+//! takes its tiled path from 64 query tokens up), and what a host-memory snapshot of a
+//! sequence costs to save and restore (the engine's prefix cache).
 
 use std::num::NonZeroU32;
 use std::time::Instant;
 
 use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::session::LlamaStateSeqFlags;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -25,7 +29,7 @@ struct Layout {
     unified: bool,
     cells_per_sequence: u32,
     /// Tokens left in a ninth sequence, as a kept prefix would be.
-    stale_tokens: i32,
+    kept_tokens: i32,
     /// llama.cpp's flash-attention policy: -1 auto (on for the CPU), 0 off.
     flash_attention: std::os::raw::c_int,
 }
@@ -94,21 +98,50 @@ fn prefix_then_suffix_ms(context: &mut LlamaContext<'_>, vocab: i32) -> (f64, f6
     let cold = Instant::now();
     fill(context, 0, 2000, 11, vocab);
     let cold_ms = cold.elapsed().as_secs_f64() * 1000.0;
+    let warm_ms = suffix_ms(context, 45, vocab);
+    let _ = context.clear_kv_cache_seq(Some(0), None, None);
+    (cold_ms, warm_ms)
+}
+
+/// `length` new tokens read after the 2,000 that sequence 0 holds, median of 3.
+fn suffix_ms(context: &mut LlamaContext<'_>, length: i32, vocab: i32) -> f64 {
     let mut batch = LlamaBatch::new(512, 1);
     let mut times = Vec::new();
     for run in 0..3i32 {
         let _ = context.clear_kv_cache_seq(Some(0), Some(2000), None);
         batch.clear();
-        for offset in 0..45i32 {
-            batch.add(LlamaToken((run * 7 + offset * 5) % vocab), 2000 + offset, &[0], offset == 44).expect("batch");
+        for offset in 0..length {
+            let token = LlamaToken((run * 7 + offset * 5) % vocab);
+            batch.add(token, 2000 + offset, &[0], offset == length - 1).expect("batch");
         }
         let started = Instant::now();
         context.decode(&mut batch).expect("suffix");
         times.push(started.elapsed().as_secs_f64() * 1000.0);
     }
-    let _ = context.clear_kv_cache_seq(Some(0), None, None);
+    let _ = context.clear_kv_cache_seq(Some(0), Some(2000), None);
     times.sort_by(f64::total_cmp);
-    (cold_ms, times[1])
+    times[1]
+}
+
+/// Saving a 2,000-token sequence's KV state to host memory and restoring it into another
+/// sequence (what the engine does between requests), medians of 5 in ms, and its size in MB.
+fn snapshot_ms(context: &mut LlamaContext<'_>, vocab: i32) -> (f64, f64, f64) {
+    fill(context, 0, 2000, 11, vocab);
+    let (mut saves, mut restores, mut megabytes) = (Vec::new(), Vec::new(), 0.0);
+    for _ in 0..5 {
+        let started = Instant::now();
+        let state = context.state_seq_get(0, LlamaStateSeqFlags::empty()).expect("snapshot");
+        saves.push(started.elapsed().as_secs_f64() * 1000.0);
+        let started = Instant::now();
+        context.state_seq_set(&state, 1).expect("restore");
+        restores.push(started.elapsed().as_secs_f64() * 1000.0);
+        megabytes = state.byte_len() as f64 / 1e6;
+        let _ = context.clear_kv_cache_seq(Some(1), None, None);
+    }
+    let _ = context.clear_kv_cache_seq(Some(0), None, None);
+    saves.sort_by(f64::total_cmp);
+    restores.sort_by(f64::total_cmp);
+    (saves[2], restores[2], megabytes)
 }
 
 /// A context laid out as `layout` says, with a ninth sequence for its stale tokens.
@@ -129,8 +162,8 @@ fn context_for<'model>(
         .with_n_threads(threads)
         .with_n_threads_batch(threads);
     let mut context = model.new_context(backend, params).expect("context");
-    if layout.stale_tokens > 0 {
-        fill(&mut context, 8, layout.stale_tokens, 13, vocab);
+    if layout.kept_tokens > 0 {
+        fill(&mut context, 8, layout.kept_tokens, 13, vocab);
     }
     context
 }
@@ -151,35 +184,42 @@ fn main() {
             name: "unified, 8 x 4096 cells",
             unified: true,
             cells_per_sequence: 4096,
-            stale_tokens: 0,
+            kept_tokens: 0,
             flash_attention: -1,
         },
         Layout {
             name: "unified, flash attention off",
             unified: true,
             cells_per_sequence: 4096,
-            stale_tokens: 0,
+            kept_tokens: 0,
             flash_attention: 0,
         },
         Layout {
-            name: "unified, 8 x 4096, 2,000 stale tokens",
+            name: "unified, 2,000 kept tokens",
             unified: true,
             cells_per_sequence: 4096,
-            stale_tokens: 2000,
+            kept_tokens: 2000,
             flash_attention: -1,
         },
         Layout {
-            name: "unified, 2,000 stale, flash attention off",
+            name: "unified, 2,000 kept, flash attention off",
             unified: true,
             cells_per_sequence: 4096,
-            stale_tokens: 2000,
+            kept_tokens: 2000,
             flash_attention: 0,
+        },
+        Layout {
+            name: "unified, 24,000 kept tokens",
+            unified: true,
+            cells_per_sequence: 4096,
+            kept_tokens: 24000,
+            flash_attention: -1,
         },
         Layout {
             name: "per-sequence streams, 8 x 4096",
             unified: false,
             cells_per_sequence: 4096,
-            stale_tokens: 0,
+            kept_tokens: 0,
             flash_attention: -1,
         },
     ];
@@ -194,8 +234,8 @@ fn main() {
         return;
     }
     println!("llama.cpp decode step, {threads} threads, median ms of {STEPS} steps (aggregate tokens/s)");
-    for layout in layouts {
-        let mut context = context_for(&model, &backend, &layout, threads, vocab);
+    for layout in &layouts {
+        let mut context = context_for(&model, &backend, layout, threads, vocab);
         let mut line = format!("  {:<42}", layout.name);
         line += &format!("  prompt: {:>5.1} t/s", prompt_rate(&mut context, vocab));
         let (cold, warm) = prefix_then_suffix_ms(&mut context, vocab);
@@ -209,4 +249,20 @@ fn main() {
         }
         println!("{line}");
     }
+    println!("A warm call's new tokens after 2,000 cached ones, by how many there are (ms, median of 3):");
+    for layout in [&layouts[0], &layouts[1]] {
+        let mut context = context_for(&model, &backend, layout, threads, vocab);
+        fill(&mut context, 0, 2000, 11, vocab);
+        let mut line = format!("  {:<42}", layout.name);
+        for length in [32, 45, 63, 64, 96] {
+            line += &format!("  {length}: {:>6.1}", suffix_ms(&mut context, length, vocab));
+        }
+        println!("{line}");
+    }
+    let mut context = context_for(&model, &backend, &layouts[0], threads, vocab);
+    let (save, restore, megabytes) = snapshot_ms(&mut context, vocab);
+    println!(
+        "A 2,000-token sequence's KV state ({megabytes:.1} MB) to host memory and back, median of 5: \
+         save {save:.1} ms, restore {restore:.1} ms"
+    );
 }

@@ -4,7 +4,9 @@
 //! to first token for a call that shares a ~2,000-token system prompt with the previous one
 //! (cold vs warm), aggregate generation tokens/s with 1, 2, 4 and 8 concurrent requests (while
 //! all of them are generating, and end to end including their prompts), and the time for four
-//! concurrent calls sharing the ~2,000-token system prompt to all reach their first token.
+//! concurrent calls sharing the ~2,000-token system prompt to all reach their first token, and
+//! generation speed and prefix reuse again after eight calls with different ~2,000-token
+//! system prompts (an agent's roles), whose KV state the engine keeps for reuse.
 //! `bench/llama_cpp_python.py` measures the same on llama-cpp-python; `make bench` runs both.
 
 use std::time::{Duration, Instant};
@@ -63,6 +65,12 @@ async fn traced(
     (first.unwrap_or(total), total, tokens, arrivals)
 }
 
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
 fn stats(mut values: Vec<f64>) -> String {
     values.sort_by(f64::total_cmp);
     format!("{:>9.1}  [{:.1}, {:.1}]", values[values.len() / 2], values[0], values[values.len() - 1])
@@ -97,6 +105,7 @@ async fn main() {
         tg.push(f64::from(tokens.saturating_sub(1)) / (total - ttft).as_secs_f64());
     }
     println!("  prompt processing, tokens/s      {}", stats(pp));
+    let fresh_generation = tg.clone();
     println!("  generation, tokens/s             {}", stats(tg));
 
     // Concurrency. "While all generate" counts the tokens that arrive between the moment the
@@ -168,4 +177,25 @@ async fn main() {
     }
     println!("  4 concurrent calls sharing a new {shared_tokens}-token prefix, ms until all have a first token");
     println!("                                   {}", stats(all_started));
+
+    // An agent with several roles: eight different ~2,000-token system prompts, one call each.
+    // Their KV state is kept for reuse; it must not slow down what runs next.
+    let roles: Vec<String> = (0..8).map(|role| words(900 + role, 470)).collect();
+    for system in &roles {
+        timed(&engine, &request(system, "first question", 1)).await;
+    }
+    let mut tg = Vec::new();
+    let mut warm = Vec::new();
+    for run in 0..RUNS {
+        let generate = request(&words(300 + run, 4), "go", 64);
+        let (ttft, total, tokens) = timed(&engine, &generate).await;
+        tg.push(f64::from(tokens.saturating_sub(1)) / (total - ttft).as_secs_f64());
+        let role = &roles[roles.len() - 1 - run];
+        let (first, _, _) = timed(&engine, &request(role, &format!("follow-up {run}"), 1)).await;
+        warm.push(first.as_secs_f64() * 1000.0);
+    }
+    println!("  after 8 calls with different {shared_tokens}-token system prompts");
+    println!("    generation, tokens/s           {}", stats(tg.clone()));
+    println!("      ratio to a fresh engine's    {:>9.2}", median(&tg) / median(&fresh_generation));
+    println!("    TTFT, a recent role again, ms  {}", stats(warm));
 }

@@ -6,7 +6,7 @@
 //! model = "models/qwen2.5-1.5b-instruct-q8_0.gguf"   # relative to this file
 //! slots = 4                  # requests decoded together
 //! context = 4096             # tokens per request, prompt and output
-//! prefix_cache = 4096        # KV cells kept for finished requests' prefixes (system prompts)
+//! prefix_cache = 16384       # tokens of finished requests' KV state kept for prefix reuse
 //!
 //! [llm]
 //! backend = "remote"
@@ -97,7 +97,7 @@ pub enum TierSection {
         /// Tokens per request (prompt and output).
         #[serde(default)]
         context: Option<u32>,
-        /// KV-cache cells kept for finished requests' prefixes; see
+        /// Tokens of finished requests' KV state kept in host memory for prefix reuse; see
         /// [`EngineOptions::prefix_cache_tokens`].
         #[serde(default)]
         prefix_cache: Option<u32>,

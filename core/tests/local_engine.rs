@@ -569,48 +569,80 @@ fn cached_tokens(completion: &slmkit::types::ChatCompletion) -> u32 {
 }
 
 /// Four requests that arrive together with one long system prompt read it once: the others
-/// wait for the first to read it and share its KV cells, and their greedy output is the same as
-/// when each runs alone.
+/// wait for the first to read it and share its KV cells (or, when the first has already
+/// finished, its snapshot), and their greedy output is the same as when each runs alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_sharing_a_system_prompt_read_it_once() {
     let system = "You label support tickets with exactly one intent from the list. ".repeat(5);
     let users = ["parcel lost", "refund please", "app crashes", "new address"];
-    // Small decode batches make the shared prompt take several steps, so the others arrive
-    // while it is still being read.
-    let engine = engine_with(EngineOptions { batch_size: 32, context_per_slot: Some(1024), ..Default::default() });
-    let system_tokens = engine.model().count_tokens(&system) as u32;
-    let tasks: Vec<_> = users
-        .iter()
-        .map(|user| {
-            let engine = engine.clone();
-            let request = greedy(&system, user, 6);
-            tokio::spawn(async move { engine.create(&request).await })
-        })
-        .collect();
-    let mut together = Vec::new();
-    for task in tasks {
-        together.push(task.await.unwrap().unwrap());
-    }
-    let shared: u32 = together.iter().map(cached_tokens).sum();
-    assert!(shared >= 3 * system_tokens, "three of four reuse the {system_tokens}-token system prompt, got {shared}");
-    for (user, completion) in users.iter().zip(&together) {
-        let alone = engine_with(EngineOptions { context_per_slot: Some(1024), ..Default::default() })
-            .create(&greedy(&system, user, 6))
-            .await
-            .unwrap();
-        assert_eq!(cached_tokens(&alone), 0);
-        assert_eq!(completion.content(), alone.content(), "sharing the prefix changed the output for {user:?}");
+    // One output token: the first reader is done before the others resume.
+    for max_tokens in [6, 1] {
+        // Small decode batches make the shared prompt take several steps, so the others arrive
+        // while it is still being read.
+        let engine = engine_with(EngineOptions { batch_size: 32, context_per_slot: Some(1024), ..Default::default() });
+        let system_tokens = engine.model().count_tokens(&system) as u32;
+        let tasks: Vec<_> = users
+            .iter()
+            .map(|user| {
+                let engine = engine.clone();
+                let request = greedy(&system, user, max_tokens);
+                tokio::spawn(async move { engine.create(&request).await })
+            })
+            .collect();
+        let mut together = Vec::new();
+        for task in tasks {
+            together.push(task.await.unwrap().unwrap());
+        }
+        let shared: u32 = together.iter().map(cached_tokens).sum();
+        assert!(
+            shared >= 3 * system_tokens,
+            "max_tokens {max_tokens}: three of four reuse the {system_tokens}-token system prompt, got {shared}"
+        );
+        for (user, completion) in users.iter().zip(&together) {
+            let alone = engine_with(EngineOptions { context_per_slot: Some(1024), ..Default::default() })
+                .create(&greedy(&system, user, max_tokens))
+                .await
+                .unwrap();
+            assert_eq!(cached_tokens(&alone), 0);
+            assert_eq!(completion.content(), alone.content(), "sharing the prefix changed the output for {user:?}");
+        }
     }
 }
 
-/// With no cells to spare, a new prompt evicts the least recently used kept prefix, and the
-/// prefix used more recently survives.
+/// The prefixes kept in host memory are not limited by the KV cache: a one-slot engine with a
+/// 256-token window keeps five different system prompts and serves each again from memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kept_prefixes_are_evicted_least_recently_used_when_cells_run_out() {
+async fn more_prefixes_are_kept_than_the_kv_cache_holds() {
     let engine = engine_with(EngineOptions {
         slots: 1,
         context_per_slot: Some(256),
-        prefix_cache_tokens: Some(0),
+        prefix_cache_tokens: Some(2048),
+        ..Default::default()
+    });
+    let systems: Vec<String> = ["billing", "shipping", "returns", "accounts", "security"]
+        .iter()
+        .map(|team| format!("You triage tickets for the {team} team and answer in one word. ").repeat(3))
+        .collect();
+    let system_tokens = engine.model().count_tokens(&systems[0]) as u32;
+    for system in &systems {
+        // Only the template's header and the prompts' common opening are shared.
+        let first = engine.create(&greedy(system, "first", 4)).await.unwrap();
+        assert!(cached_tokens(&first) < system_tokens / 2, "{} of {system_tokens}", cached_tokens(&first));
+    }
+    for system in &systems {
+        let again = engine.create(&greedy(system, "second", 4)).await.unwrap();
+        assert!(cached_tokens(&again) >= system_tokens, "{} of {system_tokens}", cached_tokens(&again));
+    }
+}
+
+/// Finished requests' prefixes are kept in host memory up to `prefix_cache_tokens`: a new one
+/// that doesn't fit evicts the least recently used, and the prefix used more recently survives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_prefixes_beyond_the_budget_are_evicted_least_recently_used() {
+    let engine = engine_with(EngineOptions {
+        slots: 1,
+        context_per_slot: Some(256),
+        prefix_cache_tokens: Some(256),
         ..Default::default()
     });
     let first = "Summarise the ticket in one line for the billing team. ".repeat(4);
@@ -620,7 +652,7 @@ async fn kept_prefixes_are_evicted_least_recently_used_when_cells_run_out() {
     assert!(first_tokens + second_tokens > 256 && second_tokens < 200, "{first_tokens} + {second_tokens} tokens");
 
     engine.create(&greedy(&first, "a", 4)).await.unwrap();
-    // Needs the cells the first prefix holds: the first is evicted, the call still succeeds.
+    // Both snapshots don't fit in 256 tokens: the first is evicted.
     let evicting = engine.create(&greedy(&second, "b", 4)).await.unwrap();
     assert!(cached_tokens(&evicting) < second_tokens / 2);
     let reused = engine.create(&greedy(&second, "c", 4)).await.unwrap();

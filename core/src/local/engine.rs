@@ -5,13 +5,13 @@
 //! channel. The worker decodes every active request's next token in one llama.cpp batch
 //! (each request is a sequence of a unified KV cache).
 //!
-//! Prefix reuse: a sequence keeps its tokens after its request ends. A new request starts from
-//! the sequence, finished or still running, that shares the longest prefix with its prompt:
-//! the shared part is copied into the request's own sequence with `seq_cp`, which in a unified
-//! cache shares the cells instead of duplicating them. A request arriving while another one is
-//! still reading the same long prefix waits for it instead of reading it a second time. Kept
-//! sequences live in whatever cells running requests don't need; when a decode finds no room,
-//! the least recently used kept sequence is evicted.
+//! Prefix reuse: when a request ends, its sequence's KV state is snapshotted into host memory
+//! (see [`super::prefix_store`]) and its cells are freed, so the KV cache holds only running
+//! requests and every decode step attends over their cells alone. A new request starts from
+//! whichever shares the longest prefix with its prompt: a snapshot, restored into its sequence,
+//! or a running sequence, whose cells `seq_cp` shares with it (a unified cache shares cells
+//! instead of duplicating them). A request arriving while another one is still reading the
+//! same long prefix waits for it instead of reading it a second time.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,16 +20,17 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::session::{LlamaStateSeqFlags, SeqState};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
-use llama_cpp_2::DecodeError;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::grammar::OutputConstraint;
 use super::model::{backend, LoadedModel, LocalModel};
 use super::output::{keeps_utf8_valid, Scan, StopScanner, Utf8Assembler};
+use super::prefix_store::{common_prefix, PrefixStore};
 use crate::error::{Error, Result};
 use crate::types::FinishReason;
 
@@ -41,12 +42,12 @@ pub struct EngineOptions {
     /// The context window of each request, prompt and output together. Default: the model's
     /// trained context, capped at 4096.
     pub context_per_slot: Option<u32>,
-    /// KV-cache cells set aside, beyond the slots' own windows, for the tokens of finished
-    /// requests, so a later request sharing a prefix (system prompt, tools, earlier turns)
-    /// skips re-reading it even while every slot is busy. Kept prefixes also use any cells the
-    /// running requests leave free; the least recently used is evicted when cells run out.
-    /// The KV cache is allocated once, at `slots × context_per_slot + prefix_cache_tokens`
-    /// cells. Default: one context window.
+    /// Tokens of finished requests' KV state kept in host memory, so a later request sharing
+    /// a prefix (system prompt, tools, earlier turns) skips re-reading it; the least recently
+    /// used snapshots are dropped beyond this. A token costs what it costs in the KV cache:
+    /// `2 × layers × KV heads × head size × 2` bytes (12 KiB for Qwen2.5-0.5B, 56 KiB for
+    /// 7B). Default: four context windows. The KV cache itself is `slots × context_per_slot`
+    /// cells, allocated once.
     pub prefix_cache_tokens: Option<u32>,
     /// Requests that may wait for a slot before new ones are refused with
     /// [`Error::Overloaded`]. Default 64.
@@ -73,8 +74,8 @@ impl Default for EngineOptions {
 
 const DEFAULT_CONTEXT_CAP: u32 = 4096;
 
-/// Sequences kept for finished requests' prefixes, beyond one per slot.
-const KEPT_SEQUENCES: usize = 16;
+/// Default host-memory prefix budget, in context windows.
+const DEFAULT_PREFIX_CACHE_WINDOWS: u32 = 4;
 
 /// A request waits for another that is reading the same prompt prefix only when the wait saves
 /// at least this many tokens of prompt processing.
@@ -225,7 +226,9 @@ impl LocalEngine {
         let worker_config = WorkerConfig {
             slots: options.slots,
             context_window,
-            prefix_cache_tokens: options.prefix_cache_tokens.unwrap_or(context_window),
+            prefix_cache_tokens: options
+                .prefix_cache_tokens
+                .unwrap_or(context_window.saturating_mul(DEFAULT_PREFIX_CACHE_WINDOWS)),
             threads,
             batch_size: options.batch_size,
         };
@@ -310,12 +313,6 @@ struct WorkerConfig {
     batch_size: u32,
 }
 
-impl WorkerConfig {
-    fn sequences(&self) -> usize {
-        self.slots + KEPT_SEQUENCES
-    }
-}
-
 /// One request in flight on the worker.
 struct Active {
     /// Tells this request apart from a later one in the same sequence.
@@ -345,12 +342,11 @@ struct SharedPrefix {
     tokens: usize,
 }
 
-/// A KV-cache sequence and the tokens it holds, kept after a request ends for prefix reuse.
+/// A KV-cache sequence and the tokens it holds (until its request's state is snapshotted).
 struct Sequence {
     seq_id: i32,
     tokens: Vec<LlamaToken>,
     active: Option<Active>,
-    last_used: u64,
 }
 
 impl Sequence {
@@ -377,10 +373,11 @@ fn run_worker(
     let mut worker = Worker {
         model: LocalModel::from_shared(Arc::clone(&model)),
         context,
-        sequences: (0..config.sequences())
-            .map(|index| Sequence { seq_id: index as i32, tokens: Vec::new(), active: None, last_used: 0 })
+        sequences: (0..config.slots)
+            .map(|index| Sequence { seq_id: index as i32, tokens: Vec::new(), active: None })
             .collect(),
         slots: config.slots,
+        snapshots: PrefixStore::new(config.prefix_cache_tokens as usize),
         batch: LlamaBatch::new(config.batch_size as usize, 1),
         batch_size: config.batch_size as usize,
         clock: 0,
@@ -417,7 +414,6 @@ fn create_context<'model>(model: &'model LoadedModel, config: &WorkerConfig) -> 
     let total = config
         .context_window
         .checked_mul(config.slots as u32)
-        .and_then(|windows| windows.checked_add(config.prefix_cache_tokens))
         .and_then(NonZeroU32::new)
         .ok_or_else(|| Error::invalid_request("context_per_slot × slots is too large", Some("slots")))?;
     let threads = i32::try_from(config.threads).unwrap_or(i32::MAX);
@@ -425,7 +421,7 @@ fn create_context<'model>(model: &'model LoadedModel, config: &WorkerConfig) -> 
         .with_n_ctx(Some(total))
         .with_n_batch(config.batch_size)
         .with_n_ubatch(config.batch_size)
-        .with_n_seq_max(config.sequences() as u32)
+        .with_n_seq_max(config.slots as u32)
         // One cell pool for every sequence: `seq_cp` then shares a prefix's cells.
         .with_kv_unified(true)
         .with_n_threads(threads)
@@ -443,6 +439,7 @@ struct Worker<'model> {
     sequences: Vec<Sequence>,
     /// Requests decoded at once.
     slots: usize,
+    snapshots: PrefixStore<LlamaToken, SeqState>,
     batch: LlamaBatch<'static>,
     batch_size: usize,
     clock: u64,
@@ -467,30 +464,23 @@ impl Worker<'_> {
             }
         };
         self.clock += 1;
-        let reusable_of = |tokens: &[LlamaToken]| reusable_prefix(tokens, &job.prompt);
-        let source = self
-            .sequences
-            .iter()
-            .enumerate()
-            .map(|(index, sequence)| (reusable_of(&sequence.tokens), index))
-            .max_by_key(|&(reusable, index)| (reusable, self.sequences[index].active.is_none()))
-            .filter(|&(reusable, _)| reusable > 0);
-        let reusable = source.map_or(0, |(reusable, _)| reusable);
+        let Some(target) = self.sequences.iter().position(|sequence| sequence.active.is_none()) else {
+            let _ = job.events.send(Event::Failed(Error::Inference("no free sequence".into())));
+            return;
+        };
+        let available = self.reusable_now(&job.prompt);
         let pending = self
             .sequences
             .iter()
             .enumerate()
             .filter_map(|(index, sequence)| {
                 let active = sequence.reading_prompt()?;
-                Some(SharedPrefix { sequence: index, admission: active.admission, tokens: reusable_of(&active.prompt) })
+                let tokens = reusable_prefix(&active.prompt, &job.prompt);
+                Some(SharedPrefix { sequence: index, admission: active.admission, tokens })
             })
             .max_by_key(|shared| shared.tokens)
-            .filter(|shared| shared.tokens >= reusable + MIN_SHARED_WAIT);
-        let Some(target) = self.pick_target(source.map(|(_, index)| index)) else {
-            let _ = job.events.send(Event::Failed(Error::Inference("no free sequence".into())));
-            return;
-        };
-        let mut active = Active {
+            .filter(|shared| shared.tokens >= available + MIN_SHARED_WAIT);
+        self.sequences[target].active = Some(Active {
             admission: self.clock,
             prompt_done: 0,
             cached_prompt_tokens: 0,
@@ -504,46 +494,70 @@ impl Worker<'_> {
             utf8: Utf8Assembler::default(),
             stops: StopScanner::new(job.stops),
             events: job.events,
-        };
+        });
         if pending.is_none() {
-            let reused = match source {
-                Some((reusable, index)) => self.share_prefix(index, target, reusable),
-                None => self.reset(target, 0),
-            };
+            self.load_prefix(target);
+        }
+    }
+
+    /// How much of `prompt` the best source could supply right now: a running sequence or a
+    /// snapshot.
+    fn reusable_now(&mut self, prompt: &[LlamaToken]) -> usize {
+        let running = self.sequences.iter().map(|sequence| reusable_prefix(&sequence.tokens, prompt)).max();
+        let stored = self.snapshots.longest_match(prompt).map(|(shared, _, _)| shared.min(prompt.len() - 1));
+        running.unwrap_or(0).max(stored.unwrap_or(0))
+    }
+
+    /// Fills the (empty) sequence `target` with the longest prefix of its request's prompt that
+    /// a running sequence or a snapshot holds, and records how much that saved.
+    fn load_prefix(&mut self, target: usize) {
+        let Some(active) = self.sequences[target].active.as_ref() else { return };
+        let prompt = &active.prompt;
+        let running = self
+            .sequences
+            .iter()
+            .enumerate()
+            .filter(|&(index, _)| index != target)
+            .map(|(index, sequence)| (reusable_prefix(&sequence.tokens, prompt), index))
+            .max()
+            .filter(|&(reusable, _)| reusable > 0);
+        let limit = prompt.len().saturating_sub(1);
+        let stored = self.snapshots.longest_match(prompt).map(|(shared, tokens, state)| {
+            let reusable = shared.min(limit);
+            (reusable, tokens[..reusable].to_vec(), state)
+        });
+        let seq_id = self.sequences[target].seq_id;
+        let reused = match (running, stored) {
+            (running, Some((reusable, tokens, state))) if reusable > running.map_or(0, |(r, _)| r) => {
+                let restored = self.context.state_seq_set(state, seq_id).is_ok()
+                    && matches!(
+                        self.context.clear_kv_cache_seq(Some(seq_id as u32), Some(reusable as u32), None),
+                        Ok(true)
+                    );
+                if restored {
+                    self.sequences[target].tokens = tokens;
+                    reusable
+                } else {
+                    self.reset(target, 0)
+                }
+            }
+            (Some((reusable, source)), _) => self.share_prefix(source, target, reusable),
+            _ => 0,
+        };
+        if let Some(active) = self.sequences[target].active.as_mut() {
             active.prompt_done = reused;
             active.cached_prompt_tokens = reused;
-        } else {
-            self.reset(target, 0);
         }
-        let sequence = &mut self.sequences[target];
-        sequence.last_used = self.clock;
-        sequence.active = Some(active);
     }
 
-    /// The sequence a new request runs in: the source itself when no other idle sequence is
-    /// left, otherwise an empty one, otherwise the least recently used idle one.
-    fn pick_target(&self, source: Option<usize>) -> Option<usize> {
-        let idle = || self.sequences.iter().enumerate().filter(|(_, sequence)| sequence.active.is_none());
-        idle()
-            .filter(|(index, _)| Some(*index) != source)
-            .min_by_key(|(_, sequence)| (!sequence.tokens.is_empty(), sequence.last_used))
-            .or_else(|| idle().next())
-            .map(|(index, _)| index)
-    }
-
-    /// Puts the first `length` tokens of `source` into `target` and returns how many it holds.
+    /// Puts the first `length` tokens of the running sequence `source` into the empty `target`
+    /// and returns how many it holds.
     fn share_prefix(&mut self, source: usize, target: usize, length: usize) -> usize {
-        if source == target {
-            return self.reset(target, length);
-        }
-        self.reset(target, 0);
         let (from, to) = (self.sequences[source].seq_id, self.sequences[target].seq_id);
         if self.context.kv_cache_seq_cp(from, to, Some(0), Some(length as u32)).is_err() {
-            return 0;
+            return self.reset(target, 0);
         }
-        let prefix = self.sequences[source].tokens[..length].to_vec();
-        self.sequences[source].last_used = self.clock;
-        self.sequences[target].tokens = prefix;
+        self.sequences[target].tokens = self.sequences[source].tokens[..length].to_vec();
         length
     }
 
@@ -561,7 +575,22 @@ impl Worker<'_> {
         held
     }
 
-    /// Copies the prefix a waiting request was promised once its reader has it (or stopped).
+    /// Ends sequence `index`'s request: its KV state goes to the snapshot store (unless a
+    /// snapshot already holds it) and its cells are freed.
+    fn release(&mut self, index: usize) {
+        self.sequences[index].active = None;
+        let sequence = &self.sequences[index];
+        if self.snapshots.would_add(&sequence.tokens) {
+            if let Ok(state) = self.context.state_seq_get(sequence.seq_id, LlamaStateSeqFlags::empty()) {
+                let tokens = sequence.tokens.clone();
+                self.snapshots.insert(tokens, state);
+            }
+        }
+        self.reset(index, 0);
+    }
+
+    /// Starts a waiting request once the request reading the prefix it waits for has read it
+    /// (or stopped), from whatever holds the longest prefix by then.
     fn resolve_waits(&mut self) {
         for index in 0..self.sequences.len() {
             let Some(shared) = self.sequences[index].active.as_ref().and_then(|active| active.waiting_for) else {
@@ -571,42 +600,21 @@ impl Worker<'_> {
             let reader_still_reading =
                 source.reading_prompt().is_some_and(|reader| reader.admission == shared.admission);
             let Some(active) = self.sequences[index].active.as_ref() else { continue };
-            let available = reusable_prefix(&source.tokens, &active.prompt);
-            if reader_still_reading && available < shared.tokens {
+            if reader_still_reading && reusable_prefix(&source.tokens, &active.prompt) < shared.tokens {
                 continue;
             }
-            let reused = if available > 0 { self.share_prefix(shared.sequence, index, available) } else { 0 };
             if let Some(active) = self.sequences[index].active.as_mut() {
                 active.waiting_for = None;
-                active.prompt_done = reused;
-                active.cached_prompt_tokens = reused;
             }
-        }
-    }
-
-    /// Drops the least recently used finished sequence's cells; false when there is none.
-    fn evict_one(&mut self) -> bool {
-        let victim = self
-            .sequences
-            .iter()
-            .enumerate()
-            .filter(|(_, sequence)| sequence.active.is_none() && !sequence.tokens.is_empty())
-            .min_by_key(|(_, sequence)| sequence.last_used)
-            .map(|(index, _)| index);
-        match victim {
-            Some(index) => {
-                self.reset(index, 0);
-                true
-            }
-            None => false,
+            self.load_prefix(index);
         }
     }
 
     /// One decode call: the next token of every generating request, then prompt chunks.
     fn step(&mut self) {
-        for sequence in &mut self.sequences {
-            if sequence.active.as_ref().is_some_and(|active| active.events.is_closed()) {
-                sequence.active = None; // Cancelled: the caller dropped its receiver.
+        for index in 0..self.sequences.len() {
+            if self.sequences[index].active.as_ref().is_some_and(|active| active.events.is_closed()) {
+                self.release(index); // Cancelled: the caller dropped its receiver.
             }
         }
         self.resolve_waits();
@@ -647,14 +655,7 @@ impl Worker<'_> {
         if self.batch.n_tokens() == 0 {
             return;
         }
-        let decoded = loop {
-            match self.context.decode(&mut self.batch) {
-                // No room in the cell pool: make some by dropping a kept prefix, then retry.
-                Err(DecodeError::NoKvCacheSlot) if self.evict_one() => continue,
-                result => break result,
-            }
-        };
-        if let Err(err) = decoded {
+        if let Err(err) = self.context.decode(&mut self.batch) {
             // The failed batch's KV state is unknown: drop every sequence in it.
             for index in 0..self.sequences.len() {
                 if let Some(active) = self.sequences[index].active.take() {
@@ -671,9 +672,17 @@ impl Worker<'_> {
     }
 
     fn sample_into(&mut self, index: usize, batch_index: i32) {
+        match self.sample(index, batch_index) {
+            Sampled::Continues => {}
+            Sampled::Finished(reason) => self.finish(index, reason),
+            Sampled::Ended => self.release(index),
+        }
+    }
+
+    /// Samples sequence `index`'s next token and passes its text on.
+    fn sample(&mut self, index: usize, batch_index: i32) -> Sampled {
         let vocab = self.model.llama().vocab();
-        let sequence = &mut self.sequences[index];
-        let Some(active) = &mut sequence.active else { return };
+        let Some(active) = &mut self.sequences[index].active else { return Sampled::Continues };
         let mut candidates = self.context.token_data_array_ith(batch_index);
         if let Some(grammar) = &mut active.grammar {
             candidates.apply_sampler(grammar);
@@ -682,8 +691,7 @@ impl Worker<'_> {
         candidates.apply_sampler(&mut active.sampler);
         let Some(token) = candidates.selected_token() else {
             let _ = active.events.send(Event::Failed(Error::Inference("the sampler selected no token".into())));
-            sequence.active = None;
-            return;
+            return Sampled::Ended;
         };
         active.sampler.accept(token);
         if let Some(grammar) = &mut active.grammar {
@@ -691,13 +699,11 @@ impl Worker<'_> {
                 let _ = active
                     .events
                     .send(Event::Failed(Error::Inference("the grammar rejected the sampled token".into())));
-                sequence.active = None;
-                return;
+                return Sampled::Ended;
             }
         }
         if vocab.is_eog(token) {
-            self.finish(index, FinishReason::Stop);
-            return;
+            return Sampled::Finished(FinishReason::Stop);
         }
         active.completion_tokens += 1;
         let text = active.utf8.push(self.model.piece(token));
@@ -706,21 +712,20 @@ impl Worker<'_> {
             Scan::Stopped(emit) => (emit, true),
         };
         if !emit.is_empty() && active.events.send(Event::Text(emit)).is_err() {
-            sequence.active = None;
-            return;
+            return Sampled::Ended; // The caller is gone.
         }
         if stopped {
-            self.finish(index, FinishReason::Stop);
+            Sampled::Finished(FinishReason::Stop)
         } else if active.completion_tokens >= active.max_tokens {
-            self.finish(index, FinishReason::Length);
+            Sampled::Finished(FinishReason::Length)
         } else {
             active.next_token = Some(token);
+            Sampled::Continues
         }
     }
 
     fn finish(&mut self, index: usize, reason: FinishReason) {
-        let Some(mut active) = self.sequences[index].active.take() else { return };
-        self.sequences[index].last_used = self.clock;
+        let Some(active) = self.sequences[index].active.as_mut() else { return };
         let mut tail = active.utf8.finish();
         tail = match active.stops.push(&tail) {
             Scan::Continue(text) => text + &active.stops.finish(),
@@ -734,14 +739,22 @@ impl Worker<'_> {
             completion_tokens: active.completion_tokens,
             cached_prompt_tokens: active.cached_prompt_tokens as u32,
         });
+        self.release(index);
     }
+}
+
+/// What sampling a sequence's next token led to.
+enum Sampled {
+    Continues,
+    Finished(FinishReason),
+    /// The request failed or its caller left; its events say so where anyone listens.
+    Ended,
 }
 
 /// How much of `prompt`'s KV state a sequence holding `tokens` can supply: their common prefix,
 /// less the last prompt token, which is always decoded again because its logits start generation.
 fn reusable_prefix(tokens: &[LlamaToken], prompt: &[LlamaToken]) -> usize {
-    let common = tokens.iter().zip(prompt).take_while(|(held, wanted)| held == wanted).count();
-    common.min(prompt.len().saturating_sub(1))
+    common_prefix(tokens, prompt).min(prompt.len().saturating_sub(1))
 }
 
 /// Rules out tokens that would make the output invalid UTF-8. Byte-level vocabularies can

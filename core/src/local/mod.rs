@@ -9,6 +9,7 @@ mod gguf;
 mod grammar;
 mod model;
 mod output;
+mod prefix_store;
 mod template;
 
 pub use chat::ChunkStream;
