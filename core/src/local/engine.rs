@@ -504,7 +504,7 @@ impl Worker<'_> {
     /// snapshot.
     fn reusable_now(&mut self, prompt: &[LlamaToken]) -> usize {
         let running = self.sequences.iter().map(|sequence| reusable_prefix(&sequence.tokens, prompt)).max();
-        let stored = self.snapshots.longest_match(prompt).map(|(shared, _, _)| shared.min(prompt.len() - 1));
+        let stored = self.snapshots.longest_match(prompt).map(|(tokens, _)| reusable_prefix(tokens, prompt));
         running.unwrap_or(0).max(stored.unwrap_or(0))
     }
 
@@ -521,9 +521,8 @@ impl Worker<'_> {
             .map(|(index, sequence)| (reusable_prefix(&sequence.tokens, prompt), index))
             .max()
             .filter(|&(reusable, _)| reusable > 0);
-        let limit = prompt.len().saturating_sub(1);
-        let stored = self.snapshots.longest_match(prompt).map(|(shared, tokens, state)| {
-            let reusable = shared.min(limit);
+        let stored = self.snapshots.longest_match(prompt).map(|(tokens, state)| {
+            let reusable = reusable_prefix(tokens, prompt);
             (reusable, tokens[..reusable].to_vec(), state)
         });
         let seq_id = self.sequences[target].seq_id;

@@ -77,9 +77,10 @@ impl<Token: PartialEq, State> PrefixStore<Token, State> {
         self.entries.push(Entry { tokens, state, last_used: self.clock });
     }
 
-    /// The entry sharing the longest prefix with `prompt`, with that length; it counts as used.
-    pub(crate) fn longest_match(&mut self, prompt: &[Token]) -> Option<(usize, &[Token], &State)> {
-        let (shared, index) = self
+    /// The tokens and state of the entry sharing the longest prefix with `prompt`; it counts
+    /// as used.
+    pub(crate) fn longest_match(&mut self, prompt: &[Token]) -> Option<(&[Token], &State)> {
+        let (_, index) = self
             .entries
             .iter()
             .enumerate()
@@ -89,7 +90,7 @@ impl<Token: PartialEq, State> PrefixStore<Token, State> {
         self.clock += 1;
         let entry = &mut self.entries[index];
         entry.last_used = self.clock;
-        Some((shared, &entry.tokens, &entry.state))
+        Some((&entry.tokens, &entry.state))
     }
 
     /// Tokens held by all entries together.
@@ -113,7 +114,7 @@ mod tests {
     }
 
     fn matched(store: &mut PrefixStore<u32, &'static str>, prompt: &[u32]) -> Option<(usize, &'static str)> {
-        store.longest_match(prompt).map(|(shared, _, state)| (shared, *state))
+        store.longest_match(prompt).map(|(tokens, state)| (common_prefix(tokens, prompt), *state))
     }
 
     #[test]
