@@ -166,25 +166,13 @@ async fn bearer_auth_models_health_metrics_and_report() {
 
     let root = running.base.trim_end_matches("/v1");
     assert_eq!(http.get(format!("{root}/healthz")).send().await.unwrap().status(), 200, "health needs no key");
-    let models: Value = http
-        .get(format!("{}/models", running.base))
-        .bearer_auth("serve-secret")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let authorized_json = |path: &str| {
+        let request = http.get(format!("{}{path}", running.base)).bearer_auth("serve-secret");
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let models = authorized_json("/models").await;
     assert_eq!(models["data"][0]["id"], "big");
-    let report: Value = http
-        .get(format!("{}/slmkit/report", running.base))
-        .bearer_auth("serve-secret")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report = authorized_json("/slmkit/report").await;
     assert_eq!(report["calls"], 2);
     assert_eq!(report["served_from_cache"], 1);
     let metrics = http.get(format!("{root}/metrics")).send().await.unwrap().text().await.unwrap();
