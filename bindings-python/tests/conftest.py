@@ -15,27 +15,10 @@ ROOT = Path(__file__).resolve().parents[2]
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 MODEL = ROOT / "core" / "tests" / "fixtures" / "tiny-chatml.gguf"
 
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_order",
-            "description": "Look up an order",
-            "parameters": {
-                "type": "object",
-                "properties": {"order_id": {"type": "integer", "minimum": 1, "maximum": 99999}},
-                "required": ["order_id"],
-                "additionalProperties": False,
-            },
-        },
-    }
-]
-SCHEMA = {
-    "type": "object",
-    "properties": {"order_id": {"type": "integer"}, "urgent": {"type": "boolean"}},
-    "required": ["order_id", "urgent"],
-    "additionalProperties": False,
-}
+# The tool and JSON schema the e2e suites use too (`tests/e2e`).
+ORDER_FIXTURE = json.loads((ROOT / "tests" / "fixtures" / "order.json").read_text())
+TOOLS: List[Dict[str, Any]] = ORDER_FIXTURE["tools"]
+SCHEMA: Dict[str, Any] = ORDER_FIXTURE["schema"]
 
 
 class Server:

@@ -8,7 +8,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -27,28 +27,11 @@ const ROUTE_LLM = { headers: { 'X-Slmkit-Route': 'llm' } };
 const require = createRequire(path.join(repo, 'bindings-node', 'package.json'));
 const OpenAI = require('openai');
 
-const TOOLS = [
-  {
-    type: 'function',
-    function: {
-      name: 'get_order',
-      description: 'Look up an order',
-      parameters: {
-        type: 'object',
-        properties: { order_id: { type: 'integer', minimum: 1, maximum: 99999 } },
-        required: ['order_id'],
-        additionalProperties: false,
-      },
-    },
-  },
-];
+// The tool and JSON schema the Python suites use too.
+const ORDER_FIXTURE = JSON.parse(readFileSync(path.join(repo, 'tests', 'fixtures', 'order.json'), 'utf8'));
+const TOOLS = ORDER_FIXTURE.tools;
 const FORCE_GET_ORDER = { type: 'function', function: { name: 'get_order' } };
-const ORDER_SCHEMA = {
-  type: 'object',
-  properties: { order_id: { type: 'integer' }, urgent: { type: 'boolean' } },
-  required: ['order_id', 'urgent'],
-  additionalProperties: false,
-};
+const ORDER_SCHEMA = ORDER_FIXTURE.schema;
 
 const user = (text) => [{ role: 'user', content: text }];
 

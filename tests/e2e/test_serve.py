@@ -42,21 +42,9 @@ MODEL = ROOT / "core" / "tests" / "fixtures" / "tiny-chatml.gguf"
 METAGPT_CONFIG = ROOT / "examples" / "python" / "metagpt" / "config2.yaml"
 SECRET = "e2e-serve-secret"
 
-TOOLS: List[ChatCompletionToolParam] = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_order",
-            "description": "Look up an order",
-            "parameters": {
-                "type": "object",
-                "properties": {"order_id": {"type": "integer", "minimum": 1, "maximum": 99999}},
-                "required": ["order_id"],
-                "additionalProperties": False,
-            },
-        },
-    }
-]
+# The tool and JSON schema the Python binding's suite uses too.
+ORDER_FIXTURE = json.loads((ROOT / "tests" / "fixtures" / "order.json").read_text())
+TOOLS: List[ChatCompletionToolParam] = ORDER_FIXTURE["tools"]
 FORCE_GET_ORDER: ChatCompletionNamedToolChoiceParam = {"type": "function", "function": {"name": "get_order"}}
 
 
@@ -75,12 +63,7 @@ class GetOrderArguments(BaseModel):
     order_id: int = Field(ge=1, le=99999)
 
 
-ORDER_SCHEMA = {
-    "type": "object",
-    "properties": {"order_id": {"type": "integer"}, "urgent": {"type": "boolean"}},
-    "required": ["order_id", "urgent"],
-    "additionalProperties": False,
-}
+ORDER_SCHEMA = ORDER_FIXTURE["schema"]
 
 
 # --- processes ------------------------------------------------------------------------------
