@@ -65,6 +65,12 @@ async fn traced(
     (first.unwrap_or(total), total, tokens, arrivals)
 }
 
+/// Generation tokens/s of a short-prompt request for 64 tokens, timed from its first token.
+async fn generation_rate(engine: &LocalEngine, run: usize) -> f64 {
+    let (ttft, total, tokens) = timed(engine, &request(&words(300 + run, 4), "go", 64)).await;
+    f64::from(tokens.saturating_sub(1)) / (total - ttft).as_secs_f64()
+}
+
 fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -100,9 +106,7 @@ async fn main() {
         let prompt_tokens = model.count_tokens(&model.render_prompt(&prompt.messages, &[]).expect("render")) as f64;
         let (ttft, _, _) = timed(&engine, &prompt).await;
         pp.push(prompt_tokens / ttft.as_secs_f64());
-        let generate = request(&words(300 + run, 4), "go", 64);
-        let (ttft, total, tokens) = timed(&engine, &generate).await;
-        tg.push(f64::from(tokens.saturating_sub(1)) / (total - ttft).as_secs_f64());
+        tg.push(generation_rate(&engine, run).await);
     }
     println!("  prompt processing, tokens/s      {}", stats(pp));
     let fresh_generation = tg.clone();
@@ -187,9 +191,7 @@ async fn main() {
     let mut tg = Vec::new();
     let mut warm = Vec::new();
     for run in 0..RUNS {
-        let generate = request(&words(300 + run, 4), "go", 64);
-        let (ttft, total, tokens) = timed(&engine, &generate).await;
-        tg.push(f64::from(tokens.saturating_sub(1)) / (total - ttft).as_secs_f64());
+        tg.push(generation_rate(&engine, run).await);
         let role = &roles[roles.len() - 1 - run];
         let (first, _, _) = timed(&engine, &request(role, &format!("follow-up {run}"), 1)).await;
         warm.push(first.as_secs_f64() * 1000.0);

@@ -468,7 +468,7 @@ impl Worker<'_> {
             let _ = job.events.send(Event::Failed(Error::Inference("no free sequence".into())));
             return;
         };
-        let available = self.reusable_now(&job.prompt);
+        let available = self.reusable_now(&job.prompt, target);
         let pending = self
             .sequences
             .iter()
@@ -500,12 +500,24 @@ impl Worker<'_> {
         }
     }
 
-    /// How much of `prompt` the best source could supply right now: a running sequence or a
-    /// snapshot.
-    fn reusable_now(&mut self, prompt: &[LlamaToken]) -> usize {
-        let running = self.sequences.iter().map(|sequence| reusable_prefix(&sequence.tokens, prompt)).max();
-        let stored = self.snapshots.longest_match(prompt).map(|(tokens, _)| reusable_prefix(tokens, prompt));
-        running.unwrap_or(0).max(stored.unwrap_or(0))
+    /// How much of `prompt` the best source could supply right now to the request in sequence
+    /// `target`: a running sequence or a snapshot.
+    fn reusable_now(&mut self, prompt: &[LlamaToken], target: usize) -> usize {
+        let running = self.longest_running(prompt, target).map_or(0, |(reusable, _)| reusable);
+        let stored = self.snapshots.longest_match(prompt).map_or(0, |(tokens, _)| reusable_prefix(tokens, prompt));
+        running.max(stored)
+    }
+
+    /// The reusable length and index of the sequence other than `target` that can supply the
+    /// most of `prompt`, if any can supply some.
+    fn longest_running(&self, prompt: &[LlamaToken], target: usize) -> Option<(usize, usize)> {
+        self.sequences
+            .iter()
+            .enumerate()
+            .filter(|&(index, _)| index != target)
+            .map(|(index, sequence)| (reusable_prefix(&sequence.tokens, prompt), index))
+            .max()
+            .filter(|&(reusable, _)| reusable > 0)
     }
 
     /// Fills the (empty) sequence `target` with the longest prefix of its request's prompt that
@@ -513,18 +525,11 @@ impl Worker<'_> {
     fn load_prefix(&mut self, target: usize) {
         let Some(active) = self.sequences[target].active.as_ref() else { return };
         let prompt = &active.prompt;
-        let running = self
-            .sequences
-            .iter()
-            .enumerate()
-            .filter(|&(index, _)| index != target)
-            .map(|(index, sequence)| (reusable_prefix(&sequence.tokens, prompt), index))
-            .max()
-            .filter(|&(reusable, _)| reusable > 0);
-        let stored = self.snapshots.longest_match(prompt).map(|(tokens, state)| {
-            let reusable = reusable_prefix(tokens, prompt);
-            (reusable, tokens[..reusable].to_vec(), state)
-        });
+        let running = self.longest_running(prompt, target);
+        let stored = self
+            .snapshots
+            .longest_match(prompt)
+            .map(|(tokens, state)| (reusable_prefix(tokens, prompt), tokens, state));
         let seq_id = self.sequences[target].seq_id;
         let reused = match (running, stored) {
             (running, Some((reusable, tokens, state))) if reusable > running.map_or(0, |(r, _)| r) => {
@@ -534,7 +539,7 @@ impl Worker<'_> {
                         Ok(true)
                     );
                 if restored {
-                    self.sequences[target].tokens = tokens;
+                    self.sequences[target].tokens = tokens[..reusable].to_vec();
                     reusable
                 } else {
                     self.reset(target, 0)
@@ -577,11 +582,11 @@ impl Worker<'_> {
     /// Ends sequence `index`'s request: its KV state goes to the snapshot store (unless a
     /// snapshot already holds it) and its cells are freed.
     fn release(&mut self, index: usize) {
-        self.sequences[index].active = None;
-        let sequence = &self.sequences[index];
-        if self.snapshots.would_add(&sequence.tokens) {
+        let sequence = &mut self.sequences[index];
+        sequence.active = None;
+        let tokens = std::mem::take(&mut sequence.tokens);
+        if self.snapshots.would_add(&tokens) {
             if let Ok(state) = self.context.state_seq_get(sequence.seq_id, LlamaStateSeqFlags::empty()) {
-                let tokens = sequence.tokens.clone();
                 self.snapshots.insert(tokens, state);
             }
         }
