@@ -1,4 +1,5 @@
 //! The `slmkit` command's parts, as a library so they can be tested in process.
 
 pub mod demo;
+pub mod models;
 pub mod server;

@@ -63,6 +63,14 @@ enum Command {
         #[arg(long)]
         explain: bool,
     },
+    /// Download models into the cache (catalog names, hf:ORG/REPO/FILE.gguf[@rev], https:// URLs)
+    /// and print their paths.
+    Pull {
+        #[arg(required = true)]
+        references: Vec<String>,
+    },
+    /// List the model catalog and what is cached.
+    Models,
     /// Render a ledger JSONL file as the report table (or JSON).
     Report {
         ledger: PathBuf,
@@ -128,6 +136,13 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
             println!("{}", evaluate(&router, &calls)?);
         }
+        Command::Pull { references } => {
+            let paths = tokio::task::spawn_blocking(move || slmkit_cli::models::pull(&references)).await??;
+            for path in paths {
+                println!("{}", path.display());
+            }
+        }
+        Command::Models => print!("{}", slmkit_cli::models::list()),
         Command::Report { ledger, json } => {
             let (records, warnings) = read_jsonl(&ledger)?;
             for warning in &warnings {

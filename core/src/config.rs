@@ -3,7 +3,7 @@
 //! ```toml
 //! [slm]                      # the small model: local GGUF, or a remote pool (vLLM, Ollama…)
 //! backend = "local"
-//! model = "models/qwen2.5-1.5b-instruct-q8_0.gguf"   # relative to this file
+//! model = "qwen2.5-coder-0.5b-instruct"   # a catalog name, hf:ORG/REPO/FILE.gguf, a URL, or a path relative to this file
 //! slots = 4                  # requests decoded together
 //! context = 4096             # tokens per request, prompt and output
 //! prefix_cache = 16384       # tokens of finished requests' KV state kept for prefix reuse
@@ -90,7 +90,9 @@ fn yes() -> bool {
 #[serde(tag = "backend", rename_all = "snake_case", deny_unknown_fields)]
 pub enum TierSection {
     Local {
-        /// Path to the GGUF file, relative to the config file.
+        /// The GGUF file: a path (relative to the config file), or a model reference
+        /// (`hf:ORG/REPO/FILE.gguf[@rev]`, an `https://` URL, a catalog name) that
+        /// [`crate::models::resolve`] fetches into the cache.
         model: PathBuf,
         #[serde(default)]
         slots: Option<usize>,
@@ -312,7 +314,7 @@ impl Config {
     fn resolve_paths(&mut self, dir: &Path) {
         for tier in [&mut self.slm, &mut self.llm].into_iter().flatten() {
             if let TierSection::Local { model, .. } = tier {
-                if model.is_relative() {
+                if model.is_relative() && !crate::models::is_named_reference(model, dir) {
                     *model = dir.join(&*model);
                 }
             }
@@ -384,6 +386,19 @@ fn seconds(name: &str, value: Option<f64>, default: Duration) -> Result<Duration
     }
 }
 
+/// A local tier's `model`: a path, or a reference [`crate::models::resolve`] fetches (from the
+/// cache when it is there; offline with `HF_HUB_OFFLINE=1` / `SLMKIT_OFFLINE=1`).
+fn resolve_model(model: &Path) -> Result<PathBuf> {
+    let Some(reference) = model.to_str() else { return Ok(model.to_owned()) };
+    let options = crate::models::ResolveOptions::from_env();
+    if crate::models::cached(reference, &options).is_none() && !model.is_file() {
+        tracing::info!(model = reference, "pulling the model (slmkit pull {reference} does this ahead of time)");
+    }
+    let path = crate::models::resolve(reference, &options)?;
+    tracing::debug!(model = reference, path = %path.display(), "model resolved");
+    Ok(path)
+}
+
 impl TierSection {
     /// Loads or connects the backend, with its pricing.
     ///
@@ -393,7 +408,7 @@ impl TierSection {
         match self {
             TierSection::Local { model, slots, context, prefix_cache, threads, queue, gpu_layers, pricing } => {
                 let options = ModelOptions { gpu_layers: gpu_layers.unwrap_or(0), ..ModelOptions::default() };
-                let loaded = LocalModel::load(model, &options)?;
+                let loaded = LocalModel::load(resolve_model(model)?, &options)?;
                 let defaults = EngineOptions::default();
                 let engine = LocalEngine::shared(
                     loaded,

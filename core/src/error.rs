@@ -32,6 +32,12 @@ pub enum Error {
     #[error("cannot load model {path}: {reason}")]
     ModelLoad { path: PathBuf, reason: String },
 
+    /// A model reference could not be resolved to a file: a download failed (not found,
+    /// access denied, network, sha256 mismatch) or, offline, the model is not in the cache.
+    /// See [`crate::models`].
+    #[error("cannot fetch model {reference}: {reason}")]
+    ModelFetch { reference: String, reason: String },
+
     /// The engine's queue is full; retry later (HTTP 503).
     #[error("the local engine is overloaded: {queued} requests already queued (capacity {capacity})")]
     Overloaded { queued: usize, capacity: usize },
@@ -149,6 +155,7 @@ impl Error {
             Error::ValidationFailed { .. } => 422,
             Error::Cancelled => 499,
             Error::ModelLoad { .. }
+            | Error::ModelFetch { .. }
             | Error::Template(_)
             | Error::Inference(_)
             | Error::Io { .. }
@@ -164,6 +171,7 @@ impl Error {
             Error::InvalidSchema { .. } => "invalid_schema",
             Error::ContextLength { .. } => "context_length_exceeded",
             Error::ModelLoad { .. } => "model_load",
+            Error::ModelFetch { .. } => "model_fetch",
             Error::Overloaded { .. } => "overloaded",
             Error::Template(_) => "template",
             Error::Inference(_) => "inference",
@@ -194,7 +202,7 @@ impl Error {
     /// Everything a binding or server needs to rebuild this error for its own users, as
     /// JSON: always `kind`, `status`, `message` and `causes` (the source chain, outermost
     /// first); then the variant's own fields, e.g. `param` and `reason`, `prompt_tokens` /
-    /// `max_tokens` / `context_window`, `path`, `queued` / `capacity`, `url`, `body` (the
+    /// `max_tokens` / `context_window`, `path`, `reference`, `queued` / `capacity`, `url`, `body` (the
     /// server's answer as text) with `error` (its OpenAI error object, when it has one),
     /// `phase` / `after_s`, `tier` / `chunks_delivered` / `source_kind`, `reasons`,
     /// `validator`, and `retry_after_s`.
@@ -213,6 +221,7 @@ impl Error {
                 "prompt_tokens": prompt_tokens, "max_tokens": max_tokens, "context_window": context_window,
             }),
             Error::ModelLoad { path, reason } => json!({"path": path.display().to_string(), "reason": reason}),
+            Error::ModelFetch { reference, reason } => json!({"reference": reference, "reason": reason}),
             Error::Overloaded { queued, capacity } => json!({"queued": queued, "capacity": capacity}),
             Error::Api { url, message, body, .. } => {
                 let parsed = serde_json::from_str::<Value>(body).ok();

@@ -9,7 +9,8 @@
 //! - [`remote`]: any OpenAI-compatible endpoint, streaming over SSE;
 //! - [`client`]: the call path: route, validate ([`validate`]), retry, escalate, and record
 //!   every attempt in the [`ledger`];
-//! - [`config`]: the TOML file that configures all of it.
+//! - [`config`]: the TOML file that configures all of it;
+//! - [`models`]: model references (paths, `hf:`, URLs, catalog names) pulled into a cache.
 //!
 //! ```no_run
 //! # async fn demo() -> slmkit::Result<()> {
@@ -31,6 +32,7 @@ pub mod config;
 pub mod error;
 pub mod ledger;
 pub mod local;
+pub mod models;
 pub mod remote;
 pub mod route_eval;
 pub mod routing;
