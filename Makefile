@@ -62,6 +62,12 @@ test-e2e: test-python test-node
 route-score:
 	cargo run -q -p slmkit-cli -- route-score tests/routing/devset.jsonl
 
+## Pull the real models into the Hugging Face cache through `slmkit pull` (a no-op once cached;
+## every file verified by sha256). See "Models: pull by name" in the README.
+.PHONY: models
+models:
+	cargo run -q -p slmkit-cli -- pull smollm2-135m-instruct qwen2.5-coder-0.5b-instruct
+
 lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo fmt --all -- --check
