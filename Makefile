@@ -11,7 +11,13 @@ export CARGO_TERM_COLOR ?= never
 
 APT_PACKAGES := cmake clang libclang-dev
 
-.PHONY: help setup demo test test-rust test-python test-node test-e2e route-score lint bench fixtures clean
+.PHONY: help setup demo test test-rust test-python test-node test-e2e route-score lint bench fixtures clean test-models
+
+# Real models the tests run on, pulled through `slmkit pull` into the Hugging Face cache
+# (~/.cache/huggingface/hub, or $$HF_HUB_CACHE) once and verified by sha256.
+TEST_MODELS := smollm2-135m-instruct qwen2.5-coder-0.5b-instruct gemma-3-270m
+DEMO_MODELS := qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.5b-instruct
+SLMKIT := cargo run -q -p slmkit-cli --
 
 help:
 	@echo "make demo     set up and run the main job"
@@ -39,11 +45,16 @@ setup:
 	fi
 
 demo: setup
-	cargo run -p slmkit-cli -- demo
+	$(SLMKIT) pull $(DEMO_MODELS)
+	$(SLMKIT) demo
 
 test: setup test-rust route-score test-python test-node test-e2e lint
 
-test-rust:
+## Pull (once) and verify the real models the test suites run on.
+test-models: setup
+	$(SLMKIT) pull $(TEST_MODELS)
+
+test-rust: test-models
 	cargo test --workspace
 
 ## pytest against the real openai package, then mypy on the examples (venv in .venv).

@@ -1,31 +1,32 @@
 //! `slmkit demo`: replays a bundled MetaGPT-shaped agent trace through the client and prints,
 //! per call, the route, the reasons, the attempts and the cache status, then the ledger report.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 use slmkit::config::{TierSection, ValidatorSection};
 use slmkit::types::ChatCompletionRequest;
-use slmkit::{Config, Pricing};
+use slmkit::Config;
 
 /// 30 calls of a software-company run: PRD, design, tasks, code, tests, review, summaries,
 /// and the repeated calls such a run makes.
 const BUNDLED_TRACE: &str = include_str!("../../examples/traces/metagpt_software_company.jsonl");
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/fixtures").join(name)
-}
+/// The SLM: a real small instruct model from the catalog, pulled on first use.
+pub const DEMO_SLM: &str = "qwen2.5-coder-0.5b-instruct";
+/// Without OpenAI credentials, a three-times-larger local model stands in for the LLM.
+pub const DEMO_STAND_IN_LLM: &str = "qwen2.5-coder-1.5b-instruct";
 
-/// The demo's configuration: the given file, or the tiny fixture model as the SLM and, for
-/// the LLM, the endpoint in OPENAI_BASE_URL / OPENAI_API_KEY or else a second local model
-/// standing in for it.
+/// The demo's configuration: the given file, or Qwen2.5-Coder-0.5B-Instruct as the SLM and,
+/// for the LLM, the endpoint in OPENAI_BASE_URL / OPENAI_API_KEY or else Qwen2.5-Coder-1.5B-
+/// Instruct standing in for it. Models are catalog names, so an installed binary runs the
+/// demo from any directory.
 fn demo_config(config: Option<&Path>) -> Result<(Config, String), Box<dyn std::error::Error>> {
     if let Some(path) = config {
         return Ok((Config::from_file(path)?, format!("tiers from {}", path.display())));
     }
     let mut config = Config::from_toml_str(&format!(
-        "[slm]\nbackend = \"local\"\nmodel = {:?}\ncontext = 2048\nslots = 2\n",
-        fixture("tiny-chatml.gguf").display().to_string()
+        "[slm]\nbackend = \"local\"\nmodel = \"{DEMO_SLM}\"\ncontext = 4096\nslots = 2\n"
     ))?;
     let note = match Config::llm_from_env() {
         Some(remote) => {
@@ -39,20 +40,16 @@ fn demo_config(config: Option<&Path>) -> Result<(Config, String), Box<dyn std::e
             label
         }
         None => {
-            config.llm = Some(TierSection::Local {
-                model: fixture("tiny-notemplate.gguf"),
-                slots: Some(2),
-                context: Some(2048),
-                prefix_cache: None,
-                threads: None,
-                queue: None,
-                gpu_layers: None,
-                // It stands in for a hosted LLM, so it is priced like one.
-                pricing: Some(Pricing::gpt_4o()),
-            });
-            "LLM tier: STAND-IN — a second tiny local model priced at gpt-4o's list price, so the demo runs offline \
-             with no keys (set OPENAI_API_KEY / OPENAI_BASE_URL, or pass --config, for a real LLM)"
-                .to_owned()
+            // It stands in for a hosted LLM, so it is priced like one (gpt-4o's list price).
+            let stand_in = Config::from_toml_str(&format!(
+                "[llm]\nbackend = \"local\"\nmodel = \"{DEMO_STAND_IN_LLM}\"\ncontext = 4096\nslots = 1\n\
+                 [llm.pricing]\nkind = \"per_token\"\ninput_usd_per_million = 2.5\noutput_usd_per_million = 10.0\n"
+            ))?;
+            config.llm = stand_in.llm;
+            format!(
+                "LLM tier: STAND-IN — {DEMO_STAND_IN_LLM}, a local model priced at gpt-4o's list price, so the demo \
+                 runs offline with no keys (set OPENAI_API_KEY / OPENAI_BASE_URL, or pass --config, for a real LLM)"
+            )
         }
     };
     // MetaGPT's ActionNode prompts ask for [CONTENT]...[/CONTENT]; answers without it fail.
@@ -75,7 +72,9 @@ pub async fn run(
         Some(path) => std::fs::read_to_string(path)?,
         None => BUNDLED_TRACE.to_owned(),
     };
-    let client = config.build()?;
+    eprintln!("slmkit demo: loading the models (pulled and verified on first use)");
+    let client = tokio::task::spawn_blocking(move || config.build().map(|client| (client, config))).await??;
+    let (client, config) = client;
     println!("slmkit demo: replaying {} agent calls", text.lines().filter(|line| !line.trim().is_empty()).count());
     println!("SLM tier: {}", describe(&config.slm));
     println!("{note}\n");

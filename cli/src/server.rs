@@ -197,9 +197,20 @@ pub async fn run(
     let mut server = ServerConfig::from_config(&config)?;
     server.host = host.unwrap_or(server.host);
     server.port = port.unwrap_or(server.port);
-    let client = config.build()?;
-    let listener = tokio::net::TcpListener::bind((server.host.as_str(), server.port)).await?;
+    // Bind before loading models: a taken port is reported at once, not after a minute of
+    // loading, and connections that arrive while models load wait in the backlog.
+    let wanted = format!("{}:{}", server.host, server.port);
+    let listener = tokio::net::TcpListener::bind((server.host.as_str(), server.port))
+        .await
+        .map_err(|err| format!("cannot listen on {wanted}: {err}"))?;
     let address: SocketAddr = listener.local_addr()?;
+    eprintln!("slmkit serve: bound http://{address}/v1; loading models");
+    let client = tokio::task::spawn_blocking(move || config.build()).await??;
+    for tier in [Tier::Slm, Tier::Llm] {
+        if let Some(config) = client.tier(tier) {
+            eprintln!("slmkit serve: {tier} tier: {}", config.backend.model());
+        }
+    }
     println!("slmkit serve: listening on http://{address}/v1");
     let grace = Duration::from_secs_f64(server.shutdown_grace_s);
     serve(listener, app(client.clone(), &server), shutdown_signal(), grace).await?;
@@ -343,7 +354,24 @@ async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
         .into_iter()
         .filter_map(|tier| {
             let config = state.client.tier(tier)?;
-            Some(json!({"id": config.backend.model(), "object": "model", "created": 0, "owned_by": format!("slmkit-{tier}"), "tier": tier, "backend": config.backend.kind()}))
+            let mut entry = json!({
+                "id": config.backend.forcing_id().map_or_else(|| config.backend.model(), str::to_owned),
+                "object": "model",
+                "created": 0,
+                "owned_by": format!("slmkit-{tier}"),
+                "tier": tier,
+                "backend": config.backend.kind(),
+                "name": config.backend.model(),
+            });
+            if let slmkit::Backend::Local(engine) = &config.backend {
+                let model = engine.model();
+                entry["context_window"] = json!(engine.context_window());
+                entry["context_length"] = json!(model.context_length());
+                entry["quantization"] = json!(model.quantization());
+                entry["tool_support"] = json!(model.tool_support());
+                entry["chat_template"] = json!(if model.has_chat_template() { "gguf" } else { "chatml_fallback" });
+            }
+            Some(entry)
         })
         .collect();
     Json(json!({"object": "list", "data": data}))

@@ -52,6 +52,16 @@ impl Backend {
         }
     }
 
+    /// The id a request's `model` can name to force this tier: a local model's id (its catalog
+    /// name or file stem). Remote tiers have none: their model names (`gpt-4o`) are what
+    /// frameworks send anyway, so those calls are routed.
+    pub fn forcing_id(&self) -> Option<&str> {
+        match self {
+            Backend::Local(engine) => Some(engine.model().id()),
+            Backend::Remote(_) => None,
+        }
+    }
+
     /// What identifies this backend's answers in the cache key: the model file, or the
     /// endpoint, model and a fingerprint of the API key.
     pub(crate) fn identity(&self) -> String {
@@ -101,6 +111,12 @@ pub struct RetryPolicy {
     /// SLM retries of a greedy (temperature 0) request sample at this temperature instead,
     /// since a new seed alone would reproduce the same answer. Default 0.7.
     pub retry_temperature: f64,
+    /// Nucleus sampling for SLM retries that set no `top_p` of their own. Default 0.9.
+    pub retry_top_p: Option<f64>,
+    /// llama.cpp's `min_p` for local SLM retries: tokens below this share of the likeliest
+    /// token's probability are never sampled, which keeps a small model's retry from drifting
+    /// into junk at a raised temperature. Default 0.05.
+    pub retry_min_p: Option<f64>,
 }
 
 impl Default for RetryPolicy {
@@ -113,6 +129,8 @@ impl Default for RetryPolicy {
             max_backoff: Duration::from_secs(8),
             max_retry_after: Duration::from_secs(60),
             retry_temperature: 0.7,
+            retry_top_p: Some(0.9),
+            retry_min_p: Some(0.05),
         }
     }
 }
@@ -233,6 +251,11 @@ impl ClientBuilder {
         if !self.retry.retry_temperature.is_finite() || !(0.0..=2.0).contains(&self.retry.retry_temperature) {
             return Err(Error::Config("retry_temperature must be from 0 to 2".into()));
         }
+        for (name, value) in [("retry_top_p", self.retry.retry_top_p), ("retry_min_p", self.retry.retry_min_p)] {
+            if value.is_some_and(|value| !value.is_finite() || !(0.0..=1.0).contains(&value)) {
+                return Err(Error::Config(format!("{name} must be from 0 to 1")));
+            }
+        }
         let counterfactual = self.counterfactual.unwrap_or_else(|| match &self.llm {
             Some(TierConfig { pricing: pricing @ Pricing::PerToken { .. }, .. }) => pricing.clone(),
             _ => Pricing::gpt_4o(),
@@ -328,12 +351,33 @@ impl Client {
     /// [`Error::InvalidRequest`] for a malformed routing hint.
     pub fn explain(&self, request: &ChatCompletionRequest) -> Result<RouteDecision> {
         let mut decision = self.inner.router.decide(request)?;
+        if !decision.forced {
+            if let Some(tier) = self.tier_named(&request.model) {
+                decision.tier = tier;
+                decision.forced = true;
+                decision.signals.clear();
+                decision.score = None;
+                decision.reasons = vec![format!("the request's model {:?} is the {tier} tier's model", request.model)];
+            }
+        }
         if self.tier(decision.tier).is_none() {
             let other = other_tier(decision.tier);
             decision.reasons.push(format!("no {} tier is configured, so the {other} tier serves", decision.tier));
             decision.tier = other;
         }
         Ok(decision)
+    }
+
+    /// The tier whose local model `model` names (case-insensitive), if any.
+    fn tier_named(&self, model: &str) -> Option<Tier> {
+        if model.is_empty() {
+            return None;
+        }
+        [Tier::Slm, Tier::Llm].into_iter().find(|tier| {
+            self.tier(*tier)
+                .and_then(|config| config.backend.forcing_id())
+                .is_some_and(|id| id.eq_ignore_ascii_case(model))
+        })
     }
 
     /// Answers `request`: from the cache, or routed, validated, retried and escalated as
@@ -576,8 +620,23 @@ struct Call<'a> {
 /// What one attempt produced.
 enum AttemptResult {
     Accepted(Box<Served>),
-    Rejected(String),
+    /// A validator rejected the answer; `cut_off_after_prompt` holds the prompt's tokens when
+    /// the answer had been cut off by its token budget.
+    Rejected { reason: String, cut_off_after_prompt: Option<u32> },
     Failed(Error),
+}
+
+/// A bigger output budget for the retry of an answer cut off at `current` tokens: four times
+/// as many (doubling often cuts a pretty-printed JSON answer off again), within what the local model's window leaves after the prompt. `None` when it cannot
+/// grow (no budget was set, so the window itself cut it off, or the window is full).
+fn larger_output_budget(current: Option<u32>, prompt_tokens: u32, slm: &TierConfig) -> Option<u32> {
+    let current = current?;
+    let grown = current.saturating_mul(4);
+    let larger = match &slm.backend {
+        Backend::Local(engine) => grown.min(engine.context_window().saturating_sub(prompt_tokens)),
+        Backend::Remote(_) => grown,
+    };
+    (larger > current).then_some(larger)
 }
 
 impl<'a> Call<'a> {
@@ -627,22 +686,41 @@ impl<'a> Call<'a> {
         let retry = self.client.retry.clone();
         let mut rejections: Vec<String> = Vec::new();
         let mut last_error: Option<Error> = None;
+        let forced_slm = self.decision.forced && self.decision.tier == Tier::Slm;
         if self.decision.tier == Tier::Slm {
             if let Some(slm) = &self.client.slm {
+                let mut output_budget = self.request.max_output_tokens();
                 for slm_try in 0..retry.slm_attempts {
                     if !self.budget_left() {
                         break;
                     }
-                    let request = self.slm_request(slm_try);
+                    let request = self.slm_request(slm_try, output_budget, slm);
                     match self.attempt(Tier::Slm, slm, &request, stream).await? {
                         AttemptResult::Accepted(served) => return Ok(*served),
-                        AttemptResult::Rejected(reason) => rejections.push(reason),
+                        AttemptResult::Rejected { reason, cut_off_after_prompt } => {
+                            rejections.push(reason);
+                            // A cut-off answer retried with the same budget is cut off again.
+                            if let Some(prompt_tokens) = cut_off_after_prompt {
+                                match larger_output_budget(output_budget, prompt_tokens, slm) {
+                                    Some(larger) => output_budget = Some(larger),
+                                    None => {
+                                        self.decision.reasons.push(
+                                            "the SLM's answer was cut off with no room left in its window".into(),
+                                        );
+                                        break;
+                                    }
+                                }
+                            }
+                        }
                         AttemptResult::Failed(err) => {
                             // A new seed does not fix a failing engine or an oversized prompt: escalate.
                             last_error = Some(err);
                             break;
                         }
                     }
+                }
+                if forced_slm {
+                    return Err(last_error.unwrap_or(Error::ValidationFailed { reasons: rejections }));
                 }
                 if self.client.llm.is_some() && self.budget_left() {
                     self.decision.reasons.push(match &last_error {
@@ -661,7 +739,13 @@ impl<'a> Call<'a> {
             }
             match self.attempt(Tier::Llm, llm, self.request, stream).await? {
                 AttemptResult::Accepted(served) => return Ok(*served),
-                AttemptResult::Rejected(reason) => rejections.push(reason),
+                AttemptResult::Rejected { reason, cut_off_after_prompt } => {
+                    rejections.push(reason);
+                    if cut_off_after_prompt.is_some() {
+                        // The same request would be cut off at the same place again.
+                        break;
+                    }
+                }
                 AttemptResult::Failed(err) => {
                     let retriable = err.is_retriable();
                     let wait = retry.backoff(llm_try + 1, err.retry_after());
@@ -677,17 +761,33 @@ impl<'a> Call<'a> {
         Err(last_error.unwrap_or(Error::ValidationFailed { reasons: rejections }))
     }
 
-    /// The request for SLM try `slm_try` (0-based): retries get a new seed, and greedy
-    /// requests a temperature, so a retry can answer differently.
-    fn slm_request(&self, slm_try: u32) -> ChatCompletionRequest {
+    /// The request for SLM try `slm_try` (0-based): retries get a new seed, greedy requests a
+    /// temperature, and both the retry sampling settings, so a retry can answer differently
+    /// without drifting into junk; `output_budget` replaces the caller's `max_tokens` after a
+    /// cut-off answer.
+    fn slm_request(&self, slm_try: u32, output_budget: Option<u32>, slm: &TierConfig) -> ChatCompletionRequest {
         let mut request = self.request.clone();
+        if output_budget != self.request.max_output_tokens() {
+            if request.max_completion_tokens.is_some() {
+                request.max_completion_tokens = output_budget;
+            } else {
+                request.max_tokens = output_budget;
+            }
+        }
         if slm_try > 0 {
+            let retry = &self.client.retry;
             request.seed = Some(match self.request.seed {
                 Some(seed) => seed.wrapping_add(i64::from(slm_try)),
                 None => rand::random::<u32>().into(),
             });
             if request.temperature.is_some_and(|temperature| temperature == 0.0) {
-                request.temperature = Some(self.client.retry.retry_temperature);
+                request.temperature = Some(retry.retry_temperature);
+            }
+            if request.top_p.is_none() {
+                request.top_p = retry.retry_top_p;
+            }
+            if let (Some(min_p), Backend::Local(_)) = (retry.retry_min_p, &slm.backend) {
+                request.extra.entry("min_p").or_insert_with(|| json!(min_p));
             }
         }
         request
@@ -779,11 +879,17 @@ impl<'a> Call<'a> {
             }
         };
         let (usage, estimated) = usage_or_estimate(&completion, request);
+        let cut_off = completion.choices.first().is_some_and(|choice| choice.finish_reason == FinishReason::Length);
+        // LLM answers are trusted, except one cut off by max_tokens: that may be half an answer.
+        let validators = if tier == Tier::Llm && cut_off { self.validators_for(Tier::Slm) } else { validators };
         for validator in &validators {
             match validator.check(self.request, &completion).await {
                 Ok(Ok(())) => {}
                 Ok(Err(reason)) => {
-                    let reason = format!("{}: {reason}", validator.name());
+                    let reason = match cut_off {
+                        true => format!("{}: {reason} (the answer was cut off by max_tokens)", validator.name()),
+                        false => format!("{}: {reason}", validator.name()),
+                    };
                     self.spent_usd += guard.finish(
                         Outcome::ValidationFailed,
                         Some(reason.clone()),
@@ -800,7 +906,8 @@ impl<'a> Call<'a> {
                         Outcome::ValidationFailed,
                         Some(reason.clone()),
                     ));
-                    return Ok(AttemptResult::Rejected(reason));
+                    let cut_off_after_prompt = cut_off.then_some(usage.prompt_tokens);
+                    return Ok(AttemptResult::Rejected { reason, cut_off_after_prompt });
                 }
                 Err(err) => {
                     let message = err.to_string();

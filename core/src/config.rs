@@ -143,6 +143,10 @@ pub struct RetrySection {
     pub max_backoff_ms: Option<u64>,
     pub max_retry_after_s: Option<f64>,
     pub retry_temperature: Option<f64>,
+    /// Nucleus sampling for SLM retries (0 to 1; 1 turns it off). Default 0.9.
+    pub retry_top_p: Option<f64>,
+    /// `min_p` for local SLM retries (0 to 1; 0 turns it off). Default 0.05.
+    pub retry_min_p: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -472,6 +476,8 @@ impl RetrySection {
             max_backoff: self.max_backoff_ms.map_or(defaults.max_backoff, Duration::from_millis),
             max_retry_after: seconds("max_retry_after_s", self.max_retry_after_s, defaults.max_retry_after)?,
             retry_temperature: self.retry_temperature.unwrap_or(defaults.retry_temperature),
+            retry_top_p: self.retry_top_p.or(defaults.retry_top_p),
+            retry_min_p: self.retry_min_p.or(defaults.retry_min_p),
         })
     }
 }

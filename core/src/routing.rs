@@ -136,6 +136,9 @@ pub struct RouteDecision {
     pub prompt_tokens: u32,
     /// Whether `prompt_tokens` was counted with the SLM's tokenizer (else estimated).
     pub prompt_tokens_exact: bool,
+    /// Whether the caller chose the tier (a route hint, or a tier's model id in `model`): a
+    /// forced SLM call is never escalated.
+    pub forced: bool,
 }
 
 /// What the router knows about the SLM tier.
@@ -299,6 +302,7 @@ impl Router {
             threshold: self.threshold,
             prompt_tokens: 0,
             prompt_tokens_exact: false,
+            forced: false,
         };
         let Some(slm) = &self.slm else {
             decision.tier = Tier::Llm;
@@ -315,6 +319,7 @@ impl Router {
 
         if let Some(tier) = forced_route(request)? {
             decision.tier = tier;
+            decision.forced = true;
             decision.reasons.push(format!("the caller forced the {tier} tier"));
             return Ok(decision);
         }

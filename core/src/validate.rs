@@ -6,7 +6,7 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 
 use crate::error::Result;
-use crate::types::{ChatCompletion, ChatCompletionRequest, ResponseFormat};
+use crate::types::{ChatCompletion, ChatCompletionRequest, ResponseFormat, Role};
 
 /// `Ok(())` accepts the answer; `Err(reason)` rejects it, and the reason goes to the ledger.
 pub type Verdict = std::result::Result<(), String>;
@@ -290,5 +290,116 @@ impl Validator for Callback {
 /// The validators every client starts with: JSON, schema and tool-argument checks, each of
 /// which applies only to requests that ask for that structure.
 pub fn default_validators() -> Vec<Arc<dyn Validator>> {
-    vec![Arc::new(JsonParses), Arc::new(JsonSchemaMatches), Arc::new(ToolArgumentsMatch)]
+    vec![Arc::new(JsonParses), Arc::new(JsonSchemaMatches), Arc::new(ToolArgumentsMatch), Arc::new(ToolCallRepeated)]
+}
+
+/// After a tool result, the answer does not call the same tool with the same arguments again.
+/// Small models often do, instead of answering from the result; the call would loop forever.
+#[derive(Debug, Default, Clone)]
+pub struct ToolCallRepeated;
+
+impl ToolCallRepeated {
+    /// The calls that the trailing tool results answer: those of the last assistant message,
+    /// when every message after it is a tool result.
+    fn answered_calls(request: &ChatCompletionRequest) -> Option<&[crate::types::ToolCall]> {
+        let last_assistant = request.messages.iter().rposition(|message| message.role == Role::Assistant)?;
+        let after = &request.messages[last_assistant + 1..];
+        if after.is_empty() || !after.iter().all(|message| message.role == Role::Tool) {
+            return None;
+        }
+        request.messages[last_assistant].tool_calls.as_deref().filter(|calls| !calls.is_empty())
+    }
+}
+
+impl Validator for ToolCallRepeated {
+    fn name(&self) -> &str {
+        "tool_call_repeated"
+    }
+
+    fn applies_to(&self, request: &ChatCompletionRequest) -> bool {
+        !request.active_tools().is_empty() && Self::answered_calls(request).is_some()
+    }
+
+    fn check<'a>(
+        &'a self,
+        request: &'a ChatCompletionRequest,
+        answer: &'a ChatCompletion,
+    ) -> BoxFuture<'a, Result<Verdict>> {
+        let answered = Self::answered_calls(request).unwrap_or_default();
+        let calls = answer.message().and_then(|message| message.tool_calls.as_deref()).unwrap_or_default();
+        let same_arguments = |a: &str, b: &str| match (serde_json::from_str::<Value>(a), serde_json::from_str::<Value>(b)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => a.trim() == b.trim(),
+        };
+        let repeated = calls.iter().find(|call| {
+            answered.iter().any(|done| {
+                done.function.name == call.function.name
+                    && same_arguments(&done.function.arguments, &call.function.arguments)
+            })
+        });
+        ready(match repeated {
+            Some(call) => Err(format!(
+                "the answer repeats the call {}({}) whose result it was just given",
+                call.function.name, call.function.arguments
+            )),
+            None => Ok(()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::ChatMessage;
+    use serde_json::json;
+
+    fn request_after_result() -> ChatCompletionRequest {
+        serde_json::from_value(json!({
+            "model": "m",
+            "messages": [
+                {"role": "user", "content": "Where is order A-1?"},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                    "function": {"name": "get_order", "arguments": "{\"order_id\": \"A-1\"}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "shipped"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "get_order", "parameters": {"type": "object"}}}]
+        }))
+        .unwrap()
+    }
+
+    fn answer(tool_calls: Value, content: Value) -> ChatCompletion {
+        serde_json::from_value(json!({
+            "id": "x", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                "message": {"role": "assistant", "content": content, "tool_calls": tool_calls}}]
+        }))
+        .unwrap()
+    }
+
+    fn verdict(request: &ChatCompletionRequest, answer: &ChatCompletion) -> Verdict {
+        futures::executor::block_on(ToolCallRepeated.check(request, answer)).unwrap()
+    }
+
+    #[test]
+    fn a_call_repeated_after_its_result_is_rejected() {
+        let request = request_after_result();
+        assert!(ToolCallRepeated.applies_to(&request));
+        let same = json!([{"id": "c2", "type": "function",
+            "function": {"name": "get_order", "arguments": "{\"order_id\":\"A-1\"}"}}]);
+        let err = verdict(&request, &answer(same, Value::Null)).unwrap_err();
+        assert!(err.contains("repeats the call get_order"), "{err}");
+        let other = json!([{"id": "c2", "type": "function",
+            "function": {"name": "get_order", "arguments": "{\"order_id\":\"B-2\"}"}}]);
+        assert_eq!(verdict(&request, &answer(other, Value::Null)), Ok(()));
+        assert_eq!(verdict(&request, &answer(Value::Null, json!("It has shipped."))), Ok(()));
+    }
+
+    #[test]
+    fn only_turns_right_after_a_result_are_checked() {
+        let mut request = request_after_result();
+        request.messages.push(ChatMessage::user("thanks"));
+        assert!(!ToolCallRepeated.applies_to(&request));
+        request.messages.truncate(1);
+        assert!(!ToolCallRepeated.applies_to(&request));
+    }
 }

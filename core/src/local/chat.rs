@@ -7,13 +7,14 @@ use serde_json::Map;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::engine::{Event, LocalEngine, Sampling};
-use super::grammar::{constraint_for, OutputConstraint, OutputKind};
+use super::grammar::{constraint_for, OutputConstraint, OutputKind, ToolCallSyntax};
+use super::model::ToolSupport;
 use super::output::parse_tool_calls;
 use crate::error::{Error, Result};
 use crate::types::{
-    new_id, unix_now, AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
-    ChunkChoice, ContentPart, Delta, FinishReason, FunctionCallDelta, MessageContent, Role, ToolCall, ToolCallDelta,
-    Usage,
+    new_id, unix_now, AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage,
+    Choice, ChunkChoice, ContentPart, Delta, FinishReason, FunctionCallDelta, MessageContent, Role, Tool, ToolCall,
+    ToolCallDelta, Usage,
 };
 
 /// A stream of completion chunks.
@@ -23,6 +24,8 @@ pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatCompletionChunk>> + 
 struct Prepared {
     prompt_tokens: u32,
     kind: OutputKind,
+    /// How calls are written in this request's output (bare JSON when slmkit prompts the tools).
+    syntax: ToolCallSyntax,
     request: ChatCompletionRequest,
 }
 
@@ -86,8 +89,15 @@ impl LocalEngine {
     fn prepare(&self, request: ChatCompletionRequest) -> Result<(Prepared, PreparedJob)> {
         request.validate()?;
         reject_non_text(&request, self.model().name())?;
-        let (constraint, kind) = constraint_for(&request, self.model().tool_syntax())?;
-        let prompt_text = self.model().render_prompt(&request.messages, request.active_tools())?;
+        let prompted_tools = self.model().tool_support() == ToolSupport::Prompt && !request.active_tools().is_empty();
+        let syntax = if prompted_tools { ToolCallSyntax::BareJson } else { self.model().tool_syntax() };
+        let (constraint, kind) = constraint_for(&request, syntax)?;
+        let prompt_text = if prompted_tools {
+            let messages = with_prompted_tools(&request.messages, request.active_tools());
+            self.model().render_prompt(&messages, &[])?
+        } else {
+            self.model().render_prompt(&request.messages, request.active_tools())?
+        };
         let prompt = self.model().tokenize(&prompt_text);
         let prompt_tokens = prompt.len() as u32;
         let window = self.context_window();
@@ -101,10 +111,13 @@ impl LocalEngine {
         let sampling = Sampling {
             temperature: request.temperature.unwrap_or(1.0),
             top_p: request.top_p,
+            min_p: min_p_of(&request)?,
             seed: request.seed.map(fold_seed).unwrap_or_else(rand::random),
         };
-        let job = PreparedJob { prompt, sampling, constraint, max_tokens, stops: request.stop_sequences() };
-        Ok((Prepared { prompt_tokens, kind, request }, job))
+        let mut stops = request.stop_sequences();
+        stops.extend(self.model().stop_markers().iter().filter(|marker| !stops.contains(marker)).cloned().collect::<Vec<_>>());
+        let job = PreparedJob { prompt, sampling, constraint, max_tokens, stops };
+        Ok((Prepared { prompt_tokens, kind, syntax, request }, job))
     }
 
     fn completion(&self, prepared: &Prepared, text: String, reason: FinishReason, usage: Usage) -> ChatCompletion {
@@ -141,7 +154,7 @@ impl LocalEngine {
         if prepared.kind == OutputKind::Text {
             return (Some(text), Vec::new(), reason);
         }
-        let parsed = parse_tool_calls(&text, self.model().tool_syntax(), prepared.request.active_tools());
+        let parsed = parse_tool_calls(&text, prepared.syntax, prepared.request.active_tools());
         if parsed.tool_calls.is_empty() {
             // A forced call cut short by max_tokens stays text, with finish_reason "length".
             return (Some(text), Vec::new(), reason);
@@ -157,6 +170,62 @@ struct PreparedJob {
     constraint: OutputConstraint,
     max_tokens: u32,
     stops: Vec<String>,
+}
+
+/// llama.cpp's `min_p`, an extension to OpenAI's parameters that llama.cpp's server and vLLM
+/// accept as well; slmkit's retries set it.
+fn min_p_of(request: &ChatCompletionRequest) -> Result<Option<f64>> {
+    match request.extra.get("min_p") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(value) => match value.as_f64() {
+            Some(min_p) if (0.0..=1.0).contains(&min_p) => Ok(Some(min_p)),
+            _ => Err(Error::invalid_request(format!("min_p must be a number from 0 to 1, got {value}"), Some("min_p"))),
+        },
+    }
+}
+
+/// The tool preamble slmkit writes for a model whose template ignores `tools`. Documented in
+/// the README ("Tools on models without tool support").
+pub(crate) const PROMPTED_TOOLS_PREAMBLE: &str = "You can call these functions. Their signatures, as JSON:";
+const PROMPTED_TOOLS_INSTRUCTION: &str = "To call a function, answer with only a JSON object \
+{\"name\": <function name>, \"arguments\": <arguments object>} and nothing else. \
+Otherwise, answer normally.";
+
+/// The conversation for a model without template tool support: the tools described in the
+/// system message, earlier calls written as the JSON the model is asked for, and tool results
+/// as user turns.
+fn with_prompted_tools(messages: &[ChatMessage], tools: &[Tool]) -> Vec<ChatMessage> {
+    let signatures: Vec<String> = tools.iter().map(|tool| serde_json::json!(tool.function).to_string()).collect();
+    let preamble = format!("{PROMPTED_TOOLS_PREAMBLE}\n{}\n{PROMPTED_TOOLS_INSTRUCTION}", signatures.join("\n"));
+    let mut rewritten = Vec::with_capacity(messages.len() + 1);
+    let mut rest = messages;
+    match messages.first() {
+        Some(first) if matches!(first.role, Role::System | Role::Developer) => {
+            rewritten.push(ChatMessage::system(format!("{}\n\n{preamble}", first.text())));
+            rest = &messages[1..];
+        }
+        _ => rewritten.push(ChatMessage::system(preamble)),
+    }
+    for message in rest {
+        match message.role {
+            Role::Tool => rewritten.push(ChatMessage::user(format!("Function result:\n{}", message.text()))),
+            Role::Assistant if message.tool_calls.as_ref().is_some_and(|calls| !calls.is_empty()) => {
+                let calls: Vec<String> = message
+                    .tool_calls
+                    .iter()
+                    .flatten()
+                    .map(|call| {
+                        let arguments = serde_json::from_str::<serde_json::Value>(&call.function.arguments)
+                            .unwrap_or_else(|_| serde_json::Value::String(call.function.arguments.clone()));
+                        serde_json::json!({"name": call.function.name, "arguments": arguments}).to_string()
+                    })
+                    .collect();
+                rewritten.push(ChatMessage::assistant(calls.join("\n")));
+            }
+            _ => rewritten.push(message.clone()),
+        }
+    }
+    rewritten
 }
 
 /// OpenAI seeds are 64-bit; llama.cpp's are 32. Fold rather than truncate so high bits count.

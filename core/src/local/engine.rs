@@ -87,6 +87,7 @@ pub(crate) struct Sampling {
     /// 0 means greedy.
     pub temperature: f64,
     pub top_p: Option<f64>,
+    pub min_p: Option<f64>,
     pub seed: u32,
 }
 
@@ -822,6 +823,9 @@ fn build_samplers(
     } else {
         if let Some(top_p) = sampling.top_p {
             chain.push(LlamaSampler::top_p(top_p as f32, 1));
+        }
+        if let Some(min_p) = sampling.min_p {
+            chain.push(LlamaSampler::min_p(min_p as f32, 1));
         }
         chain.push(LlamaSampler::temp(sampling.temperature as f32));
         chain.push(LlamaSampler::dist(sampling.seed));

@@ -15,4 +15,4 @@ mod template;
 pub use chat::ChunkStream;
 pub use engine::{EngineOptions, LocalEngine};
 pub use grammar::check_schema;
-pub use model::{LocalModel, ModelOptions};
+pub use model::{LocalModel, ModelOptions, ToolSupport};

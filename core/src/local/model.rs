@@ -29,6 +29,29 @@ pub(crate) fn backend() -> Result<&'static LlamaBackend> {
         .map_err(|reason| Error::Inference(format!("llama.cpp backend failed to initialise: {reason}")))
 }
 
+/// How a model takes `tools`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolSupport {
+    /// The chat template renders the tools itself (Qwen2.5, Hermes, the ChatML fallback).
+    Template,
+    /// The template ignores `tools`: slmkit describes them in a system message it adds and
+    /// reads bare JSON calls back, with a grammar when the call is forced (SmolLM2).
+    Prompt,
+}
+
+/// Turn markers of common templates that must never appear in an answer.
+const TURN_MARKERS: [&str; 8] = [
+    "<|im_end|>",
+    "<|im_start|>",
+    "<end_of_turn>",
+    "<start_of_turn>",
+    "<|eot_id|>",
+    "<|start_header_id|>",
+    "<|endoftext|>",
+    "<|end|>",
+];
+
 /// Options for loading a model.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ModelOptions {
@@ -55,9 +78,15 @@ pub(crate) struct LoadedModel {
     pub(crate) llama: LlamaModel,
     path: PathBuf,
     name: String,
+    id: String,
     template: ChatTemplate,
     tool_syntax: ToolCallSyntax,
     has_own_template: bool,
+    tool_support: ToolSupport,
+    /// Turn markers the template writes that the vocabulary lacks as single tokens (ChatML's
+    /// `<|im_end|>` on a model without it): the model can only write them as text, so they
+    /// end generation like stop strings and never reach the caller.
+    marker_stops: Vec<String>,
     /// Each token's bytes, indexed by token id, so decoding never calls back into llama.cpp.
     pieces: Vec<Vec<u8>>,
     /// Tokens whose bytes are not complete UTF-8 on their own (byte tokens, split
@@ -99,7 +128,7 @@ impl LocalModel {
         if let Some(inner) = models.get(&key).and_then(Weak::upgrade) {
             return Ok(LocalModel { inner });
         }
-        let inner = Arc::new(LoadedModel::load(&canonical, options)?);
+        let inner = Arc::new(LoadedModel::load(&canonical, path, options)?);
         models.retain(|_, model| model.strong_count() > 0);
         models.insert(key, Arc::downgrade(&inner));
         Ok(LocalModel { inner })
@@ -113,6 +142,11 @@ impl LocalModel {
     /// The model's name: `general.name` from the file, else the file stem.
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// The id requests can name it by: the file's stem (`qwen2.5-coder-0.5b-instruct-q4_k_m`).
+    pub fn id(&self) -> &str {
+        &self.inner.id
     }
 
     /// The file the model was loaded from.
@@ -159,6 +193,23 @@ impl LocalModel {
         self.inner.tool_syntax
     }
 
+    /// How this model takes `tools`, found at load by rendering a probe with and without one.
+    pub fn tool_support(&self) -> ToolSupport {
+        self.inner.tool_support
+    }
+
+    /// Template markers that end generation when the model writes them as text, because the
+    /// vocabulary has no single token for them (ChatML's on a model without ChatML).
+    pub fn stop_markers(&self) -> &[String] {
+        &self.inner.marker_stops
+    }
+
+    /// The quantisation of the weights, from the file's `general.file_type` (e.g. `Q4_K_M`).
+    pub fn quantization(&self) -> Option<&'static str> {
+        let file_type = self.inner.llama.meta_val_str("general.file_type").ok()?.parse::<u32>().ok()?;
+        file_type_name(file_type)
+    }
+
     /// The bytes token `token` decodes to (empty for control tokens).
     pub(crate) fn piece(&self, token: LlamaToken) -> &[u8] {
         usize::try_from(token.0).ok().and_then(|index| self.inner.pieces.get(index)).map_or(&[], Vec::as_slice)
@@ -188,7 +239,9 @@ impl LocalModel {
 }
 
 impl LoadedModel {
-    fn load(path: &Path, options: &ModelOptions) -> Result<Self> {
+    /// `requested` is the path as given: its stem is the model's id, where the canonical path
+    /// may be a content-addressed blob in a download cache.
+    fn load(path: &Path, requested: &Path, options: &ModelOptions) -> Result<Self> {
         let summary = check_gguf(path)?;
         if summary.tensor_count == 0 {
             return Err(Error::model_load(path, "the GGUF file holds no tensors"));
@@ -209,6 +262,13 @@ impl LoadedModel {
             .map_err(|err| Error::model_load(path, format!("its chat template is unusable: {err}")))?;
         let tool_syntax =
             if template.uses_tool_call_tags() { ToolCallSyntax::Tagged } else { ToolCallSyntax::BareJson };
+        let tool_support = if template.renders_tools() { ToolSupport::Template } else { ToolSupport::Prompt };
+        let marker_stops = TURN_MARKERS
+            .iter()
+            .filter(|marker| template.source().contains(**marker))
+            .filter(|marker| vocab.tokenize(marker.as_bytes(), false, true).len() != 1)
+            .map(|marker| (*marker).to_owned())
+            .collect();
         let pieces: Vec<Vec<u8>> =
             (0..vocab.n_tokens()).map(|id| vocab.token_to_piece(LlamaToken(id), false, None)).collect();
         let partial_utf8 = (0..vocab.n_tokens())
@@ -226,11 +286,38 @@ impl LoadedModel {
             llama,
             path: path.to_owned(),
             name,
+            id: requested.file_stem().map_or_else(|| "local".to_owned(), |stem| stem.to_string_lossy().into_owned()),
             template,
             tool_syntax,
             has_own_template,
+            tool_support,
+            marker_stops,
             pieces,
             partial_utf8,
         })
     }
+}
+
+/// llama.cpp's `llama_ftype` numbers for the common quantisations.
+fn file_type_name(file_type: u32) -> Option<&'static str> {
+    Some(match file_type {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        32 => "BF16",
+        _ => return None,
+    })
 }

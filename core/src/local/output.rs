@@ -142,51 +142,121 @@ pub(crate) struct ParsedOutput {
 
 /// Parses tool calls out of `text`. Calls naming unknown tools, or whose JSON does not parse,
 /// are left in the content: the caller's validators decide what to make of them.
+///
+/// Small models often ignore their template's call syntax when the choice is theirs
+/// (`tool_choice: "auto"`): Qwen2.5 answers with a bare `{"name": …, "arguments": …}` object,
+/// or one in a ```` ```json ```` fence. So whatever the syntax, an answer that is nothing but
+/// calls (bare, as an array, or fenced) is read as calls too.
 pub(crate) fn parse_tool_calls(text: &str, syntax: ToolCallSyntax, tools: &[Tool]) -> ParsedOutput {
     let known = |name: &str| tools.iter().any(|tool| tool.function.name == name);
-    let mut calls = Vec::new();
-    let mut content = String::new();
-    match syntax {
-        ToolCallSyntax::Tagged => {
-            let mut rest = text;
-            while let Some(open) = rest.find(TOOL_CALL_OPEN) {
-                let after_open = &rest[open + TOOL_CALL_OPEN.len()..];
-                let (body, after) = match after_open.find(TOOL_CALL_CLOSE) {
-                    Some(close) => (&after_open[..close], &after_open[close + TOOL_CALL_CLOSE.len()..]),
-                    None => (after_open, ""),
-                };
-                match call_from_json(body.trim(), &known) {
-                    Some(call) => {
-                        content.push_str(&rest[..open]);
-                        calls.push(call);
-                    }
-                    None => content.push_str(&rest[..rest.len() - after.len()]),
-                }
-                rest = after;
-            }
-            content.push_str(rest);
-        }
-        ToolCallSyntax::BareJson => {
-            let trimmed = text.trim();
-            match serde_json::from_str::<Value>(trimmed) {
-                Ok(Value::Array(items)) => {
-                    let parsed: Vec<ToolCall> = items.iter().filter_map(|item| call_from_value(item, &known)).collect();
-                    if parsed.len() == items.len() && !parsed.is_empty() {
-                        calls = parsed;
-                    } else {
-                        content.push_str(text);
-                    }
-                }
-                Ok(value) => match call_from_value(&value, &known) {
-                    Some(call) => calls.push(call),
-                    None => content.push_str(text),
-                },
-                Err(_) => content.push_str(text),
-            }
+    if syntax == ToolCallSyntax::Tagged && text.contains(TOOL_CALL_OPEN) {
+        let tagged = parse_tagged(text, &known);
+        if !tagged.tool_calls.is_empty() {
+            return tagged;
         }
     }
+    if let Some(calls) = whole_answer_calls(text, &known) {
+        return ParsedOutput { content: None, tool_calls: calls };
+    }
+    if let Some(parsed) = fenced_calls(text, &known) {
+        return parsed;
+    }
+    let content = text.trim();
+    ParsedOutput { content: (!content.is_empty()).then(|| content.to_owned()), tool_calls: Vec::new() }
+}
+
+fn parse_tagged(text: &str, known: &impl Fn(&str) -> bool) -> ParsedOutput {
+    let mut calls = Vec::new();
+    let mut content = String::new();
+    let mut rest = text;
+    while let Some(open) = rest.find(TOOL_CALL_OPEN) {
+        let after_open = &rest[open + TOOL_CALL_OPEN.len()..];
+        let (body, after) = match after_open.find(TOOL_CALL_CLOSE) {
+            Some(close) => (&after_open[..close], &after_open[close + TOOL_CALL_CLOSE.len()..]),
+            None => (after_open, ""),
+        };
+        match calls_from_json(strip_fence(body.trim()).unwrap_or(body.trim()), known) {
+            Some(found) => {
+                content.push_str(&rest[..open]);
+                calls.extend(found);
+            }
+            None => content.push_str(&rest[..rest.len() - after.len()]),
+        }
+        rest = after;
+    }
+    content.push_str(rest);
     let content = content.trim();
     ParsedOutput { content: (!content.is_empty()).then(|| content.to_owned()), tool_calls: calls }
+}
+
+/// The calls in an answer that holds nothing else: one call object, an array of them, or
+/// either in a single markdown fence.
+fn whole_answer_calls(text: &str, known: &impl Fn(&str) -> bool) -> Option<Vec<ToolCall>> {
+    let trimmed = text.trim();
+    let body = strip_fence(trimmed).unwrap_or(trimmed);
+    calls_from_json(body, known).or_else(|| json_lines_calls(body, known))
+}
+
+/// Calls given one JSON object per line, as some models write several bare calls.
+fn json_lines_calls(body: &str, known: &impl Fn(&str) -> bool) -> Option<Vec<ToolCall>> {
+    let lines: Vec<&str> = body.lines().map(str::trim).filter(|line| !line.is_empty()).collect();
+    if lines.len() < 2 {
+        return None;
+    }
+    let mut calls = Vec::with_capacity(lines.len());
+    for line in lines {
+        calls.push(call_from_json(line, known)?);
+    }
+    Some(calls)
+}
+
+/// Prose around fenced blocks that hold calls: the blocks become calls, the prose content.
+fn fenced_calls(text: &str, known: &impl Fn(&str) -> bool) -> Option<ParsedOutput> {
+    let mut calls = Vec::new();
+    let mut content = String::new();
+    let mut rest = text;
+    while let Some(open) = rest.find(FENCE) {
+        let after_open = &rest[open + FENCE.len()..];
+        let Some(close) = after_open.find(FENCE) else { break };
+        let block = &rest[open..open + FENCE.len() + close + FENCE.len()];
+        match strip_fence(block).and_then(|body| calls_from_json(body, known)) {
+            Some(found) => {
+                content.push_str(&rest[..open]);
+                calls.extend(found);
+            }
+            None => content.push_str(&rest[..open + block.len()]),
+        }
+        rest = &rest[open + block.len()..];
+    }
+    if calls.is_empty() {
+        return None;
+    }
+    content.push_str(rest);
+    let content = content.trim();
+    Some(ParsedOutput { content: (!content.is_empty()).then(|| content.to_owned()), tool_calls: calls })
+}
+
+const FENCE: &str = "```";
+
+/// The body of a text that is exactly one markdown code fence (with or without a language).
+fn strip_fence(text: &str) -> Option<&str> {
+    let inner = text.strip_prefix(FENCE)?.strip_suffix(FENCE)?;
+    let newline = inner.find('\n')?;
+    let language = inner[..newline].trim();
+    if !language.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return None;
+    }
+    Some(inner[newline + 1..].trim())
+}
+
+/// One call, or an array of calls that are all valid.
+fn calls_from_json(body: &str, known: &impl Fn(&str) -> bool) -> Option<Vec<ToolCall>> {
+    match serde_json::from_str::<Value>(body).ok()? {
+        Value::Array(items) if !items.is_empty() => {
+            items.iter().map(|item| call_from_value(item, known)).collect::<Option<Vec<_>>>()
+        }
+        value => call_from_value(&value, known).map(|call| vec![call]),
+    }
 }
 
 fn call_from_json(body: &str, known: &impl Fn(&str) -> bool) -> Option<ToolCall> {
@@ -281,6 +351,49 @@ mod tests {
         for text in
             ["<tool_call>{\"name\": \"rm\", \"arguments\": {}}</tool_call>", "<tool_call>{oops</tool_call>", "plain"]
         {
+            let parsed = parse_tool_calls(text, ToolCallSyntax::Tagged, &tools());
+            assert!(parsed.tool_calls.is_empty(), "{text}");
+            assert_eq!(parsed.content.as_deref(), Some(text));
+        }
+    }
+
+    #[test]
+    fn auto_answers_in_any_shape_become_calls() {
+        let call = r#"{"name": "search", "arguments": {"q": "rust"}}"#;
+        for text in [
+            call.to_owned(),
+            format!("```json\n{call}\n```"),
+            format!("```\n{call}\n```"),
+            format!("[{call}, {call}]"),
+            format!("{call}\n{call}"),
+        ] {
+            for syntax in [ToolCallSyntax::Tagged, ToolCallSyntax::BareJson] {
+                let parsed = parse_tool_calls(&text, syntax, &tools());
+                assert_eq!(parsed.content, None, "{text}");
+                assert!(!parsed.tool_calls.is_empty(), "{text}");
+                assert!(parsed.tool_calls.iter().all(|c| c.function.arguments == r#"{"q":"rust"}"#), "{text}");
+            }
+        }
+        let parsed = parse_tool_calls(
+            &format!("<tool_call>\n{call}\n</tool_call>\n<tool_call>\n{call}\n</tool_call>"),
+            ToolCallSyntax::Tagged,
+            &tools(),
+        );
+        assert_eq!(parsed.tool_calls.len(), 2);
+        assert_eq!(parsed.content, None);
+        let parsed = parse_tool_calls(&format!("I will search.\n```json\n{call}\n```"), ToolCallSyntax::Tagged, &tools());
+        assert_eq!(parsed.tool_calls.len(), 1);
+        assert_eq!(parsed.content.as_deref(), Some("I will search."));
+    }
+
+    #[test]
+    fn text_that_only_mentions_json_stays_content() {
+        for text in [
+            "Paris is the capital of France.",
+            r#"{"city": "Paris"}"#,
+            "```json\n{\"name\": \"rm\", \"arguments\": {}}\n```",
+            "Use {\"name\": \"search\"} to search.",
+        ] {
             let parsed = parse_tool_calls(text, ToolCallSyntax::Tagged, &tools());
             assert!(parsed.tool_calls.is_empty(), "{text}");
             assert_eq!(parsed.content.as_deref(), Some(text));

@@ -74,6 +74,22 @@ impl ChatTemplate {
         self.source.contains("<tool_call>")
     }
 
+    /// The template's Jinja source.
+    pub(crate) fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether the template renders `tools` at all: a probe conversation renders differently
+    /// with a tool than without. Templates without tool support (SmolLM2's) drop them silently.
+    pub(crate) fn renders_tools(&self) -> bool {
+        let probe = [ChatMessage::user("probe")];
+        let tool = Tool::function("slmkit_probe_tool", "probe", json!({"type": "object", "properties": {}}));
+        match (self.render(&probe, &[tool]), self.render(&probe, &[])) {
+            (Ok(with), Ok(without)) => with != without && with.contains("slmkit_probe_tool"),
+            _ => false,
+        }
+    }
+
     /// Renders the conversation, ending with the assistant's generation prompt.
     ///
     /// # Errors
@@ -300,6 +316,45 @@ mod tests {
         .unwrap();
         let out = template.render(&[ChatMessage::user("  hé  ")], &[]).unwrap();
         assert_eq!(out, r#""hé"|{"a": [1, "x<y"]}"#);
+    }
+
+    /// The templates of real models, rendered by Hugging Face's renderer (jinja2) in
+    /// `scripts/render_reference.py`: slmkit must produce the same prompt byte for byte,
+    /// including the tool-result turn, or the model sees a conversation it was not trained on.
+    #[test]
+    fn templates_match_the_reference_rendering() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/templates");
+        let conversation: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("conversation.json")).unwrap()).unwrap();
+        let mut messages = conversation["messages"].clone();
+        // On the wire (OpenAI's format) arguments are a JSON string; the reference passes the object.
+        for message in messages.as_array_mut().unwrap() {
+            for call in message.get_mut("tool_calls").and_then(Value::as_array_mut).into_iter().flatten() {
+                let arguments = call["function"]["arguments"].to_string();
+                call["function"]["arguments"] = json!(arguments);
+            }
+        }
+        let messages: Vec<ChatMessage> = serde_json::from_value(messages).unwrap();
+        let tools: Vec<Tool> = serde_json::from_value(conversation["tools"].clone()).unwrap();
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension() != Some(std::ffi::OsStr::new("jinja")) {
+                continue;
+            }
+            let template =
+                ChatTemplate::new(std::fs::read_to_string(&path).unwrap(), String::new(), "<|im_end|>".into()).unwrap();
+            let expected = std::fs::read_to_string(path.with_extension("expected.txt")).unwrap();
+            assert_eq!(template.render(&messages, &tools).unwrap(), expected, "{}", path.display());
+            checked += 1;
+        }
+        assert_eq!(checked, 2);
+        let qwen = std::fs::read_to_string(dir.join("qwen2.5.jinja")).unwrap();
+        let qwen = ChatTemplate::new(qwen, String::new(), String::new()).unwrap();
+        assert!(qwen.renders_tools() && qwen.uses_tool_call_tags());
+        let smol = std::fs::read_to_string(dir.join("smollm2.jinja")).unwrap();
+        assert!(!ChatTemplate::new(smol, String::new(), String::new()).unwrap().renders_tools());
+        assert!(chatml().renders_tools());
     }
 
     #[test]
