@@ -545,5 +545,21 @@ export declare class ValidatorError extends APIError {
 }
 export declare class ConfigError extends OpenAIError {}
 
+/** Progress of a model download. `total` is null when the size is unknown. */
+export interface ModelProgress {
+  file: string;
+  done: number;
+  total: number | null;
+}
+/**
+ * Resolves a model reference (a catalog name such as `qwen2.5-coder-0.5b-instruct`,
+ * `hf:ORG/REPO/FILE.gguf[@rev]`, an `https://` URL, or a path) to a local GGUF file,
+ * downloading it into the Hugging Face cache when needed.
+ */
+export declare function resolveModel(
+  reference: string,
+  options?: { onProgress?: (progress: ModelProgress) => void },
+): Promise<string>;
+
 export { OpenAI };
 export default OpenAI;

@@ -113,6 +113,7 @@ const BY_KIND = {
   overloaded: OverloadedError,
   engine_stopped: OverloadedError,
   model_load: ModelLoadError,
+  model_fetch: ModelLoadError,
   template: InternalServerError,
   inference: InternalServerError,
   io: InternalServerError,
@@ -520,8 +521,44 @@ class OpenAI {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Models: references resolved to local files (the core's `models::resolve`).
+
+/**
+ * Resolves a model reference (a catalog name such as `qwen2.5-coder-0.5b-instruct`,
+ * `hf:ORG/REPO/FILE.gguf[@rev]`, an `https://` URL, or a path) to a local GGUF file,
+ * downloading it into the Hugging Face cache when needed. `onProgress({file, done, total})`
+ * is called as bytes arrive. Rejects with a `ModelLoadError` (`kind` `model_fetch` or
+ * `model_load`).
+ */
+function resolveModel(reference, options = {}) {
+  const onProgress = options?.onProgress;
+  if (onProgress !== undefined && onProgress !== null && typeof onProgress !== 'function') {
+    return Promise.reject(new TypeError('onProgress must be a function'));
+  }
+  const callback = onProgress
+    ? (file, done, total) => {
+        try {
+          onProgress({ file, done, total: total ?? null });
+        } catch {
+          // A failing progress callback does not abort the download.
+        }
+      }
+    : null;
+  let pending;
+  try {
+    pending = native.resolveModel(String(reference), callback);
+  } catch (thrown) {
+    return Promise.reject(convertError(thrown));
+  }
+  return pending.catch((thrown) => {
+    throw convertError(thrown);
+  });
+}
+
 Object.assign(OpenAI, {
   OpenAI,
+  resolveModel,
   default: OpenAI,
   Stream,
   APIPromise,

@@ -3,6 +3,7 @@ import OpenAI from './index.js';
 
 export default OpenAI;
 export const {
+  resolveModel,
   Stream,
   APIPromise,
   OpenAIError,

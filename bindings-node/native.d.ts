@@ -56,3 +56,13 @@ export declare class NativeStream {
   /** Stops the stream and frees what it holds. A pending `next()` rejects as cancelled. */
   close(): void
 }
+
+/**
+ * Resolves a model reference (a catalog name, `hf:ORG/REPO/FILE.gguf[@rev]`, an `https://`
+ * URL or a path) to a local GGUF file, downloading it into the Hugging Face cache when
+ * needed. `on_progress(file, done, total)` is called as bytes arrive (`total` may be null).
+ *
+ * # Errors
+ * `model_fetch` (download failed, or offline and not cached) or `model_load` (no such path).
+ */
+export declare function resolveModel(reference: string, onProgress?: ((arg0: string, arg1: number, arg2?: number | undefined | null) => unknown) | undefined | null): Promise<string>

@@ -9,6 +9,8 @@
 //! (kind, status, message and the variant's details); `index.js` turns it into the matching
 //! `openai`-style error class.
 
+mod models;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

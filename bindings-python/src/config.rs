@@ -74,12 +74,15 @@ fn parse_sections(sections: &str) -> Result<(Map<String, Value>, Config)> {
     Ok((given, parsed))
 }
 
-/// `slm = "model.gguf"` means a local model; `llm = "https://…/v1"` a remote endpoint;
+/// `slm = "model.gguf"` (or any model reference: a catalog name, `hf:…`, a URL to a `.gguf`
+/// file) means a local model; `llm = "https://…/v1"` a remote endpoint;
 /// `ledger = "file.jsonl"` a ledger file.
 fn expand_shorthands(mut sections: Map<String, Value>) -> Map<String, Value> {
     for tier in ["slm", "llm"] {
         if let Some(Value::String(target)) = sections.get(tier) {
-            let expanded = if target.starts_with("http://") || target.starts_with("https://") {
+            // A URL to a `.gguf` file is a model to download (`slmkit::models`), not an endpoint.
+            let gguf = target.split(['?', '#']).next().is_some_and(|path| path.ends_with(".gguf"));
+            let expanded = if (target.starts_with("http://") || target.starts_with("https://")) && !gguf {
                 json!({"backend": "remote", "base_url": target})
             } else {
                 json!({"backend": "local", "model": target})

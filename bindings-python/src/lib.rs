@@ -11,6 +11,7 @@
 mod client;
 mod config;
 mod errors;
+mod models;
 mod runtime;
 mod validators;
 
@@ -21,6 +22,7 @@ fn _slmkit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::NativeClient>()?;
     m.add_class::<client::NativeStream>()?;
     m.add_class::<client::NativeAsyncStream>()?;
+    m.add_function(wrap_pyfunction!(models::resolve_model, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -23,6 +23,7 @@ __all__ = [
     "ConflictError",
     "ContextLengthError",
     "InternalServerError",
+    "ModelFetchError",
     "ModelLoadError",
     "NotFoundError",
     "OverloadedError",
@@ -166,6 +167,15 @@ class ModelLoadError(APIError):
         return self.details.get("path")
 
 
+class ModelFetchError(ModelLoadError):
+    """A model reference could not be fetched: not found, access denied (set ``HF_TOKEN``), a
+    network error, a sha256 mismatch, or offline and not cached (``details["reference"]``)."""
+
+    @property
+    def reference(self) -> Optional[str]:
+        return self.details.get("reference")
+
+
 class ValidationError(UnprocessableEntityError):
     """No answer passed the validators and there was no LLM tier to escalate to."""
 
@@ -194,6 +204,7 @@ _BY_KIND: Dict[str, Type[APIError]] = {
     "bad_request": BadRequestError,
     "context_length_exceeded": ContextLengthError,
     "model_load": ModelLoadError,
+    "model_fetch": ModelFetchError,
     "overloaded": OverloadedError,
     "engine_stopped": InternalServerError,
     "template": InternalServerError,

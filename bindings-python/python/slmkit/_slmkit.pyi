@@ -4,6 +4,10 @@ from typing import Any, Awaitable, Callable, List, Optional, Tuple
 
 __version__: str
 
+def resolve_model(
+    reference: str, progress: Optional[Callable[[str, int, Optional[int]], Any]] = None
+) -> str: ...
+
 class NativeClient:
     def __init__(
         self,
