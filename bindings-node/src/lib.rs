@@ -9,7 +9,7 @@
 //! (kind, status, message and the variant's details); `index.js` turns it into the matching
 //! `openai`-style error class.
 
-mod models;
+pub mod models;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
