@@ -11,7 +11,7 @@ export CARGO_TERM_COLOR ?= never
 
 APT_PACKAGES := cmake clang libclang-dev
 
-.PHONY: help setup demo test test-rust test-python test-node test-e2e route-score lint bench fixtures clean test-models
+.PHONY: help setup demo test test-rust test-python test-node test-e2e route-score lint bench fixtures clean models
 
 # Real models the tests run on, pulled through `slmkit pull` into the Hugging Face cache
 # (~/.cache/huggingface/hub, or $$HF_HUB_CACHE) once and verified by sha256.
@@ -24,6 +24,7 @@ help:
 	@echo "make test     set up and run every test suite"
 	@echo "make lint     clippy -D warnings, rustfmt and rustdoc checks"
 	@echo "make bench    benchmarks (not part of make test)"
+	@echo "make models   pull the real models the tests run on (cached)"
 	@echo "make fixtures regenerate the tiny GGUF test models (needs Python)"
 
 ## Install the system packages llama.cpp's build needs (cmake; clang and libclang for bindgen).
@@ -50,11 +51,12 @@ demo: setup
 
 test: setup test-rust route-score test-python test-node test-e2e lint
 
-## Pull (once) and verify the real models the test suites run on.
-test-models: setup
+## Pull the real models the tests run on into the Hugging Face cache through `slmkit pull` (a
+## no-op once cached; every file verified by sha256). See "Models: pull by name" in the README.
+models: setup
 	$(SLMKIT) pull $(TEST_MODELS)
 
-test-rust: test-models
+test-rust: models
 	cargo test --workspace
 
 ## pytest against the real openai package, then mypy on the examples (venv in .venv).
@@ -73,38 +75,28 @@ test-e2e: test-python test-node
 route-score:
 	cargo run -q -p slmkit-cli -- route-score tests/routing/devset.jsonl
 
-## Pull the real models into the Hugging Face cache through `slmkit pull` (a no-op once cached;
-## every file verified by sha256). See "Models: pull by name" in the README.
-.PHONY: models
-models:
-	cargo run -q -p slmkit-cli -- pull smollm2-135m-instruct qwen2.5-coder-0.5b-instruct
-
 lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo fmt --all -- --check
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
-# Random weights in the layer shapes of Qwen2.5 0.5B and 1.5B instruct, Q8_0 (speed only).
-MODEL_05B := bench/models/qwen05b-shape-q8_0.gguf
-MODEL_15B := bench/models/qwen15b-shape-q8_0.gguf
-GEN_MODEL := bench/.venv-llamacpp/bin/python scripts/gen_tiny_gguf.py --out bench/models --n-ctx 8192 \
-  --n-vocab-extra 151671 --dtype q8_0
+## Benchmarks (not part of make test; see bench/README.md). The bench venvs are made once; the
+## real models are pulled (and cached) through slmkit pull. Every figure is a median with its
+## spread; comparisons run one right after the other, on the same GGUF files.
+BENCH_MODELS := qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.5b-instruct
 
-## Benchmarks (not part of make test; see bench/README.md). The bench venvs and models are made
-## once. Every figure is a median with its spread; comparisons run one right after the other.
 bench: setup
 	cargo bench -p slmkit --bench routing
 	cargo bench -p slmkit --bench overhead
 	[ -x bench/.venv-llamacpp/bin/python ] || { python3 -m venv bench/.venv-llamacpp && \
 	  bench/.venv-llamacpp/bin/pip install -q 'llama-cpp-python==0.3.36' -r scripts/requirements-fixtures.txt; }
-	[ -f $(MODEL_05B) ] || $(GEN_MODEL) --name qwen05b-shape-q8_0 --n-embd 896 --n-layer 24 --n-head 14 \
-	  --n-head-kv 2 --n-ff 4864
-	[ -f $(MODEL_15B) ] || $(GEN_MODEL) --name qwen15b-shape-q8_0 --n-embd 1536 --n-layer 28 --n-head 12 \
-	  --n-head-kv 2 --n-ff 8960
-	cargo bench -p slmkit --bench decode_shapes -- $(CURDIR)/$(MODEL_05B) 2
-	for model in $(MODEL_05B) $(MODEL_15B); do \
-	  cargo bench -p slmkit --bench engine -- $(CURDIR)/$$model 2 && \
-	  bench/.venv-llamacpp/bin/python bench/llama_cpp_python.py $$model 2 || exit 1; \
+	$(SLMKIT) pull $(BENCH_MODELS)
+	model05=$$($(SLMKIT) pull qwen2.5-coder-0.5b-instruct 2>/dev/null) && \
+	  cargo bench -p slmkit --bench decode_shapes -- "$$model05" 2
+	for name in $(BENCH_MODELS); do \
+	  model=$$($(SLMKIT) pull $$name 2>/dev/null) && \
+	  cargo bench -p slmkit --bench engine -- "$$model" 2 && \
+	  bench/.venv-llamacpp/bin/python bench/llama_cpp_python.py "$$model" 2 || exit 1; \
 	done
 	cargo build -p slmkit-cli -p slmkit-testserver
 	[ -x .venv/bin/python ] || bash bindings-python/test.sh

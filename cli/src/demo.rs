@@ -56,6 +56,11 @@ fn demo_config(config: Option<&Path>) -> Result<(Config, String), Box<dyn std::e
     config
         .validators
         .push(ValidatorSection::Regex { pattern: r"^\s*\[CONTENT\]".into(), when: Some(r"\[CONTENT\]".into()) });
+    // WriteCode asks for the file in a ```python block, which MetaGPT's CodeParser takes out.
+    config.validators.push(ValidatorSection::Regex {
+        pattern: r"```python\n".into(),
+        when: Some(r"Write code with triple quotes".into()),
+    });
     Ok((config, note))
 }
 

@@ -22,7 +22,7 @@ use crate::remote::RemoteBackend;
 use crate::routing::{RouteDecision, Router, RoutingConfig, SlmProfile};
 use crate::types::{
     new_id, AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice, FinishReason,
-    FunctionCall, Role, StreamOptions, ToolCall, Usage,
+    FunctionCall, ResponseFormat, Role, StreamOptions, ToolCall, Usage,
 };
 use crate::validate::{default_validators, Validator};
 
@@ -622,8 +622,17 @@ enum AttemptResult {
     Accepted(Box<Served>),
     /// A validator rejected the answer; `cut_off_after_prompt` holds the prompt's tokens when
     /// the answer had been cut off by its token budget.
-    Rejected { reason: String, cut_off_after_prompt: Option<u32> },
+    Rejected {
+        reason: String,
+        cut_off_after_prompt: Option<u32>,
+    },
     Failed(Error),
+}
+
+/// Whether the answer must be JSON or tool calls, which a cut-off answer cannot be.
+fn asks_for_structure(request: &ChatCompletionRequest) -> bool {
+    matches!(request.response_format, Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. }))
+        || !request.active_tools().is_empty()
 }
 
 /// A bigger output budget for the retry of an answer cut off at `current` tokens: four times
@@ -700,13 +709,20 @@ impl<'a> Call<'a> {
                         AttemptResult::Rejected { reason, cut_off_after_prompt } => {
                             rejections.push(reason);
                             // A cut-off answer retried with the same budget is cut off again.
+                            // Structured output (JSON, tool calls) usually failed only because it
+                            // could not close, so it gets room; free text that failed a check
+                            // would fail it again at any length, so it escalates.
                             if let Some(prompt_tokens) = cut_off_after_prompt {
-                                match larger_output_budget(output_budget, prompt_tokens, slm) {
+                                let larger = match asks_for_structure(self.request) {
+                                    true => larger_output_budget(output_budget, prompt_tokens, slm),
+                                    false => None,
+                                };
+                                match larger {
                                     Some(larger) => output_budget = Some(larger),
                                     None => {
-                                        self.decision.reasons.push(
-                                            "the SLM's answer was cut off with no room left in its window".into(),
-                                        );
+                                        self.decision
+                                            .reasons
+                                            .push("the SLM's rejected answer was cut off by max_tokens".into());
                                         break;
                                     }
                                 }

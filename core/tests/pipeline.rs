@@ -578,3 +578,88 @@ async fn a_local_slm_and_a_remote_llm_from_one_config_file() {
     assert_eq!(from_file.len(), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn json_request(text: &str, max_tokens: u32) -> ChatCompletionRequest {
+    let mut request = ask(text);
+    request.response_format = Some(ResponseFormat::JsonObject);
+    request.max_tokens = Some(max_tokens);
+    request
+}
+
+#[tokio::test]
+async fn a_cut_off_slm_answer_is_retried_with_a_larger_budget() {
+    let (slm, llm) = (TestServer::start().await, TestServer::start().await);
+    slm.push([
+        Behavior::reply("{\"order\": \"A-", 10, 8).finishing("length"),
+        Behavior::reply("{\"order\": \"A-1\"}", 10, 9),
+    ]);
+    let client = two_tier(&slm, &llm);
+    let completion = client.create(&json_request("order as JSON", 8)).await.unwrap();
+    assert_eq!(completion.content(), "{\"order\": \"A-1\"}");
+    let sent: Vec<Value> = slm.received().iter().map(|request| request.body["max_tokens"].clone()).collect();
+    assert_eq!(sent, [json!(8), json!(32)], "the retry gets four times the budget");
+    let records = client.ledger().records();
+    assert!(records[0].reason.as_deref().unwrap().contains("cut off by max_tokens"), "{:?}", records[0].reason);
+    assert!(llm.received().is_empty());
+}
+
+#[tokio::test]
+async fn a_cut_off_free_text_answer_that_fails_escalates_at_once() {
+    let (slm, llm) = (TestServer::start().await, TestServer::start().await);
+    slm.push([Behavior::reply("Here is the co", 10, 4).finishing("length")]);
+    let client = Client::builder()
+        .slm(Backend::Remote(remote(&slm, "small-model")), per_token(SLM_PRICE))
+        .llm(Backend::Remote(remote(&llm, "big-model")), per_token(LLM_PRICE))
+        .validator(Arc::new(RegexMatches::new("^\\[CONTENT\\]").unwrap()))
+        .retry(fast_retries())
+        .build()
+        .unwrap();
+    let mut request = ask("code please");
+    request.max_tokens = Some(4);
+    let completion = client.create(&request).await.unwrap();
+    assert_eq!(completion.extra["slmkit"]["tier"], "llm");
+    assert_eq!(slm.received().len(), 1, "not retried unchanged on the SLM");
+}
+
+#[tokio::test]
+async fn a_cut_off_llm_answer_that_fails_validation_is_an_error_not_a_success() {
+    let server = TestServer::start().await;
+    server.push([Behavior::reply("{\"order\": \"A-", 10, 8).finishing("length")]);
+    let client = llm_only(&server);
+    let err = client.create(&json_request("order as JSON", 8)).await.unwrap_err();
+    assert_eq!(err.kind(), "validation_failed", "{err}");
+    assert!(err.to_string().contains("cut off"), "{err}");
+    assert_eq!(server.received().len(), 1, "the same request would be cut off again");
+    // A cut-off answer that passes is served, and says it was cut off.
+    server.push([Behavior::reply("{\"order\": 1}", 10, 8).finishing("length")]);
+    let completion = client.create(&json_request("another order as JSON", 8)).await.unwrap();
+    assert_eq!(completion.choices[0].finish_reason, slmkit::types::FinishReason::Length);
+}
+
+#[tokio::test]
+async fn a_forced_slm_call_fails_rather_than_escalate() {
+    let (slm, llm) = (TestServer::start().await, TestServer::start().await);
+    slm.push([Behavior::status(400)]);
+    let client = two_tier(&slm, &llm);
+    let mut request = ask("hi");
+    request.extra.insert("slmkit".into(), json!({"route": "slm"}));
+    let err = client.create(&request).await.unwrap_err();
+    assert_eq!(err.status_code(), 400, "{err}");
+    assert!(llm.received().is_empty());
+}
+
+#[tokio::test]
+async fn slm_retries_sample_with_top_p_and_a_temperature() {
+    let (slm, llm) = (TestServer::start().await, TestServer::start().await);
+    slm.push([Behavior::reply_text("not json"), Behavior::reply_text("{}")]);
+    let client = two_tier(&slm, &llm);
+    let mut request = json_request("json", 16);
+    request.temperature = Some(0.0);
+    client.create(&request).await.unwrap();
+    let sent = slm.received();
+    assert_eq!(sent[0].body["temperature"], 0.0);
+    assert!(sent[0].body.get("top_p").is_none());
+    assert_eq!(sent[1].body["temperature"], 0.7);
+    assert_eq!(sent[1].body["top_p"], 0.9);
+    assert!(sent[1].body.get("min_p").is_none(), "min_p is llama.cpp's: only local engines get it");
+}

@@ -70,7 +70,10 @@ fn order_tools() -> Vec<Tool> {
 
 fn order_question(tool_choice: ToolChoice) -> ChatCompletionRequest {
     let mut request = greedy(
-        vec![ChatMessage::system("You are a support agent for an online shop."), ChatMessage::user("Where is my order A-1042?")],
+        vec![
+            ChatMessage::system("You are a support agent for an online shop."),
+            ChatMessage::user("Where is my order A-1042?"),
+        ],
         96,
     );
     request.tools = Some(order_tools());
@@ -260,8 +263,14 @@ async fn a_template_without_tools_gets_them_by_prompt() {
     let (name, arguments) = single_call(&completion);
     assert_eq!(name, "get_order_status");
     assert!(arguments["order_id"].is_string(), "{arguments}");
-    let without_tools = smollm().create(&greedy(order_question(ToolChoice::Mode(ToolChoiceMode::Auto)).messages, 1)).await;
-    let with_tools = smollm().create(&ChatCompletionRequest { max_tokens: Some(1), ..order_question(ToolChoice::Mode(ToolChoiceMode::Auto)) }).await;
+    let without_tools =
+        smollm().create(&greedy(order_question(ToolChoice::Mode(ToolChoiceMode::Auto)).messages, 1)).await;
+    let with_tools = smollm()
+        .create(&ChatCompletionRequest {
+            max_tokens: Some(1),
+            ..order_question(ToolChoice::Mode(ToolChoiceMode::Auto))
+        })
+        .await;
     let prompt = |result: Result<ChatCompletion, Error>| result.unwrap().usage.unwrap().prompt_tokens;
     assert!(prompt(with_tools) > prompt(without_tools) + 50, "the tools reach the prompt");
 
@@ -289,8 +298,11 @@ async fn a_model_without_a_template_never_leaks_chatml_markers() {
             stopped_early += 1;
         }
         let chunks = collect(gemma(), &request).await;
-        let streamed: String =
-            chunks.iter().flat_map(|chunk| &chunk.choices).filter_map(|choice| choice.delta.content.as_deref()).collect();
+        let streamed: String = chunks
+            .iter()
+            .flat_map(|chunk| &chunk.choices)
+            .filter_map(|choice| choice.delta.content.as_deref())
+            .collect();
         assert_no_markers(&streamed);
     }
     // A base model does not stop by itself: it ends its turn by writing the marker as text.

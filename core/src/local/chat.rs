@@ -115,7 +115,9 @@ impl LocalEngine {
             seed: request.seed.map(fold_seed).unwrap_or_else(rand::random),
         };
         let mut stops = request.stop_sequences();
-        stops.extend(self.model().stop_markers().iter().filter(|marker| !stops.contains(marker)).cloned().collect::<Vec<_>>());
+        stops.extend(
+            self.model().stop_markers().iter().filter(|marker| !stops.contains(marker)).cloned().collect::<Vec<_>>(),
+        );
         let job = PreparedJob { prompt, sampling, constraint, max_tokens, stops };
         Ok((Prepared { prompt_tokens, kind, syntax, request }, job))
     }

@@ -381,7 +381,8 @@ mod tests {
         );
         assert_eq!(parsed.tool_calls.len(), 2);
         assert_eq!(parsed.content, None);
-        let parsed = parse_tool_calls(&format!("I will search.\n```json\n{call}\n```"), ToolCallSyntax::Tagged, &tools());
+        let parsed =
+            parse_tool_calls(&format!("I will search.\n```json\n{call}\n```"), ToolCallSyntax::Tagged, &tools());
         assert_eq!(parsed.tool_calls.len(), 1);
         assert_eq!(parsed.content.as_deref(), Some("I will search."));
     }

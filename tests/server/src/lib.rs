@@ -41,6 +41,9 @@ pub enum Behavior {
         /// For streams: send this many chunks, then break the connection.
         #[serde(default)]
         cut_after_chunks: Option<usize>,
+        /// The finish reason to report (default: `tool_calls` with tool calls, else `stop`).
+        #[serde(default)]
+        finish_reason: Option<String>,
     },
     /// An HTTP error. In `body`, `{auth}` is replaced by the request's Authorization header,
     /// so tests can check that a key echoed by a server never leaks.
@@ -67,6 +70,7 @@ impl Behavior {
             completion_tokens: Some(completion_tokens),
             delay_ms: 0,
             cut_after_chunks: None,
+            finish_reason: None,
         }
     }
 
@@ -79,6 +83,7 @@ impl Behavior {
             completion_tokens: None,
             delay_ms: 0,
             cut_after_chunks: None,
+            finish_reason: None,
         }
     }
 
@@ -103,6 +108,14 @@ impl Behavior {
     pub fn cut_after(mut self, chunks: usize) -> Self {
         if let Behavior::Reply { cut_after_chunks, .. } = &mut self {
             *cut_after_chunks = Some(chunks);
+        }
+        self
+    }
+
+    /// This reply, reporting `reason` as its finish reason (`length` for a cut-off answer).
+    pub fn finishing(mut self, reason: &str) -> Self {
+        if let Behavior::Reply { finish_reason, .. } = &mut self {
+            *finish_reason = Some(reason.to_owned());
         }
         self
     }
@@ -233,7 +246,15 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, headers: HeaderMap,
         }
         Behavior::MalformedJson => sse(vec![Bytes::from_static(b"data: {\"id\": \"chatcmpl-1\", \"choi\n\n")], None, 0),
         Behavior::MalformedSse => sse(vec![Bytes::from_static(b"data: \xff\xfe\xfd broken\n\n")], None, 0),
-        Behavior::Reply { content, tool_calls, prompt_tokens, completion_tokens, delay_ms, cut_after_chunks } => {
+        Behavior::Reply {
+            content,
+            tool_calls,
+            prompt_tokens,
+            completion_tokens,
+            delay_ms,
+            cut_after_chunks,
+            finish_reason,
+        } => {
             let echo = last_user_text(&request);
             let content = match (&content, &tool_calls) {
                 (None, None) => Some(format!("echo: {echo}")),
@@ -243,7 +264,7 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, headers: HeaderMap,
             let completion_tokens = completion_tokens
                 .unwrap_or_else(|| content.as_deref().map_or(1, |text| text.split_whitespace().count() as u32));
             let model = request.get("model").and_then(Value::as_str).unwrap_or("test-model").to_owned();
-            let reply = Reply { model, content, tool_calls, prompt_tokens, completion_tokens };
+            let reply = Reply { model, content, tool_calls, prompt_tokens, completion_tokens, finish_reason };
             if stream {
                 let include_usage =
                     request.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
@@ -285,16 +306,17 @@ struct Reply {
     tool_calls: Option<Value>,
     prompt_tokens: u32,
     completion_tokens: u32,
+    finish_reason: Option<String>,
 }
 
 const CREATED: u64 = 1_700_000_000;
 
 impl Reply {
-    fn finish_reason(&self) -> &'static str {
-        if self.tool_calls.is_some() {
-            "tool_calls"
-        } else {
-            "stop"
+    fn finish_reason(&self) -> &str {
+        match (&self.finish_reason, &self.tool_calls) {
+            (Some(reason), _) => reason,
+            (None, Some(_)) => "tool_calls",
+            (None, None) => "stop",
         }
     }
 
