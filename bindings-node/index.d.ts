@@ -524,6 +524,10 @@ export declare class APIConnectionError extends APIError {
 export declare class APITimeoutError extends APIConnectionError {
   constructor(options?: { message?: string });
 }
+/** An HTTP error status without a class of its own. */
+export declare class APIStatusError extends APIError {}
+/** The remote endpoint answered 2xx with something that is not an OpenAI response. */
+export declare class APIResponseValidationError extends APIError {}
 export declare class BadRequestError extends APIError {}
 export declare class AuthenticationError extends APIError {}
 export declare class PermissionDeniedError extends APIError {}

@@ -10,6 +10,8 @@ export const {
   APIUserAbortError,
   APIConnectionError,
   APITimeoutError,
+  APIStatusError,
+  APIResponseValidationError,
   BadRequestError,
   AuthenticationError,
   PermissionDeniedError,

@@ -3,17 +3,38 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
 use slmkit::config::{TierSection, ValidatorSection};
 use slmkit::types::ChatCompletionRequest;
-use slmkit::{Config, Pricing};
+use slmkit::{CallMetadata, Config, Pricing};
 
 /// 30 calls of a software-company run: PRD, design, tasks, code, tests, review, summaries,
 /// and the repeated calls such a run makes.
 const BUNDLED_TRACE: &str = include_str!("../../examples/traces/metagpt_software_company.jsonl");
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/fixtures").join(name)
+/// The two tiny test models (under 1 MB together), built into the binary so an installed
+/// `slmkit demo` runs from any directory with no files around it.
+const BUNDLED_MODELS: [(&str, &[u8]); 2] = [
+    ("tiny-chatml.gguf", include_bytes!("../../core/tests/fixtures/tiny-chatml.gguf")),
+    ("tiny-notemplate.gguf", include_bytes!("../../core/tests/fixtures/tiny-notemplate.gguf")),
+];
+
+/// The bundled model `name`, written once to a folder of this version under the temporary
+/// directory (llama.cpp loads models from files).
+fn fixture(name: &str) -> std::io::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("slmkit-demo-{}", env!("CARGO_PKG_VERSION")));
+    let Some((_, bytes)) = BUNDLED_MODELS.iter().find(|(bundled, _)| *bundled == name) else {
+        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("no bundled model {name}")));
+    };
+    let path = dir.join(name);
+    if std::fs::metadata(&path).is_ok_and(|found| found.len() == bytes.len() as u64) {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(&dir)?;
+    // Written aside and renamed, so a concurrent demo never loads half a file.
+    let partial = dir.join(format!("{name}.{}.partial", std::process::id()));
+    std::fs::write(&partial, bytes)?;
+    std::fs::rename(&partial, &path)?;
+    Ok(path)
 }
 
 /// The demo's configuration: the given file, or the tiny fixture model as the SLM and, for
@@ -25,7 +46,7 @@ fn demo_config(config: Option<&Path>) -> Result<(Config, String), Box<dyn std::e
     }
     let mut config = Config::from_toml_str(&format!(
         "[slm]\nbackend = \"local\"\nmodel = {:?}\ncontext = 2048\nslots = 2\n",
-        fixture("tiny-chatml.gguf").display().to_string()
+        fixture("tiny-chatml.gguf")?.display().to_string()
     ))?;
     let note = match Config::llm_from_env() {
         Some(remote) => {
@@ -40,7 +61,7 @@ fn demo_config(config: Option<&Path>) -> Result<(Config, String), Box<dyn std::e
         }
         None => {
             config.llm = Some(TierSection::Local {
-                model: fixture("tiny-notemplate.gguf"),
+                model: fixture("tiny-notemplate.gguf")?,
                 slots: Some(2),
                 context: Some(2048),
                 prefix_cache: None,
@@ -84,32 +105,22 @@ pub async fn run(
         let task = slmkit::routing::task_tag(&request).unwrap_or("-").to_owned();
         match client.create(&request).await {
             Ok(completion) => {
-                let meta = &completion.extra["slmkit"];
-                let attempts: Vec<String> = meta["attempts"]
-                    .as_array()
-                    .map(|attempts| {
-                        attempts
-                            .iter()
-                            .map(|a| {
-                                format!(
-                                    "{}:{}",
-                                    a["tier"].as_str().unwrap_or("?"),
-                                    a["outcome"].as_str().unwrap_or("?")
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let reason = meta["reasons"]
-                    .as_array()
-                    .map(|reasons| reasons.iter().filter_map(Value::as_str).take(2).collect::<Vec<_>>().join("; "))
-                    .unwrap_or_default();
+                let Some(meta) = CallMetadata::of(&completion.extra) else {
+                    println!("#{:02} {:<16} -> answered, without slmkit metadata", index + 1, task);
+                    continue;
+                };
+                let attempts: Vec<String> = meta
+                    .attempts
+                    .iter()
+                    .map(|attempt| format!("{}:{}", attempt.tier, outcome_name(attempt.outcome)))
+                    .collect();
+                let reason = meta.reasons.iter().take(2).map(String::as_str).collect::<Vec<_>>().join("; ");
                 println!(
                     "#{:02} {:<16} -> {:<3}  cache {:<4}  attempts [{}]\n     why: {}",
                     index + 1,
                     task,
-                    meta["tier"].as_str().unwrap_or("?"),
-                    meta["cache"].as_str().unwrap_or("?"),
+                    meta.tier.map_or("?", |tier| tier.as_str()),
+                    meta.cache.as_str(),
                     attempts.join(", "),
                     reason,
                 );
@@ -120,6 +131,11 @@ pub async fn run(
     println!();
     print!("{}", client.ledger().report().to_table());
     Ok(())
+}
+
+/// An outcome as the ledger spells it (`ok`, `validation_failed`, ...).
+fn outcome_name(outcome: slmkit::Outcome) -> String {
+    serde_json::to_value(outcome).ok().and_then(|value| value.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 fn describe(tier: &Option<TierSection>) -> String {
