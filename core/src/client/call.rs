@@ -22,6 +22,54 @@ use crate::types::{
 };
 use crate::validate::Validator;
 
+/// How hard a call tries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// SLM attempts per call before escalating, the first included. Default 3.
+    pub slm_attempts: u32,
+    /// LLM attempts per call, the first included. Default 3.
+    pub llm_attempts: u32,
+    /// Attempts per call across both tiers: the one budget. Default 5.
+    pub max_attempts: u32,
+    /// First backoff before an LLM retry; doubled each time, with jitter. Default 250 ms.
+    pub initial_backoff: Duration,
+    /// Default 8 s.
+    pub max_backoff: Duration,
+    /// A longer `Retry-After` than this ends the call instead of waiting. Default 60 s.
+    pub max_retry_after: Duration,
+    /// SLM retries of a greedy (temperature 0) request sample at this temperature instead,
+    /// since a new seed alone would reproduce the same answer. Default 0.7.
+    pub retry_temperature: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            slm_attempts: 3,
+            llm_attempts: 3,
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(8),
+            max_retry_after: Duration::from_secs(60),
+            retry_temperature: 0.7,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before LLM retry number `retry` (1-based): the server's `Retry-After` if it
+    /// gave one, else exponential backoff with "equal jitter" (half fixed, half random).
+    fn backoff(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(wait) = retry_after {
+            return wait;
+        }
+        let exponential = self.initial_backoff.saturating_mul(1 << retry.saturating_sub(1).min(16));
+        let capped = exponential.min(self.max_backoff);
+        let half = capped / 2;
+        half + half.mul_f64(rand::random::<f64>())
+    }
+}
+
 /// What one attempt fetched from its backend, before validation.
 pub(super) enum Fetched<Kept, Live> {
     /// A complete answer to validate, and what the delivery keeps besides it.

@@ -14,161 +14,34 @@
 //! hash without routing, so [`Client::cached`] is cheap enough for a binding to try on the
 //! caller's thread, and routing runs once, in [`Client::create_prepared`].
 
+mod backend;
 mod call;
 mod live;
+mod prepared;
 mod settle;
+
+pub use self::backend::{Backend, BackendKind, TierConfig};
+pub use self::call::RetryPolicy;
+pub use self::prepared::Prepared;
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::FutureExt;
-use serde::Serialize;
 
 use self::call::{Call, StreamServed, Streamed, Whole};
 use self::live::{live_stream, replay, replay_cached, with_metadata, PendingStore};
-use crate::cache::{digest, key_for, CacheConfig, CachedAnswer, RequestDigest, ResponseCache};
+use self::prepared::{within, CacheSlot};
+use crate::cache::{digest, key_for, CacheConfig, CachedAnswer, ResponseCache};
 use crate::error::{Error, Result};
 use crate::hints::{bypasses_cache, task_tag};
 use crate::ledger::{AttemptRecord, Ledger, Outcome, Pricing};
-use crate::local::LocalEngine;
 use crate::metadata::{CacheStatus, CallMetadata};
-use crate::remote::RemoteBackend;
 use crate::routing::{RouteDecision, Router, RoutingConfig, SlmProfile};
 use crate::tier::Tier;
 use crate::types::{is_usage_only, new_id, ChatCompletion, ChatCompletionRequest, ChunkStream};
 use crate::validate::{default_validators, Validator};
-
-/// Where a tier's answers come from.
-#[derive(Debug, Clone)]
-pub enum Backend {
-    /// A GGUF model in this process.
-    Local(LocalEngine),
-    /// An OpenAI-compatible endpoint.
-    Remote(RemoteBackend),
-}
-
-/// The kind of a [`Backend`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    /// A GGUF model in this process.
-    Local,
-    /// An OpenAI-compatible endpoint.
-    Remote,
-}
-
-impl BackendKind {
-    /// `local` or `remote`, as the ledger records it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackendKind::Local => "local",
-            BackendKind::Remote => "remote",
-        }
-    }
-}
-
-impl std::fmt::Display for BackendKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl Backend {
-    /// Local or remote.
-    pub fn kind(&self) -> BackendKind {
-        match self {
-            Backend::Local(_) => BackendKind::Local,
-            Backend::Remote(_) => BackendKind::Remote,
-        }
-    }
-
-    /// The model this backend serves.
-    pub fn model(&self) -> String {
-        match self {
-            Backend::Local(engine) => engine.model().name().to_owned(),
-            Backend::Remote(remote) => remote.model().to_owned(),
-        }
-    }
-
-    /// What identifies this backend's answers in the cache key: the model file, or the
-    /// endpoint, model and a fingerprint of the API key.
-    pub(crate) fn identity(&self) -> String {
-        match self {
-            Backend::Local(engine) => format!("local:{}", engine.model().path().display()),
-            Backend::Remote(remote) => remote.identity(),
-        }
-    }
-
-    async fn create(&self, request: &ChatCompletionRequest) -> Result<ChatCompletion> {
-        match self {
-            Backend::Local(engine) => engine.create(request).await,
-            Backend::Remote(remote) => remote.create(request).await,
-        }
-    }
-
-    async fn create_stream(&self, request: &ChatCompletionRequest) -> Result<ChunkStream> {
-        match self {
-            Backend::Local(engine) => engine.create_stream(request).await,
-            Backend::Remote(remote) => remote.create_stream(request).await,
-        }
-    }
-}
-
-/// A tier: a backend and what it costs.
-#[derive(Debug, Clone)]
-pub struct TierConfig {
-    pub backend: Backend,
-    pub pricing: Pricing,
-}
-
-/// How hard a call tries.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RetryPolicy {
-    /// SLM attempts per call before escalating, the first included. Default 3.
-    pub slm_attempts: u32,
-    /// LLM attempts per call, the first included. Default 3.
-    pub llm_attempts: u32,
-    /// Attempts per call across both tiers: the one budget. Default 5.
-    pub max_attempts: u32,
-    /// First backoff before an LLM retry; doubled each time, with jitter. Default 250 ms.
-    pub initial_backoff: Duration,
-    /// Default 8 s.
-    pub max_backoff: Duration,
-    /// A longer `Retry-After` than this ends the call instead of waiting. Default 60 s.
-    pub max_retry_after: Duration,
-    /// SLM retries of a greedy (temperature 0) request sample at this temperature instead,
-    /// since a new seed alone would reproduce the same answer. Default 0.7.
-    pub retry_temperature: f64,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            slm_attempts: 3,
-            llm_attempts: 3,
-            max_attempts: 5,
-            initial_backoff: Duration::from_millis(250),
-            max_backoff: Duration::from_secs(8),
-            max_retry_after: Duration::from_secs(60),
-            retry_temperature: 0.7,
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The wait before LLM retry number `retry` (1-based): the server's `Retry-After` if it
-    /// gave one, else exponential backoff with "equal jitter" (half fixed, half random).
-    fn backoff(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
-        if let Some(wait) = retry_after {
-            return wait;
-        }
-        let exponential = self.initial_backoff.saturating_mul(1 << retry.saturating_sub(1).min(16));
-        let capped = exponential.min(self.max_backoff);
-        let half = capped / 2;
-        half + half.mul_f64(rand::random::<f64>())
-    }
-}
 
 /// Builds a [`Client`].
 pub struct ClientBuilder {
@@ -334,64 +207,6 @@ impl std::fmt::Debug for Client {
             .field("slm", &self.inner.slm.as_ref().map(|tier| tier.backend.model()))
             .field("llm", &self.inner.llm.as_ref().map(|tier| tier.backend.model()))
             .finish_non_exhaustive()
-    }
-}
-
-/// A request checked once and, when the response cache takes it, hashed once: what
-/// [`Client::cached`], [`Client::create_prepared`] and [`Client::create_stream_prepared`]
-/// take. Made by [`Client::prepare`] or [`Client::prepare_owned`].
-pub struct Prepared<'r> {
-    request: Cow<'r, ChatCompletionRequest>,
-    /// Where this request's answer is looked up and stored, when the cache takes it.
-    slot: Option<CacheSlot>,
-    timeout: Option<Duration>,
-}
-
-struct CacheSlot {
-    cache: Arc<ResponseCache>,
-    digest: RequestDigest,
-}
-
-impl Prepared<'_> {
-    /// The request.
-    pub fn request(&self) -> &ChatCompletionRequest {
-        &self.request
-    }
-
-    /// A deadline over the whole call, every attempt and backoff included (for a stream: until
-    /// it starts), as `timeout=` on an `openai` call.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
-
-    /// As [`Prepared::with_timeout`], from the seconds a binding was given.
-    ///
-    /// # Errors
-    /// [`Error::InvalidRequest`] for seconds that are not a positive number.
-    pub fn with_timeout_s(self, seconds: Option<f64>) -> Result<Self> {
-        match seconds {
-            None => Ok(self),
-            Some(seconds) if seconds.is_finite() && seconds > 0.0 => {
-                Ok(self.with_timeout(Duration::from_secs_f64(seconds)))
-            }
-            Some(seconds) => Err(Error::invalid_request(
-                format!("timeout must be a positive number of seconds, got {seconds}"),
-                Some("timeout"),
-            )),
-        }
-    }
-}
-
-/// `call` within `timeout`, if there is one; past it, [`Error::Timeout`].
-async fn within<T>(timeout: Option<Duration>, call: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    match timeout {
-        None => call.await,
-        Some(after) => tokio::time::timeout(after, call).await.unwrap_or(Err(Error::Timeout {
-            url: "slmkit call".to_owned(),
-            phase: "request",
-            after,
-        })),
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use slmkit_testserver::TestServer;
 
 use super::*;
-use crate::remote::RemoteConfig;
+use crate::remote::{RemoteBackend, RemoteConfig};
 use crate::types::ChatMessage;
 
 /// Routing and hashing passes made by a client.
