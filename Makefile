@@ -76,6 +76,7 @@ route-score:
 	cargo run -q -p slmkit-cli -- route-score tests/routing/devset.jsonl
 
 lint:
+	python3 scripts/module_graph.py >/dev/null
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo fmt --all -- --check
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps

@@ -524,6 +524,10 @@ export declare class APIConnectionError extends APIError {
 export declare class APITimeoutError extends APIConnectionError {
   constructor(options?: { message?: string });
 }
+/** An HTTP error status without a class of its own. */
+export declare class APIStatusError extends APIError {}
+/** The remote endpoint answered 2xx with something that is not an OpenAI response. */
+export declare class APIResponseValidationError extends APIError {}
 export declare class BadRequestError extends APIError {}
 export declare class AuthenticationError extends APIError {}
 export declare class PermissionDeniedError extends APIError {}
@@ -534,6 +538,8 @@ export declare class RateLimitError extends APIError {}
 export declare class InternalServerError extends APIError {}
 export declare class ContextLengthError extends BadRequestError {}
 export declare class ModelLoadError extends APIError {}
+/** A model reference could not be pulled (network, 404/401, sha256 mismatch, offline cache miss). */
+export declare class ModelFetchError extends ModelLoadError {}
 export declare class OverloadedError extends InternalServerError {}
 export declare class ValidationError extends UnprocessableEntityError {
   /** One reason per rejected attempt. */

@@ -66,6 +66,10 @@ class APITimeoutError extends APIConnectionError {
   }
 }
 
+/** An HTTP error status without a class of its own. */
+class APIStatusError extends APIError {}
+/** The remote endpoint answered 2xx with something that is not an OpenAI response. */
+class APIResponseValidationError extends APIError {}
 class BadRequestError extends APIError {}
 class AuthenticationError extends APIError {}
 class PermissionDeniedError extends APIError {}
@@ -79,6 +83,8 @@ class InternalServerError extends APIError {}
 class ContextLengthError extends BadRequestError {}
 /** A local model file could not be loaded (missing, not GGUF, truncated or corrupt). */
 class ModelLoadError extends APIError {}
+/** A model reference could not be pulled (network, 404/401, sha256 mismatch, offline cache miss). */
+class ModelFetchError extends ModelLoadError {}
 /** The local engine's queue is full; retry later. */
 class OverloadedError extends InternalServerError {}
 /** No answer passed validation and there was no LLM tier to escalate to. `reasons` has one per attempt. */
@@ -88,57 +94,42 @@ class ValidatorError extends APIError {}
 /** The configuration (options object, config file or environment) is invalid. */
 class ConfigError extends OpenAIError {}
 
-const BY_STATUS = {
-  400: BadRequestError,
-  401: AuthenticationError,
-  403: PermissionDeniedError,
-  404: NotFoundError,
-  409: ConflictError,
-  422: UnprocessableEntityError,
-  429: RateLimitError,
-};
-
-const BY_KIND = {
-  invalid_request: BadRequestError,
-  invalid_schema: BadRequestError,
-  bad_request: BadRequestError,
-  context_length_exceeded: ContextLengthError,
-  authentication: AuthenticationError,
-  permission_denied: PermissionDeniedError,
-  not_found: NotFoundError,
-  conflict: ConflictError,
-  unprocessable_entity: UnprocessableEntityError,
-  rate_limit: RateLimitError,
-  internal_server: InternalServerError,
-  overloaded: OverloadedError,
-  engine_stopped: OverloadedError,
-  model_load: ModelLoadError,
-  model_fetch: ModelLoadError,
-  template: InternalServerError,
-  inference: InternalServerError,
-  io: InternalServerError,
-  malformed_response: APIError,
-  validation_failed: ValidationError,
-  validator_error: ValidatorError,
+// The core names the class (`openai_class` in the details, from `Error::openai_class`): the
+// one table is there, and this only looks the name up.
+const BY_NAME = {
+  APIError,
+  APIStatusError,
+  APIResponseValidationError,
+  BadRequestError,
+  AuthenticationError,
+  PermissionDeniedError,
+  NotFoundError,
+  ConflictError,
+  UnprocessableEntityError,
+  RateLimitError,
+  InternalServerError,
+  ContextLengthError,
+  ModelLoadError,
+  ModelFetchError,
+  OverloadedError,
+  ValidationError,
+  ValidatorError,
 };
 
 /** The error class and fields for a native error's details. */
 function errorFromDetails(details, causes) {
-  const { kind } = details;
+  const { kind, openai_class: name } = details;
   let err;
-  if (kind === 'cancelled') {
+  if (name === 'APIUserAbortError') {
     err = new APIUserAbortError();
-  } else if (kind === 'config') {
+  } else if (name === 'ConfigError') {
     err = new ConfigError(details.message);
-  } else if (kind === 'timeout' || (kind === 'stream_interrupted' && details.source_kind === 'timeout')) {
+  } else if (name === 'APITimeoutError') {
     err = new APITimeoutError({ message: details.message });
-  } else if (kind === 'connection' || kind === 'stream_interrupted') {
+  } else if (name === 'APIConnectionError') {
     err = new APIConnectionError({ message: details.message });
   } else {
-    const Class =
-      BY_KIND[kind] ??
-      BY_STATUS[details.status] ??
-      (details.status >= 500 ? InternalServerError : APIError);
+    const Class = BY_NAME[name] ?? APIError;
     // A remote error keeps the server's `error` object, as the `openai` package does.
     const body = details.error && typeof details.error === 'object' ? details.error : undefined;
     err = new Class(details.status, body, body ? undefined : details.message, undefined);
@@ -398,36 +389,22 @@ class Completions {
     const signal = options?.signal;
     if (signal?.aborted) throw new APIUserAbortError();
     const token = new native.CancelToken();
-    const timeoutMs = options?.timeout ?? this.#client.timeout;
-    let timedOut = false;
-    const timer =
-      typeof timeoutMs === 'number' && Number.isFinite(timeoutMs) && timeoutMs > 0
-        ? setTimeout(() => {
-            timedOut = true;
-            token.cancel();
-          }, timeoutMs)
-        : undefined;
+    // The core keeps the deadline (milliseconds here, as the `openai` package takes them).
+    const timeout = options?.timeout ?? this.#client.timeout;
+    const timeoutMs = typeof timeout === 'number' ? timeout : null;
     const unlink = linkSignal(signal, token);
-    const finish = () => {
-      unlink();
-      if (timer) clearTimeout(timer);
-    };
     const fail = (thrown) => {
-      finish();
-      const err = convertError(thrown, this.#causes);
-      if (timedOut && err instanceof APIUserAbortError) return new APITimeoutError();
-      return err;
+      unlink();
+      return convertError(thrown, this.#causes);
     };
     if (params.stream) {
       let nativeStream;
       try {
-        nativeStream = await this.#client._native.createStream(body, token);
+        // The timeout covers the wait for the stream to start, as in the `openai` package.
+        nativeStream = await this.#client._native.createStream(body, token, timeoutMs);
       } catch (thrown) {
         throw fail(thrown);
       }
-      // The stream outlives the call's timeout, as in the `openai` package, where the
-      // timeout covers the wait for the response.
-      if (timer) clearTimeout(timer);
       const controller = new AbortController();
       const unlinkController = linkSignal(controller.signal, token);
       return new Stream(nativeStream, controller, () => {
@@ -437,11 +414,11 @@ class Completions {
     }
     let text;
     try {
-      text = await this.#client._native.create(body, token);
+      text = await this.#client._native.create(body, token, timeoutMs);
     } catch (thrown) {
       throw fail(thrown);
     }
-    finish();
+    unlink();
     return parseAnswer(text);
   }
 }
@@ -501,6 +478,7 @@ class OpenAI {
         configPath ?? null,
         options?.baseURL ?? null,
         options?.apiKey ?? null,
+        typeof options?.maxRetries === 'number' ? options.maxRetries : null,
         js.map((validator) => validator.name),
         js.length ? makeDispatcher(js, causes) : null,
       );
@@ -528,8 +506,8 @@ class OpenAI {
  * Resolves a model reference (a catalog name such as `qwen2.5-coder-0.5b-instruct`,
  * `hf:ORG/REPO/FILE.gguf[@rev]`, an `https://` URL, or a path) to a local GGUF file,
  * downloading it into the Hugging Face cache when needed. `onProgress({file, done, total})`
- * is called as bytes arrive. Rejects with a `ModelLoadError` (`kind` `model_fetch` or
- * `model_load`).
+ * is called as bytes arrive. Rejects with a `ModelFetchError` (a `ModelLoadError`, `kind`
+ * `model_fetch`), or a `ModelLoadError` for a local file that is not a model.
  */
 function resolveModel(reference, options = {}) {
   const onProgress = options?.onProgress;
@@ -567,6 +545,8 @@ Object.assign(OpenAI, {
   APIUserAbortError,
   APIConnectionError,
   APITimeoutError,
+  APIStatusError,
+  APIResponseValidationError,
   BadRequestError,
   AuthenticationError,
   PermissionDeniedError,
@@ -577,6 +557,7 @@ Object.assign(OpenAI, {
   InternalServerError,
   ContextLengthError,
   ModelLoadError,
+  ModelFetchError,
   OverloadedError,
   ValidationError,
   ValidatorError,

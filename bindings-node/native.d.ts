@@ -27,15 +27,15 @@ export declare class NativeClient {
    * # Errors
    * Config (invalid options or file), model load (a local model that does not load), I/O.
    */
-  constructor(configJson?: string | undefined | null, configPath?: string | undefined | null, baseUrl?: string | undefined | null, apiKey?: string | undefined | null, validatorNames?: Array<string> | undefined | null, dispatcher?: ((arg0: number, arg1: string, arg2: string) => Promise<string>) | undefined | null)
+  constructor(configJson?: string | undefined | null, configPath?: string | undefined | null, baseUrl?: string | undefined | null, apiKey?: string | undefined | null, maxRetries?: number | undefined | null, validatorNames?: Array<string> | undefined | null, dispatcher?: ((arg0: number, arg1: string, arg2: string) => Promise<string>) | undefined | null)
   /**
    * Answers a request body (JSON) with the completion's JSON: at once for a response-cache
    * hit (no hop to a runtime thread and back, which costs more than the lookup), otherwise
    * as a promise.
    */
-  create(requestJson: string, token: CancelToken): Promise<string> | string
+  create(requestJson: string, token: CancelToken, timeoutMs?: number | undefined | null): Promise<string> | string
   /** Starts a stream; resolves once the first chunks are ready (or the call failed). */
-  createStream(requestJson: string, token: CancelToken): Promise<NativeStream>
+  createStream(requestJson: string, token: CancelToken, timeoutMs?: number | undefined | null): Promise<NativeStream>
   /** Where a request would go, and why (JSON). */
   explain(requestJson: string): string
   /** The ledger's report (JSON). */

@@ -21,10 +21,9 @@ use napi::threadsafe_function::ThreadsafeFunction;
 use napi::{Env, Status};
 use napi_derive::napi;
 use serde_json::{json, Value};
-use slmkit::local::ChunkStream;
-use slmkit::types::ChatCompletionRequest;
+use slmkit::types::{ChatCompletionRequest, ChunkStream};
 use slmkit::validate::{Callback, Verdict};
-use slmkit::{Client, Config};
+use slmkit::{Client, Config, OpenAiClientOptions, Prepared};
 use tokio_util::sync::CancellationToken;
 
 /// What every slmkit error message starts with, so `index.js` can tell them from napi's own.
@@ -88,19 +87,20 @@ fn cancelled() -> napi::Error {
 }
 
 fn json_error(err: serde_json::Error) -> napi::Error {
-    to_napi(slmkit::Error::Inference(format!("cannot serialise the answer: {err}")))
+    to_napi(slmkit::Error::Internal(format!("cannot serialise the answer: {err}")))
 }
 
 fn parse_request(request_json: &str) -> napi::Result<ChatCompletionRequest> {
     ChatCompletionRequest::from_json(request_json).map_err(to_napi)
 }
 
-/// Applies the `openai`-style `apiKey` / `baseURL` constructor options to the LLM tier: they
-/// win over the environment, as in the `openai` package. An LLM tier from the options or a
-/// config file keeps its model and timeouts and takes the URL and key.
-fn apply_client_options(config: &mut Config, base_url: Option<String>, api_key: Option<String>) {
-    // `timeout` is a JS timer in index.js; `maxRetries` is left to the one attempt budget.
-    config.apply_openai_options(&slmkit::OpenAiClientOptions { base_url, api_key, ..Default::default() });
+/// The request checked and (for the cache) hashed once, with its per-call timeout
+/// (milliseconds, as the `openai` package takes it): the core's one preparation pass, cheap
+/// enough for the event loop (no routing).
+fn prepare(client: &Client, request_json: &str, timeout_ms: Option<f64>) -> slmkit::Result<Prepared<'static>> {
+    ChatCompletionRequest::from_json(request_json)
+        .and_then(|request| client.prepare_owned(request))
+        .and_then(|prepared| prepared.with_timeout_s(timeout_ms.map(|ms| ms / 1000.0)))
 }
 
 /// The verdict JSON the dispatcher in `index.js` answers with.
@@ -182,9 +182,10 @@ pub struct NativeClient {
 
 #[napi]
 impl NativeClient {
-    /// `config_json`: the configuration (the TOML file's structure, as JSON); or `config_path`:
-    /// a TOML file; or neither: `$SLMKIT_CONFIG`, then the environment. `base_url` / `api_key`
-    /// set the LLM tier's endpoint. `validator_names[i]` is checked by calling
+    /// `config_json`: the configuration (the TOML file's structure, as JSON, with shorthands);
+    /// and/or `config_path`: a TOML file; or neither: `$SLMKIT_CONFIG`, then the environment
+    /// (the core's `Config::from_sources`). `base_url` / `api_key` set the LLM tier's
+    /// endpoint, `max_retries` its retries. `validator_names[i]` is checked by calling
     /// `dispatcher(i, requestJson, completionJson)`.
     ///
     /// # Errors
@@ -192,30 +193,20 @@ impl NativeClient {
     #[napi(constructor)]
     // Spelled out rather than aliased, so napi generates the function's TS signature.
     #[allow(clippy::type_complexity)]
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config_json: Option<String>,
         config_path: Option<String>,
         base_url: Option<String>,
         api_key: Option<String>,
+        max_retries: Option<u32>,
         validator_names: Option<Vec<String>>,
         dispatcher: Option<Function<'_, FnArgs<(u32, String, String)>, Promise<String>>>,
     ) -> napi::Result<Self> {
-        let mut config = match (config_json, config_path) {
-            (Some(_), Some(_)) => {
-                return Err(to_napi(slmkit::Error::Config(
-                    "pass either a config file or the configuration sections, not both".into(),
-                )))
-            }
-            (Some(json), None) => {
-                let mut config = Config::from_json_str(&json).map_err(to_napi)?;
-                if config.llm.is_none() {
-                    config.llm = Config::llm_from_env();
-                }
-                config
-            }
-            (None, path) => Config::load(path.map(PathBuf::from).as_deref()).map_err(to_napi)?,
-        };
-        apply_client_options(&mut config, base_url, api_key);
+        // The constructor's `timeout` is each call's default deadline (index.js passes it per call).
+        let options = OpenAiClientOptions { base_url, api_key, timeout_s: None, max_retries };
+        let path = config_path.map(PathBuf::from);
+        let config = Config::from_sources(path.as_deref(), config_json.as_deref(), &options).map_err(to_napi)?;
         let mut builder = config.builder().map_err(to_napi)?;
         let names = validator_names.unwrap_or_default();
         if !names.is_empty() {
@@ -235,30 +226,31 @@ impl NativeClient {
 
     /// Answers a request body (JSON) with the completion's JSON: at once for a response-cache
     /// hit (no hop to a runtime thread and back, which costs more than the lookup), otherwise
-    /// as a promise.
+    /// as a promise. `timeout_ms` bounds the whole call.
     #[napi(ts_return_type = "Promise<string> | string")]
     pub fn create<'env>(
         &self,
         env: &'env Env,
         request_json: String,
         token: &CancelToken,
+        timeout_ms: Option<f64>,
     ) -> napi::Result<Either<String, PromiseRaw<'env, String>>> {
         let client = self.client.clone();
         let token = token.token.clone();
-        let request = parse_request(&request_json);
-        if let Ok(request) = &request {
-            if let Some(hit) = client.create_if_cached(request) {
+        let prepared = prepare(&client, &request_json, timeout_ms);
+        if let Ok(prepared) = &prepared {
+            if let Some(hit) = client.cached(prepared) {
                 return serde_json::to_string(&hit).map(Either::A).map_err(json_error);
             }
         }
         env.spawn_future(async move {
-            let request = request?;
+            let prepared = prepared.map_err(to_napi)?;
             // Leaving the select drops the call's future, which frees the engine slot and
-            // records the attempt as cancelled.
+            // records the attempt as cancelled. Routing happens in there, off the event loop.
             tokio::select! {
                 biased;
                 () = token.cancelled() => Err(cancelled()),
-                answer = client.create(&request) => {
+                answer = client.create_prepared(prepared) => {
                     serde_json::to_string(&answer.map_err(to_napi)?).map_err(json_error)
                 }
             }
@@ -267,22 +259,24 @@ impl NativeClient {
     }
 
     /// Starts a stream; resolves once the first chunks are ready (or the call failed).
+    /// `timeout_ms` bounds the wait for the stream to start.
     #[napi(ts_return_type = "Promise<NativeStream>")]
     pub fn create_stream<'env>(
         &self,
         env: &'env Env,
         request_json: String,
         token: &CancelToken,
+        timeout_ms: Option<f64>,
     ) -> napi::Result<PromiseRaw<'env, NativeStream>> {
         let client = self.client.clone();
         let token = token.token.clone();
-        let request = parse_request(&request_json);
+        let prepared = prepare(&client, &request_json, timeout_ms);
         env.spawn_future(async move {
-            let request = request?;
+            let prepared = prepared.map_err(to_napi)?;
             let stream = tokio::select! {
                 biased;
                 () = token.cancelled() => return Err(cancelled()),
-                stream = client.create_stream(&request) => stream.map_err(to_napi)?,
+                stream = client.create_stream_prepared(prepared) => stream.map_err(to_napi)?,
             };
             Ok(NativeStream::new(stream, token))
         })

@@ -62,6 +62,7 @@ test('resolveModel failures are ModelLoadErrors with their kind', async (t) => {
   const files = await fileServer();
   t.after(files.close);
   await assert.rejects(OpenAI.resolveModel(`${files.url}/nothing.gguf`), (err) => {
+    assert.ok(err instanceof OpenAI.ModelFetchError);
     assert.ok(err instanceof OpenAI.ModelLoadError);
     assert.equal(err.kind, 'model_fetch');
     assert.match(err.message, /not found at/);

@@ -3,16 +3,13 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures::StreamExt;
 use pyo3::exceptions::{PyStopAsyncIteration, PyValueError};
 use pyo3::prelude::*;
-use slmkit::local::ChunkStream;
-use slmkit::types::ChatCompletionRequest;
-use slmkit::{Client, Error};
+use slmkit::types::{ChatCompletionRequest, ChunkStream};
+use slmkit::{Client, Config, OpenAiClientOptions, Prepared};
 
-use crate::config::{resolve, ClientOptions};
 use crate::errors::{to_py, to_py_detached};
 use crate::runtime::{future_into_py, wait};
 use crate::validators;
@@ -35,13 +32,13 @@ pub struct NativeClient {
 struct Recipe {
     config_path: Option<PathBuf>,
     sections: Option<String>,
-    options: ClientOptions,
+    options: OpenAiClientOptions,
     validators: Vec<(String, Arc<Py<PyAny>>)>,
 }
 
 impl Recipe {
     fn build(&self) -> slmkit::Result<Client> {
-        let config = resolve(self.config_path.clone(), self.sections.as_deref(), &self.options)?;
+        let config = Config::from_sources(self.config_path.as_deref(), self.sections.as_deref(), &self.options)?;
         let mut builder = config.builder()?;
         for (name, function) in &self.validators {
             builder = builder.validator(Arc::new(validators::callback(name.clone(), Arc::clone(function))));
@@ -65,39 +62,21 @@ impl NativeClient {
     }
 }
 
+/// The request, checked and (for the cache) hashed once, with its per-call timeout: the
+/// core's one preparation pass, here on the caller's thread because it is cheap (no routing).
+fn prepare(py: Python<'_>, client: &Client, request: &str, timeout: Option<f64>) -> PyResult<Prepared<'static>> {
+    ChatCompletionRequest::from_json(request)
+        .and_then(|request| client.prepare_owned(request))
+        .and_then(|prepared| prepared.with_timeout_s(timeout))
+        .map_err(|err| to_py(py, &err))
+}
+
 fn parse(py: Python<'_>, request: &str) -> PyResult<ChatCompletionRequest> {
     ChatCompletionRequest::from_json(request).map_err(|err| to_py(py, &err))
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> PyResult<String> {
     serde_json::to_string(value).map_err(|err| PyValueError::new_err(format!("cannot serialise: {err}")))
-}
-
-/// A per-call deadline over the whole call (every attempt), as `timeout=` on an openai call.
-async fn within<T>(
-    timeout: Option<f64>,
-    call: impl std::future::Future<Output = slmkit::Result<T>>,
-) -> slmkit::Result<T> {
-    match timeout {
-        None => call.await,
-        Some(seconds) => {
-            let after = Duration::from_secs_f64(seconds);
-            tokio::time::timeout(after, call).await.unwrap_or(Err(Error::Timeout {
-                url: "slmkit call".to_owned(),
-                phase: "request",
-                after,
-            }))
-        }
-    }
-}
-
-fn check_timeout(timeout: Option<f64>) -> PyResult<Option<f64>> {
-    match timeout {
-        Some(seconds) if !(seconds.is_finite() && seconds > 0.0) => {
-            Err(PyValueError::new_err(format!("timeout must be a positive number of seconds, got {seconds}")))
-        }
-        other => Ok(other),
-    }
 }
 
 #[pymethods]
@@ -117,7 +96,8 @@ impl NativeClient {
         max_retries: Option<u32>,
         validators: Vec<(String, Py<PyAny>)>,
     ) -> PyResult<Self> {
-        let options = ClientOptions { api_key, base_url, timeout: check_timeout(timeout)?, max_retries };
+        // The timeout and retries are checked by the core's configuration (a ConfigError).
+        let options = OpenAiClientOptions { api_key, base_url, timeout_s: timeout, max_retries };
         let validators = validators.into_iter().map(|(name, function)| (name, Arc::new(function))).collect();
         let recipe = Recipe { config_path, sections, options, validators };
         let client = py.detach(|| recipe.build()).map_err(|err| to_py(py, &err))?;
@@ -127,26 +107,25 @@ impl NativeClient {
     /// One call; returns the completion as JSON.
     #[pyo3(signature = (request, timeout=None))]
     fn create(&self, py: Python<'_>, request: &str, timeout: Option<f64>) -> PyResult<String> {
-        let request = parse(py, request)?;
-        let timeout = check_timeout(timeout)?;
         let client = self.client(py)?;
+        let prepared = prepare(py, &client, request, timeout)?;
         // A response-cache hit is answered here: handing it to a runtime thread and waiting
-        // for it back costs more than the lookup.
-        if let Some(hit) = client.create_if_cached(&request) {
+        // for it back costs more than the lookup. Routing (which may tokenize the prompt)
+        // happens only on a miss, on the runtime, with the GIL released.
+        if let Some(hit) = client.cached(&prepared) {
             return to_json(&hit);
         }
-        let answer = wait(py, async move { within(timeout, client.create(&request)).await })?;
+        let answer = wait(py, async move { client.create_prepared(prepared).await })?;
         answer.map_err(|err| to_py(py, &err)).and_then(|completion| to_json(&completion))
     }
 
     /// One call from asyncio; the awaitable gives the completion as JSON.
     #[pyo3(signature = (request, timeout=None))]
     fn create_async<'py>(&self, py: Python<'py>, request: &str, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
-        let request = parse(py, request)?;
-        let timeout = check_timeout(timeout)?;
         let client = self.client(py)?;
+        let prepared = prepare(py, &client, request, timeout)?;
         future_into_py(py, async move {
-            match within(timeout, client.create(&request)).await {
+            match client.create_prepared(prepared).await {
                 Ok(completion) => to_json(&completion),
                 Err(err) => Err(to_py_detached(&err)),
             }
@@ -156,10 +135,9 @@ impl NativeClient {
     /// A streamed call: an iterator of chunks as JSON.
     #[pyo3(signature = (request, timeout=None))]
     fn stream(&self, py: Python<'_>, request: &str, timeout: Option<f64>) -> PyResult<NativeStream> {
-        let request = parse(py, request)?;
-        let timeout = check_timeout(timeout)?;
         let client = self.client(py)?;
-        let stream = wait(py, async move { within(timeout, client.create_stream(&request)).await })?;
+        let prepared = prepare(py, &client, request, timeout)?;
+        let stream = wait(py, async move { client.create_stream_prepared(prepared).await })?;
         let stream = stream.map_err(|err| to_py(py, &err))?;
         Ok(NativeStream { stream: Mutex::new(Some(stream)) })
     }
@@ -167,11 +145,10 @@ impl NativeClient {
     /// A streamed call from asyncio: the awaitable gives an async iterator of chunks as JSON.
     #[pyo3(signature = (request, timeout=None))]
     fn stream_async<'py>(&self, py: Python<'py>, request: &str, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
-        let request = parse(py, request)?;
-        let timeout = check_timeout(timeout)?;
         let client = self.client(py)?;
+        let prepared = prepare(py, &client, request, timeout)?;
         future_into_py(py, async move {
-            match within(timeout, client.create_stream(&request)).await {
+            match client.create_stream_prepared(prepared).await {
                 Ok(stream) => Ok(NativeAsyncStream { stream: Arc::new(tokio::sync::Mutex::new(Some(stream))) }),
                 Err(err) => Err(to_py_detached(&err)),
             }

@@ -1,8 +1,8 @@
 //! The core's errors as the Python exceptions of `slmkit._exceptions`.
 //!
-//! The class is chosen in Python (`_from_native`, by `Error::kind()` and the status code), so
-//! the mapping table sits next to the classes it names. This side supplies the kind, status,
-//! message, the variant's fields as JSON, and the cause.
+//! The class is the core's (`Error::openai_class`, in the details): `_from_native` only looks
+//! it up among the classes it defines. This side supplies the kind, status, message, the
+//! variant's fields as JSON (the class name among them), and the cause.
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -37,11 +37,6 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
     };
     let cause = cause.map(|cause| cause.into_value(py));
     let exception =
-        factory.bind(py).call1((err.kind(), err.status_code(), err.to_string(), details(err).to_string(), cause))?;
+        factory.bind(py).call1((err.kind(), err.status_code(), err.to_string(), err.details().to_string(), cause))?;
     Ok(PyErr::from_value(exception))
-}
-
-/// The variant's fields, for the exception's attributes (the core's `Error::details`).
-fn details(err: &Error) -> serde_json::Value {
-    err.details()
 }

@@ -9,7 +9,6 @@
 //! - `validators`: Python callables (sync or async) as core validators.
 
 mod client;
-mod config;
 mod errors;
 mod models;
 mod runtime;

@@ -57,7 +57,12 @@ fn install() -> &'static tokio::runtime::Runtime {
             Ok(built) => built,
             Err(err) => {
                 INSTALLING.store(false, Ordering::Release);
-                panic!("slmkit cannot start its tokio runtime: {err}");
+                // Only the OS refusing threads gets here, never user input; pyo3 turns the
+                // panic into a Python exception at the call's boundary.
+                #[allow(clippy::panic)]
+                {
+                    panic!("slmkit cannot start its tokio runtime: {err}");
+                }
             }
         };
         current = Box::into_raw(Box::new(built));

@@ -3,10 +3,9 @@
 
 use std::path::Path;
 
-use serde_json::Value;
 use slmkit::config::{TierSection, ValidatorSection};
 use slmkit::types::ChatCompletionRequest;
-use slmkit::Config;
+use slmkit::{CallMetadata, Config};
 
 /// 30 calls of a software-company run: PRD, design, tasks, code, tests, review, summaries,
 /// and the repeated calls such a run makes.
@@ -88,32 +87,22 @@ pub async fn run(
         let task = slmkit::routing::task_tag(&request).unwrap_or("-").to_owned();
         match client.create(&request).await {
             Ok(completion) => {
-                let meta = &completion.extra["slmkit"];
-                let attempts: Vec<String> = meta["attempts"]
-                    .as_array()
-                    .map(|attempts| {
-                        attempts
-                            .iter()
-                            .map(|a| {
-                                format!(
-                                    "{}:{}",
-                                    a["tier"].as_str().unwrap_or("?"),
-                                    a["outcome"].as_str().unwrap_or("?")
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let reason = meta["reasons"]
-                    .as_array()
-                    .map(|reasons| reasons.iter().filter_map(Value::as_str).take(2).collect::<Vec<_>>().join("; "))
-                    .unwrap_or_default();
+                let Some(meta) = CallMetadata::of(&completion.extra) else {
+                    println!("#{:02} {:<16} -> answered, without slmkit metadata", index + 1, task);
+                    continue;
+                };
+                let attempts: Vec<String> = meta
+                    .attempts
+                    .iter()
+                    .map(|attempt| format!("{}:{}", attempt.tier, outcome_name(attempt.outcome)))
+                    .collect();
+                let reason = meta.reasons.iter().take(2).map(String::as_str).collect::<Vec<_>>().join("; ");
                 println!(
                     "#{:02} {:<16} -> {:<3}  cache {:<4}  attempts [{}]\n     why: {}",
                     index + 1,
                     task,
-                    meta["tier"].as_str().unwrap_or("?"),
-                    meta["cache"].as_str().unwrap_or("?"),
+                    meta.tier.map_or("?", |tier| tier.as_str()),
+                    meta.cache.as_str(),
                     attempts.join(", "),
                     reason,
                 );
@@ -124,6 +113,11 @@ pub async fn run(
     println!();
     print!("{}", client.ledger().report().to_table());
     Ok(())
+}
+
+/// An outcome as the ledger spells it (`ok`, `validation_failed`, ...).
+fn outcome_name(outcome: slmkit::Outcome) -> String {
+    serde_json::to_value(outcome).ok().and_then(|value| value.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 fn describe(tier: &Option<TierSection>) -> String {

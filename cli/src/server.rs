@@ -16,9 +16,11 @@ use axum::{Json, Router};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use slmkit::ledger::Tier;
-use slmkit::types::ChatCompletionRequest;
-use slmkit::{Client, Config, Error};
+use sha2::{Digest, Sha256};
+use slmkit::hints::HINT_FIELD;
+use slmkit::metadata::METADATA_FIELD;
+use slmkit::types::{ChatCompletionRequest, ChunkStream};
+use slmkit::{Client, Config, Error, Tier};
 
 /// The `[server]` section.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -101,7 +103,8 @@ impl Histogram {
 
 struct AppState {
     client: Client,
-    api_key: Option<String>,
+    /// The bearer token's SHA-256, compared in constant time.
+    api_key: Option<[u8; 32]>,
     max_body_bytes: usize,
     latency: Histogram,
     requests: AtomicU64,
@@ -112,7 +115,7 @@ struct AppState {
 pub fn app(client: Client, server: &ServerConfig) -> Router {
     let state = Arc::new(AppState {
         client,
-        api_key: server.api_key.clone(),
+        api_key: server.api_key.as_deref().map(|key| Sha256::digest(key.as_bytes()).into()),
         max_body_bytes: server.max_body_bytes,
         latency: Histogram::default(),
         requests: AtomicU64::new(0),
@@ -214,7 +217,9 @@ pub async fn run(
     println!("slmkit serve: listening on http://{address}/v1");
     let grace = Duration::from_secs_f64(server.shutdown_grace_s);
     serve(listener, app(client.clone(), &server), shutdown_signal(), grace).await?;
-    // Every record was flushed as it was written; say where things stand.
+    // The ledger file is written by a thread: wait for it, then say where things stand.
+    let ledger = client.ledger().clone();
+    tokio::task::spawn_blocking(move || ledger.flush()).await?;
     let report = client.ledger().report();
     println!(
         "slmkit serve: stopped after {} calls; ledger flushed ({} write errors)",
@@ -224,6 +229,17 @@ pub async fn run(
     Ok(())
 }
 
+/// Whether `presented` is the key whose SHA-256 is `expected`. Compares digests (fixed
+/// length, whatever was sent) with a fold that looks at every byte, so the time taken says
+/// nothing about how much of the key was right.
+fn key_matches(expected: &[u8; 32], presented: Option<&str>) -> bool {
+    let Some(presented) = presented else { return false };
+    let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+    let difference = expected.iter().zip(presented.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    // Keep the optimiser from turning the fold back into an early-exit comparison.
+    std::hint::black_box(difference) == 0
+}
+
 async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     if let Some(expected) = &state.api_key {
         let presented = request
@@ -231,7 +247,7 @@ async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: N
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "));
-        if presented != Some(expected.as_str()) {
+        if !key_matches(expected, presented) {
             return openai_error(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong API key: send Authorization: Bearer <key>",
@@ -248,7 +264,10 @@ fn openai_error(status: StatusCode, message: &str, kind: &str, code: Option<&str
     (status, Json(body)).into_response()
 }
 
-fn error_response(err: &Error) -> Response {
+/// OpenAI's error JSON for `err`, plus slmkit's own fields beside it (`slmkit.kind` and
+/// `slmkit.openai_class`, the exception class the `openai` packages and slmkit's bindings
+/// raise for it), where OpenAI clients ignore them.
+fn error_json(err: &Error) -> Value {
     let status = StatusCode::from_u16(err.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let kind = if status.is_client_error() { "invalid_request_error" } else { "server_error" };
     let param = match err {
@@ -256,7 +275,14 @@ fn error_response(err: &Error) -> Response {
         Error::InvalidSchema { param, .. } => Some(param.clone()),
         _ => None,
     };
-    let body = json!({"error": {"message": err.to_string(), "type": kind, "param": param, "code": err.kind()}});
+    let mut body = json!({"error": {"message": err.to_string(), "type": kind, "param": param, "code": err.kind()}});
+    body[METADATA_FIELD] = json!({"kind": err.kind(), "openai_class": err.openai_class()});
+    body
+}
+
+fn error_response(err: &Error) -> Response {
+    let status = StatusCode::from_u16(err.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = error_json(err);
     let mut response = (status, Json(body)).into_response();
     if let Some(wait) = err.retry_after() {
         if let Ok(value) = wait.as_secs().max(1).to_string().parse() {
@@ -322,7 +348,7 @@ async fn answer(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
 fn apply_header_hints(request: &mut ChatCompletionRequest, headers: &HeaderMap) {
     for (header_name, key) in [("x-slmkit-route", "route"), ("x-slmkit-task", "task")] {
         if let Some(value) = headers.get(header_name).and_then(|value| value.to_str().ok()) {
-            let hints = request.extra.entry("slmkit").or_insert_with(|| json!({}));
+            let hints = request.extra.entry(HINT_FIELD).or_insert_with(|| json!({}));
             if let Some(hints) = hints.as_object_mut() {
                 hints.insert(key.into(), Value::String(value.to_owned()));
             }
@@ -330,17 +356,28 @@ fn apply_header_hints(request: &mut ChatCompletionRequest, headers: &HeaderMap) 
     }
 }
 
+/// One SSE frame for a stream item: the chunk, or, for an error (or a chunk that cannot be
+/// serialised), an `error` event as OpenAI sends one.
+fn sse_frame<T: serde::Serialize>(item: Result<T, Error>) -> Bytes {
+    let serialised = item.and_then(|chunk| {
+        serde_json::to_string(&chunk).map_err(|err| Error::Internal(format!("cannot serialise a chunk: {err}")))
+    });
+    let json = match serialised {
+        Ok(json) => json,
+        Err(err) => {
+            let mut event = error_json(&err);
+            event["error"]["type"] = json!("server_error");
+            event.to_string()
+        }
+    };
+    Bytes::from(format!("data: {json}\n\n"))
+}
+
 /// Chunks framed as OpenAI frames them: `data: {json}\n\n`, then `data: [DONE]\n\n`. An
 /// error after the first chunk is sent as an `error` event, as OpenAI does, and ends the stream.
-fn sse_response(chunks: slmkit::local::ChunkStream) -> Response {
+fn sse_response(chunks: ChunkStream) -> Response {
     let frames = chunks
-        .map(|item| {
-            let json = match item {
-                Ok(chunk) => serde_json::to_string(&chunk).unwrap_or_default(),
-                Err(err) => json!({"error": {"message": err.to_string(), "type": "server_error", "param": null, "code": err.kind()}}).to_string(),
-            };
-            Ok::<Bytes, std::convert::Infallible>(Bytes::from(format!("data: {json}\n\n")))
-        })
+        .map(|item| Ok::<Bytes, std::convert::Infallible>(sse_frame(item)))
         .chain(futures::stream::once(async { Ok(Bytes::from_static(b"data: [DONE]\n\n")) }));
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
@@ -377,12 +414,17 @@ async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({"object": "list", "data": data}))
 }
 
-async fn report(State(state): State<Arc<AppState>>) -> Json<Value> {
-    Json(serde_json::to_value(state.client.ledger().report()).unwrap_or_default())
+async fn report(State(state): State<Arc<AppState>>) -> Response {
+    match serde_json::to_value(state.client.ledger().report()) {
+        Ok(report) => Json(report).into_response(),
+        Err(err) => error_response(&Error::Internal(format!("cannot serialise the report: {err}"))),
+    }
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let report = state.client.ledger().report();
+    // Running totals, not the report over the records in memory: those are capped, and
+    // counters read from them would go down when old records are dropped.
+    let report = state.client.ledger().totals();
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
         out.push_str(&format!("# HELP slmkit_{name} {help}\n# TYPE slmkit_{name} {kind}\n"));
@@ -468,4 +510,38 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         state.latency.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
     ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_match_only_exactly() {
+        let expected: [u8; 32] = Sha256::digest(b"serve-secret").into();
+        assert!(key_matches(&expected, Some("serve-secret")));
+        for wrong in ["", "serve-secreT", "serve-secret ", "serve", "x".repeat(1000).as_str()] {
+            assert!(!key_matches(&expected, Some(wrong)), "{wrong:?}");
+        }
+        assert!(!key_matches(&expected, None));
+    }
+
+    /// Before, a chunk that failed to serialise went out as an empty `data: ` event.
+    #[test]
+    fn a_chunk_that_cannot_be_serialised_is_an_error_event() {
+        struct Unserialisable;
+        impl serde::Serialize for Unserialisable {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no"))
+            }
+        }
+        let frame = sse_frame(Ok::<_, Error>(Unserialisable));
+        let text = std::str::from_utf8(&frame).unwrap();
+        let event: Value = serde_json::from_str(text.strip_prefix("data: ").unwrap().trim()).unwrap();
+        assert_eq!(event["error"]["type"], "server_error");
+        assert_eq!(event["error"]["code"], "internal");
+        assert!(event["error"]["message"].as_str().unwrap().contains("cannot serialise a chunk"));
+        let ok = sse_frame(Ok::<_, Error>(json!({"id": "c"})));
+        assert_eq!(&ok[..], b"data: {\"id\":\"c\"}\n\n");
+    }
 }

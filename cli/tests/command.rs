@@ -29,6 +29,8 @@ fn report_renders_a_ledger_file_as_a_table_and_as_json() {
     ledger.record(record("a", 1, Tier::Slm, Outcome::Ok, true));
     ledger.record(record("b", 1, Tier::Slm, Outcome::ValidationFailed, false));
     ledger.record(record("b", 2, Tier::Llm, Outcome::Ok, true));
+    // The file is written by the ledger's writer thread: wait for it before appending to it.
+    ledger.flush();
     std::fs::OpenOptions::new()
         .append(true)
         .open(&path)

@@ -207,3 +207,78 @@ async fn shutdown_finishes_in_flight_requests() {
     let refused = reqwest::Client::new().get(running.base.replace("/v1", "/healthz")).send().await;
     assert!(refused.is_err(), "the server stopped accepting");
 }
+
+/// The cross-language error check, from the server's side: each failure in
+/// tests/fixtures/error_classes.json answers with error JSON whose `slmkit.openai_class` is the
+/// class the fixture names (the Python and Node suites read the same file).
+#[tokio::test]
+async fn error_json_names_the_shared_openai_class() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/error_classes.json");
+    let cases: Value = serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+    let llm = TestServer::start().await;
+    let running = start(
+        &format!(
+            "[llm]\nbackend = \"remote\"\nbase_url = \"{}\"\nmodel = \"big\"\napi_key = \"k\"\n\n[retry]\nllm_attempts = 1\n",
+            llm.base_url()
+        ),
+        ServerConfig::default(),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    for case in cases["cases"].as_array().unwrap() {
+        let script: Vec<Behavior> = serde_json::from_value(case["script"].clone()).unwrap();
+        llm.push(script);
+        let mut body = json!({"model": "m", "messages": [{"role": "user", "content": "x"}]});
+        for (key, value) in case.get("request").and_then(Value::as_object).into_iter().flatten() {
+            body[key] = value.clone();
+        }
+        let response = http.post(format!("{}/chat/completions", running.base)).json(&body).send().await.unwrap();
+        assert!(!response.status().is_success(), "{}", case["name"]);
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["slmkit"]["openai_class"], case["class"], "{}: {error}", case["name"]);
+        assert!(error["error"].as_object().unwrap().keys().eq(["message", "type", "param", "code"].iter()));
+    }
+}
+
+/// `/metrics` counters never go down: before, they were computed from the ledger's in-memory
+/// records, which are capped, so `*_total` fell once old records were dropped.
+#[tokio::test]
+async fn metrics_counters_stay_monotonic_when_the_ledger_evicts() {
+    let llm = TestServer::start().await;
+    let config = format!("[llm]\nbackend = \"remote\"\nbase_url = \"{}\"\nmodel = \"big\"\n", llm.base_url());
+    let client = Config::from_toml_str(&config)
+        .unwrap()
+        .builder()
+        .unwrap()
+        .ledger(slmkit::Ledger::with_memory_limit(2))
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let root = format!("http://{}", listener.local_addr().unwrap());
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(
+        listener,
+        app(client, &ServerConfig::default()),
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(5),
+    ));
+    let http = reqwest::Client::new();
+    let calls = |metrics: &str| -> u64 {
+        let line = metrics.lines().find(|line| line.starts_with("slmkit_calls_total{route=\"llm\"}")).unwrap();
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let mut last = 0;
+    for index in 1..=5u64 {
+        let body = json!({"messages": [{"role": "user", "content": format!("call {index}")}]});
+        let answered = http.post(format!("{root}/v1/chat/completions")).json(&body).send().await.unwrap();
+        assert_eq!(answered.status(), 200);
+        let metrics = http.get(format!("{root}/metrics")).send().await.unwrap().text().await.unwrap();
+        let now = calls(&metrics);
+        assert!(now >= last, "slmkit_calls_total went down from {last} to {now}");
+        last = now;
+        assert!(metrics.contains(&format!("slmkit_attempts_total {index}")), "{metrics}");
+    }
+    assert_eq!(last, 5, "every call counted, though the ledger keeps 2 records");
+}

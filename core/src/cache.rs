@@ -15,8 +15,9 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::ledger::Tier;
-use crate::remote::{HINT_FIELD, HINT_METADATA_PREFIX};
+use crate::hints::{HINT_FIELD, HINT_METADATA_PREFIX};
+use crate::metadata::strip;
+use crate::tier::Tier;
 use crate::types::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest};
 
 /// The `[cache]` section.
@@ -59,6 +60,8 @@ pub(crate) struct CachedAnswer {
     /// Every attempt of the call that produced it, retries included.
     pub cost_usd: f64,
     pub counterfactual_llm_cost_usd: f64,
+    /// Why the call that made it was routed where it was: a hit's metadata repeats them.
+    pub reasons: Vec<String>,
     bytes: u32,
 }
 
@@ -66,17 +69,14 @@ impl CachedAnswer {
     pub(crate) fn new(
         mut completion: ChatCompletion,
         chunks: Option<Vec<ChatCompletionChunk>>,
-        tier: Tier,
-        model: String,
-        cost_usd: f64,
-        counterfactual_llm_cost_usd: f64,
+        made_by: AnswerOrigin,
     ) -> Self {
-        completion.extra.remove("slmkit");
+        strip(&mut completion.extra);
         let chunks = chunks.map(|chunks| {
             chunks
                 .into_iter()
                 .map(|mut chunk| {
-                    chunk.extra.remove("slmkit");
+                    strip(&mut chunk.extra);
                     chunk
                 })
                 .collect::<Vec<_>>()
@@ -86,20 +86,42 @@ impl CachedAnswer {
         CachedAnswer {
             completion,
             chunks,
-            tier,
-            model,
-            cost_usd,
-            counterfactual_llm_cost_usd,
+            tier: made_by.tier,
+            model: made_by.model,
+            cost_usd: made_by.cost_usd,
+            counterfactual_llm_cost_usd: made_by.counterfactual_llm_cost_usd,
+            reasons: made_by.reasons,
             bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
         }
     }
 }
 
+/// Who made a cached answer, and at what cost.
+#[derive(Debug, Clone)]
+pub(crate) struct AnswerOrigin {
+    pub tier: Tier,
+    pub model: String,
+    /// Every attempt of the call that produced it, retries included.
+    pub cost_usd: f64,
+    pub counterfactual_llm_cost_usd: f64,
+    pub reasons: Vec<String>,
+}
+
+/// Where an answer is stored: a hash of the request and of the tier and backend that
+/// answered it.
 pub(crate) type CacheKey = [u8; 32];
+
+/// A hash of everything in a request that changes the answer, before routing. Computed once
+/// per call; the [`CacheKey`] adds the routed tier to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestDigest([u8; 32]);
 
 /// The cache itself: bounded by entries and bytes (whichever binds first), with a TTL.
 pub(crate) struct ResponseCache {
     entries: moka::future::Cache<CacheKey, Arc<CachedAnswer>>,
+    /// The key each request digest was last stored under, so a repeat finds its answer
+    /// without being routed again (routing may tokenize the whole prompt).
+    routes: moka::future::Cache<RequestDigest, CacheKey>,
     config: CacheConfig,
 }
 
@@ -117,10 +139,12 @@ impl ResponseCache {
         let mut builder = moka::future::Cache::builder()
             .max_capacity(config.max_bytes)
             .weigher(move |_, answer: &Arc<CachedAnswer>| answer.bytes.max(floor));
+        let mut routes = moka::future::Cache::builder().max_capacity(config.max_entries);
         if config.ttl_s > 0.0 {
             builder = builder.time_to_live(Duration::from_secs_f64(config.ttl_s));
+            routes = routes.time_to_live(Duration::from_secs_f64(config.ttl_s));
         }
-        Ok(ResponseCache { entries: builder.build(), config })
+        Ok(ResponseCache { entries: builder.build(), routes: routes.build(), config })
     }
 
     /// Whether `request` may be served from, and stored in, the cache.
@@ -129,33 +153,34 @@ impl ResponseCache {
             && (!self.config.deterministic_only || request.temperature == Some(0.0) || request.seed.is_some())
     }
 
-    pub(crate) async fn get(&self, key: &CacheKey) -> Option<Arc<CachedAnswer>> {
-        self.entries.get(key).await
+    /// The answer stored for a request with this digest, found without routing it.
+    pub(crate) async fn lookup(&self, digest: &RequestDigest) -> Option<Arc<CachedAnswer>> {
+        let key = self.routes.get(digest).await?;
+        self.entries.get(&key).await
     }
 
-    pub(crate) async fn insert(&self, key: CacheKey, answer: CachedAnswer) {
+    /// Stores `answer` under `key`, and remembers the key for the request's digest.
+    pub(crate) async fn insert(&self, digest: RequestDigest, key: CacheKey, answer: CachedAnswer) {
         self.entries.insert(key, Arc::new(answer)).await;
+        self.routes.insert(digest, key).await;
+    }
+
+    /// Remembers that requests with `digest` are stored under `key`.
+    pub(crate) async fn remember(&self, digest: RequestDigest, key: CacheKey) {
+        self.routes.insert(digest, key).await;
     }
 
     /// Returns the cached answer, or runs `init` once for all concurrent callers with the same
-    /// key, storing its answer if it succeeds. The flag says whether this caller ran `init`.
+    /// key, storing its answer if it succeeds.
     pub(crate) async fn get_or_run<F>(
         &self,
         key: CacheKey,
         init: F,
-    ) -> (std::result::Result<Arc<CachedAnswer>, Arc<Error>>, bool)
+    ) -> std::result::Result<Arc<CachedAnswer>, Arc<Error>>
     where
         F: std::future::Future<Output = Result<CachedAnswer>>,
     {
-        let ran = std::sync::atomic::AtomicBool::new(false);
-        let result = self
-            .entries
-            .try_get_with(key, async {
-                ran.store(true, std::sync::atomic::Ordering::Relaxed);
-                init.await.map(Arc::new)
-            })
-            .await;
-        (result, ran.load(std::sync::atomic::Ordering::Relaxed))
+        self.entries.try_get_with(key, async { init.await.map(Arc::new) }).await
     }
 
     /// Entries stored now (after pending maintenance).
@@ -166,7 +191,23 @@ impl ResponseCache {
 }
 
 /// The cache key of `request` served by `tier`, whose backend is described by `identity`.
+#[cfg(test)]
 pub(crate) fn cache_key(request: &ChatCompletionRequest, tier: Tier, identity: &str) -> CacheKey {
+    key_for(&digest(request), tier, identity)
+}
+
+/// The key of a request with `digest`, served by `tier`, whose backend is `identity`.
+pub(crate) fn key_for(digest: &RequestDigest, tier: Tier, identity: &str) -> CacheKey {
+    let mut hasher = Sha256::new();
+    hasher.update(digest.0);
+    hasher.update(tier.as_str().as_bytes());
+    hasher.update([0]);
+    hasher.update(identity.as_bytes());
+    hasher.finalize().into()
+}
+
+/// The digest of everything in `request` that changes the answer.
+pub(crate) fn digest(request: &ChatCompletionRequest) -> RequestDigest {
     let mut extra = request.extra.clone();
     // Routing hints change where a call goes, so they count; other metadata does not.
     let hints: Map<String, Value> = request
@@ -180,8 +221,6 @@ pub(crate) fn cache_key(request: &ChatCompletionRequest, tier: Tier, identity: &
         extra.insert("slmkit_hint".into(), hint);
     }
     let identity_fields = json!({
-        "tier": tier,
-        "backend": identity,
         "messages": request.messages,
         "tools": request.tools,
         "tool_choice": request.tool_choice,
@@ -198,7 +237,7 @@ pub(crate) fn cache_key(request: &ChatCompletionRequest, tier: Tier, identity: &
     });
     let mut canonical = String::new();
     write_canonical(&identity_fields, &mut canonical);
-    Sha256::digest(canonical.as_bytes()).into()
+    RequestDigest(Sha256::digest(canonical.as_bytes()).into())
 }
 
 /// JSON with object keys sorted, so key order never changes the hash.

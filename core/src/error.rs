@@ -128,6 +128,11 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+
+    /// A bug in slmkit: a state it should never reach, or data it made and cannot serialise
+    /// (HTTP 500). Reported rather than hidden, and worth an issue.
+    #[error("internal error (a bug in slmkit): {0}")]
+    Internal(String),
 }
 
 /// The core's result type.
@@ -160,6 +165,7 @@ impl Error {
             | Error::Inference(_)
             | Error::Io { .. }
             | Error::Validator { .. }
+            | Error::Internal(_)
             | Error::Config(_) => 500,
         }
     }
@@ -196,19 +202,62 @@ impl Error {
             Error::Cancelled => "cancelled",
             Error::Shared(inner) => inner.kind(),
             Error::Io { .. } => "io",
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    /// The name of the exception class the `openai` packages (Python and Node) would raise for
+    /// this error, or slmkit's own subclass of it (`ContextLengthError` of `BadRequestError`,
+    /// `OverloadedError` of `InternalServerError`, `ValidationError` of
+    /// `UnprocessableEntityError`, `ModelLoadError`, `ModelFetchError` (of `ModelLoadError`), `ValidatorError`, `ConfigError`). The one
+    /// table both bindings and `slmkit serve` read, so they cannot disagree.
+    pub fn openai_class(&self) -> &'static str {
+        match self {
+            Error::InvalidRequest { .. } | Error::InvalidSchema { .. } => "BadRequestError",
+            Error::ContextLength { .. } => "ContextLengthError",
+            Error::ModelLoad { .. } => "ModelLoadError",
+            Error::ModelFetch { .. } => "ModelFetchError",
+            Error::Overloaded { .. } => "OverloadedError",
+            Error::Template(_) | Error::Inference(_) | Error::EngineStopped | Error::Io { .. } | Error::Internal(_) => {
+                "InternalServerError"
+            }
+            Error::Api { status: 400, .. } => "BadRequestError",
+            Error::Api { status: 401, .. } => "AuthenticationError",
+            Error::Api { status: 403, .. } => "PermissionDeniedError",
+            Error::Api { status: 404, .. } => "NotFoundError",
+            Error::Api { status: 408, .. } | Error::Timeout { .. } => "APITimeoutError",
+            Error::Api { status: 409, .. } => "ConflictError",
+            Error::Api { status: 422, .. } => "UnprocessableEntityError",
+            Error::Api { status: 429, .. } => "RateLimitError",
+            Error::Api { status, .. } if *status >= 500 => "InternalServerError",
+            Error::Api { .. } => "APIStatusError",
+            Error::Connection { .. } => "APIConnectionError",
+            Error::MalformedResponse { .. } => "APIResponseValidationError",
+            // The class says why the stream broke.
+            Error::StreamInterrupted { source, .. } => source.openai_class(),
+            Error::ValidationFailed { .. } => "ValidationError",
+            Error::Validator { .. } => "ValidatorError",
+            Error::Config(_) => "ConfigError",
+            Error::Cancelled => "APIUserAbortError",
+            Error::Shared(inner) => inner.openai_class(),
         }
     }
 
     /// Everything a binding or server needs to rebuild this error for its own users, as
-    /// JSON: always `kind`, `status`, `message` and `causes` (the source chain, outermost
-    /// first); then the variant's own fields, e.g. `param` and `reason`, `prompt_tokens` /
+    /// JSON: always `kind`, `openai_class` (see [`Error::openai_class`]), `status`, `message`
+    /// and `causes` (the source chain, outermost first); then the variant's own fields, e.g. `param` and `reason`, `prompt_tokens` /
     /// `max_tokens` / `context_window`, `path`, `reference`, `queued` / `capacity`, `url`, `body` (the
     /// server's answer as text) with `error` (its OpenAI error object, when it has one),
     /// `phase` / `after_s`, `tier` / `chunks_delivered` / `source_kind`, `reasons`,
     /// `validator`, and `retry_after_s`.
     pub fn details(&self) -> serde_json::Value {
         use serde_json::{json, Value};
-        let mut details = json!({"kind": self.kind(), "status": self.status_code(), "message": self.to_string()});
+        let mut details = json!({
+            "kind": self.kind(),
+            "openai_class": self.openai_class(),
+            "status": self.status_code(),
+            "message": self.to_string(),
+        });
         let fields = match self {
             Error::Shared(inner) => {
                 let mut inner = inner.details();
@@ -237,7 +286,9 @@ impl Error {
             Error::ValidationFailed { reasons } => json!({"reasons": reasons}),
             Error::Validator { name, .. } => json!({"validator": name}),
             Error::Io { context, .. } => json!({"reason": context}),
-            Error::Template(reason) | Error::Inference(reason) | Error::Config(reason) => json!({"reason": reason}),
+            Error::Template(reason) | Error::Inference(reason) | Error::Config(reason) | Error::Internal(reason) => {
+                json!({"reason": reason})
+            }
             Error::EngineStopped | Error::Cancelled => json!({}),
         };
         if let (Some(details), Value::Object(fields)) = (details.as_object_mut(), fields) {

@@ -7,10 +7,13 @@
 //! - [`types`]: OpenAI chat-completions requests, responses and stream chunks;
 //! - [`local`]: the local SLM engine on llama.cpp, with grammar-enforced JSON and tool calls;
 //! - [`remote`]: any OpenAI-compatible endpoint, streaming over SSE;
-//! - [`client`]: the call path: route, validate ([`validate`]), retry, escalate, and record
-//!   every attempt in the [`ledger`];
+//! - [`client`]: the call path: route ([`routing`]), answer from the [`cache`], validate
+//!   ([`validate`]), retry, escalate, and record every attempt in the [`ledger`]; what it did
+//!   goes back in each response's [`metadata`];
 //! - [`config`]: the TOML file that configures all of it;
 //! - [`models`]: model references (paths, `hf:`, URLs, catalog names) pulled into a cache.
+//!
+//! ARCHITECTURE.md at the repository root maps the modules and the call path.
 //!
 //! ```no_run
 //! # async fn demo() -> slmkit::Result<()> {
@@ -30,21 +33,26 @@ pub mod cache;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod hints;
 pub mod ledger;
 pub mod local;
+pub mod metadata;
 pub mod models;
 pub mod remote;
 pub mod route_eval;
 pub mod routing;
+pub mod tier;
 pub mod types;
 pub mod validate;
 
 pub use cache::CacheConfig;
-pub use client::{Backend, Client, ClientBuilder, RetryPolicy};
+pub use client::{Backend, BackendKind, Client, ClientBuilder, Prepared, RetryPolicy};
 pub use config::{Config, OpenAiClientOptions};
 pub use error::{Error, Result};
-pub use ledger::{AttemptRecord, Ledger, Outcome, Pricing, Report, Tier};
+pub use ledger::{AttemptRecord, Ledger, Outcome, Pricing, Report, Totals};
 pub use local::{EngineOptions, LocalEngine, LocalModel, ModelOptions};
+pub use metadata::{CacheStatus, CallMetadata};
 pub use remote::{RemoteBackend, RemoteConfig};
 pub use routing::{RouteDecision, Router, RoutingConfig};
+pub use tier::Tier;
 pub use types::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage};

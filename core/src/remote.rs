@@ -10,8 +10,8 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::local::ChunkStream;
-use crate::types::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest};
+use crate::hints::{HINT_FIELD, HINT_METADATA_PREFIX};
+use crate::types::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkStream};
 
 /// An API key. It prints as `***` and is never serialised, so it cannot leak into logs, the
 /// ledger or error messages by accident.
@@ -80,10 +80,6 @@ pub struct RemoteBackend {
     http: reqwest::Client,
 }
 
-/// Request fields that carry slmkit's own routing hints; stripped before a request leaves.
-pub(crate) const HINT_FIELD: &str = "slmkit";
-pub(crate) const HINT_METADATA_PREFIX: &str = "slmkit_";
-
 impl RemoteBackend {
     /// # Errors
     /// [`Error::Config`] for a base URL that is not http(s), or an HTTP client that cannot be built.
@@ -124,7 +120,7 @@ impl RemoteBackend {
     /// [`Error::Api`] for an HTTP error status (with the body), [`Error::Timeout`],
     /// [`Error::Connection`], or [`Error::MalformedResponse`] for a 2xx that is not a completion.
     pub async fn create(&self, request: &ChatCompletionRequest) -> Result<ChatCompletion> {
-        let body = self.outbound_body(request, false);
+        let body = self.outbound_body(request, false)?;
         let response = self
             .send(body)
             .timeout(self.config.request_timeout)
@@ -147,7 +143,7 @@ impl RemoteBackend {
     /// As [`RemoteBackend::create`] for failures before the first byte; later failures are
     /// the stream's last item.
     pub async fn create_stream(&self, request: &ChatCompletionRequest) -> Result<ChunkStream> {
-        let body = self.outbound_body(request, true);
+        let body = self.outbound_body(request, true)?;
         let send = self.send(body).send();
         let response = match tokio::time::timeout(self.config.request_timeout, send).await {
             Ok(sent) => sent.map_err(|err| self.transport_error(err, "request"))?,
@@ -177,7 +173,10 @@ impl RemoteBackend {
     }
 
     /// The request as it leaves: our model name, our stream settings, no slmkit hints.
-    fn outbound_body(&self, request: &ChatCompletionRequest, stream: bool) -> Value {
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when the request cannot be serialised (nothing is sent).
+    fn outbound_body(&self, request: &ChatCompletionRequest, stream: bool) -> Result<Value> {
         let mut outbound = request.clone();
         if !self.config.model.is_empty() {
             outbound.model = self.config.model.clone();
@@ -191,11 +190,11 @@ impl RemoteBackend {
         }
         outbound.stream = stream.then_some(true);
         outbound.stream_options = None;
-        let mut body = serde_json::to_value(&outbound).unwrap_or_else(|_| json!({}));
+        let mut body = request_json(&outbound)?;
         if stream {
             body["stream_options"] = json!({"include_usage": true});
         }
-        body
+        Ok(body)
     }
 
     async fn check_status(&self, response: reqwest::Response) -> Result<reqwest::Response> {
@@ -330,6 +329,11 @@ impl SseState {
     }
 }
 
+/// A request body as JSON. A failure is an error, never an empty body sent in its place.
+fn request_json<T: serde::Serialize>(request: &T) -> Result<Value> {
+    serde_json::to_value(request).map_err(|err| Error::Internal(format!("cannot serialise the request: {err}")))
+}
+
 /// `Retry-After` (seconds) or OpenAI's `retry-after-ms`.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok()).map(str::trim);
@@ -362,4 +366,22 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Before, a request that failed to serialise went out as `{}`.
+    #[test]
+    fn a_request_that_cannot_be_serialised_is_an_error() {
+        struct Unserialisable;
+        impl serde::Serialize for Unserialisable {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> std::result::Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no"))
+            }
+        }
+        assert!(matches!(request_json(&Unserialisable), Err(Error::Internal(message)) if message.contains("no")));
+        assert_eq!(request_json(&json!({"a": 1})).ok(), Some(json!({"a": 1})));
+    }
 }

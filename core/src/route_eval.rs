@@ -6,8 +6,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::ledger::Tier;
 use crate::routing::Router;
+use crate::tier::Tier;
 use crate::types::ChatCompletionRequest;
 
 /// One labelled call. Fields other than these (e.g. `category`, `why`) are ignored, and

@@ -13,9 +13,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::ledger::Tier;
+use crate::hints::hint;
+pub use crate::hints::task_tag;
 use crate::local::LocalModel;
-use crate::remote::{HINT_FIELD, HINT_METADATA_PREFIX};
+use crate::tier::Tier;
 use crate::types::{
     ChatCompletionRequest, ContentPart, MessageContent, ResponseFormat, Role, ToolChoice, ToolChoiceMode,
 };
@@ -656,24 +657,6 @@ pub fn forced_route(request: &ChatCompletionRequest) -> Result<Option<Tier>> {
             Some("slmkit.route"),
         )),
     }
-}
-
-/// The task tag of a call: `{"slmkit": {"task": ...}}` or `metadata.slmkit_task`.
-pub fn task_tag(request: &ChatCompletionRequest) -> Option<&str> {
-    hint(request, "task")
-}
-
-/// A per-call slmkit hint: `{"slmkit": {name: ...}}` or `metadata.slmkit_<name>`.
-pub(crate) fn hint<'a>(request: &'a ChatCompletionRequest, name: &str) -> Option<&'a str> {
-    let from_extra = request.extra.get(HINT_FIELD).and_then(|hint| hint.get(name)).and_then(Value::as_str);
-    from_extra.or_else(|| {
-        request
-            .metadata
-            .as_ref()?
-            .iter()
-            .find(|(key, _)| key.strip_prefix(HINT_METADATA_PREFIX) == Some(name))
-            .and_then(|(_, value)| value.as_str())
-    })
 }
 
 fn system_text(request: &ChatCompletionRequest) -> String {

@@ -10,6 +10,9 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
+mod convert;
+pub use convert::{assemble, chunks_of, is_usage_only, ChunkStream};
+
 /// A `POST /v1/chat/completions` request body.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatCompletionRequest {
@@ -419,6 +422,22 @@ pub struct Delta {
     pub refusal: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCallDelta>>,
+}
+
+impl Delta {
+    /// The delta that streams `call`, whole, as tool call number `index`.
+    pub fn tool_call(index: u32, call: ToolCall) -> Delta {
+        let delta = ToolCallDelta {
+            index,
+            id: Some(call.id),
+            kind: Some(call.kind),
+            function: Some(FunctionCallDelta {
+                name: Some(call.function.name),
+                arguments: Some(call.function.arguments),
+            }),
+        };
+        Delta { tool_calls: Some(vec![delta]), ..Delta::default() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

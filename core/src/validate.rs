@@ -327,10 +327,11 @@ impl Validator for ToolCallRepeated {
     ) -> BoxFuture<'a, Result<Verdict>> {
         let answered = Self::answered_calls(request).unwrap_or_default();
         let calls = answer.message().and_then(|message| message.tool_calls.as_deref()).unwrap_or_default();
-        let same_arguments = |a: &str, b: &str| match (serde_json::from_str::<Value>(a), serde_json::from_str::<Value>(b)) {
-            (Ok(a), Ok(b)) => a == b,
-            _ => a.trim() == b.trim(),
-        };
+        let same_arguments =
+            |a: &str, b: &str| match (serde_json::from_str::<Value>(a), serde_json::from_str::<Value>(b)) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => a.trim() == b.trim(),
+            };
         let repeated = calls.iter().find(|call| {
             answered.iter().any(|done| {
                 done.function.name == call.function.name

@@ -466,6 +466,8 @@ async fn a_scripted_run_of_ten_calls_adds_up_to_the_hand_computed_report() {
     assert!(table.contains("escalations SLM -> LLM") && table.contains("80.0% of calls"), "{table}");
 
     // The JSONL file holds the same records, and a torn last line is skipped with a warning.
+    // The file is written by the ledger's writer thread: flush waits for it.
+    client.ledger().flush();
     let (from_file, warnings) = read_jsonl(&path).unwrap();
     assert_eq!(from_file, client.ledger().records());
     assert!(warnings.is_empty());
@@ -522,6 +524,7 @@ fn the_api_key_never_appears_in_logs_the_ledger_or_errors() {
         assert!(shown.contains("[redacted]"), "{shown}");
         assert!(!shown.contains(KEY), "{shown}");
         client.create(&ask("y")).await.unwrap();
+        client.ledger().flush();
         let ledger = std::fs::read_to_string(&path).unwrap();
         assert!(!ledger.contains(KEY));
         assert!(!format!("{client:?}").contains(KEY));
@@ -574,6 +577,7 @@ async fn a_local_slm_and_a_remote_llm_from_one_config_file() {
     let escalated = client.create(&request).await.unwrap();
     assert_eq!(escalated.extra["slmkit"]["tier"], "llm");
     assert_eq!(llm.received()[0].authorization.as_deref(), Some("Bearer sk-local-test"));
+    client.ledger().flush();
     let (from_file, _) = read_jsonl(dir.join("ledger.jsonl")).unwrap();
     assert_eq!(from_file.len(), 2);
     let _ = std::fs::remove_dir_all(&dir);

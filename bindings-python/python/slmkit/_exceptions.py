@@ -17,6 +17,7 @@ __all__ = [
     "APIResponseValidationError",
     "APIStatusError",
     "APITimeoutError",
+    "APIUserAbortError",
     "AuthenticationError",
     "BadRequestError",
     "ConfigError",
@@ -144,6 +145,10 @@ class APIResponseValidationError(APIError):
     """The remote endpoint answered 2xx with something that is not an OpenAI response."""
 
 
+class APIUserAbortError(APIError):
+    """The call was cancelled by its caller."""
+
+
 class ContextLengthError(BadRequestError):
     """The prompt plus ``max_tokens`` does not fit the local model's context window.
 
@@ -198,38 +203,11 @@ class ValidatorError(APIError):
     """A validator failed without a Python exception to show for it."""
 
 
-_BY_KIND: Dict[str, Type[APIError]] = {
-    "invalid_request": BadRequestError,
-    "invalid_schema": BadRequestError,
-    "bad_request": BadRequestError,
-    "context_length_exceeded": ContextLengthError,
-    "model_load": ModelLoadError,
-    "model_fetch": ModelFetchError,
-    "overloaded": OverloadedError,
-    "engine_stopped": InternalServerError,
-    "template": InternalServerError,
-    "inference": InternalServerError,
-    "authentication": AuthenticationError,
-    "permission_denied": PermissionDeniedError,
-    "not_found": NotFoundError,
-    "conflict": ConflictError,
-    "unprocessable_entity": UnprocessableEntityError,
-    "rate_limit": RateLimitError,
-    "internal_server": InternalServerError,
-    "timeout": APITimeoutError,
-    "connection": APIConnectionError,
-    "malformed_response": APIResponseValidationError,
-    "validation_failed": ValidationError,
-    "validator_error": ValidatorError,
-    "config": ConfigError,
-}
-
-
-def _by_status(status: int) -> Type[APIError]:
-    if status >= 500:
-        return InternalServerError
-    if 400 <= status < 500:
-        return APIStatusError
+def _class_named(name: object) -> Type[APIError]:
+    """The exception class the core named (``Error::openai_class``): the one table is there."""
+    found = globals().get(name) if isinstance(name, str) else None
+    if isinstance(found, type) and issubclass(found, APIError):
+        return found
     return APIError
 
 
@@ -238,13 +216,11 @@ def _from_native(
 ) -> APIError:
     """Called by the native module to turn a core error into the exception to raise."""
     details: Dict[str, Any] = json.loads(details_json) if details_json else {}
-    cls = _BY_KIND.get(kind) or _by_status(status)
+    cls = _class_named(details.get("openai_class"))
     if kind == "stream_interrupted" and isinstance(cause, APIError):
-        # The stream broke after chunks reached the caller: the class says why it broke.
-        cls = type(cause)
+        # The stream broke after chunks reached the caller: the class (the core's) says why
+        # it broke, and the cause's fields come along.
         details = {**cause.details, **details}
-    elif kind == "stream_interrupted":
-        cls = APIConnectionError
     error = cls(message, status_code=status, kind=kind, details=details)
     if cause is not None:
         error.__cause__ = cause

@@ -1,8 +1,5 @@
 //! The OpenAI-shaped API of the local engine: requests in, completions and chunk streams out.
 
-use std::pin::Pin;
-
-use futures::Stream;
 use serde_json::Map;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -13,12 +10,8 @@ use super::output::parse_tool_calls;
 use crate::error::{Error, Result};
 use crate::types::{
     new_id, unix_now, AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage,
-    Choice, ChunkChoice, ContentPart, Delta, FinishReason, FunctionCallDelta, MessageContent, Role, Tool, ToolCall,
-    ToolCallDelta, Usage,
+    Choice, ChunkChoice, ChunkStream, ContentPart, Delta, FinishReason, MessageContent, Role, Tool, ToolCall, Usage,
 };
-
-/// A stream of completion chunks.
-pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatCompletionChunk>> + Send>>;
 
 /// A request turned into what the worker needs, plus what the response needs.
 struct Prepared {
@@ -351,19 +344,7 @@ impl StreamState {
                 closing.push(self.chunks.chunk(Delta { content: Some(content), ..Delta::default() }, None));
             }
             for (index, call) in calls.into_iter().enumerate() {
-                let delta = Delta {
-                    tool_calls: Some(vec![ToolCallDelta {
-                        index: index as u32,
-                        id: Some(call.id),
-                        kind: Some(call.kind),
-                        function: Some(FunctionCallDelta {
-                            name: Some(call.function.name),
-                            arguments: Some(call.function.arguments),
-                        }),
-                    }]),
-                    ..Delta::default()
-                };
-                closing.push(self.chunks.chunk(delta, None));
+                closing.push(self.chunks.chunk(Delta::tool_call(index as u32, call), None));
             }
         }
         closing.push(self.chunks.chunk(Delta::default(), Some(finish_reason)));

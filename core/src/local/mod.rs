@@ -12,7 +12,8 @@ mod output;
 mod prefix_store;
 mod template;
 
-pub use chat::ChunkStream;
+/// Re-exported from [`crate::types`], where it lives now, so `slmkit::local::ChunkStream` keeps working.
+pub use crate::types::ChunkStream;
 pub use engine::{EngineOptions, LocalEngine};
 pub use grammar::check_schema;
 pub use model::{LocalModel, ModelOptions, ToolSupport};

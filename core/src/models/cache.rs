@@ -129,7 +129,7 @@ fn relative_path(target: &Path, link: &Path) -> Option<PathBuf> {
     let from = link.parent()?;
     let common = from.ancestors().find(|ancestor| target.starts_with(ancestor))?;
     let ups = from.strip_prefix(common).ok()?.components().count();
-    let mut relative: PathBuf = std::iter::repeat("..").take(ups).collect();
+    let mut relative: PathBuf = std::iter::repeat_n("..", ups).collect();
     relative.push(target.strip_prefix(common).ok()?);
     Some(relative)
 }

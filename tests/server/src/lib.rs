@@ -5,6 +5,9 @@
 //! Behaviours cover the faults a real endpoint shows: error statuses with `Retry-After`, a
 //! slow first byte, a stream cut midway, malformed JSON and malformed SSE.
 
+// Test infrastructure, never shipped: a server that cannot bind is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -43,12 +43,15 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod launch;
+mod sources;
+
+pub use sources::OpenAiEnv;
+
 use crate::cache::CacheConfig;
 use crate::client::{Backend, Client, ClientBuilder, RetryPolicy};
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, Pricing};
-use crate::local::{EngineOptions, LocalEngine, LocalModel, ModelOptions};
-use crate::remote::{ApiKey, RemoteBackend, RemoteConfig};
 use crate::routing::RoutingConfig;
 use crate::validate::{NonEmpty, RegexMatches, Validator};
 
@@ -180,6 +183,9 @@ pub struct OpenAiClientOptions {
 /// The default key variable for remote tiers.
 pub const DEFAULT_API_KEY_ENV: &str = "OPENAI_API_KEY";
 
+/// Where a remote tier goes when nothing says otherwise.
+pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+
 impl Config {
     /// Parses TOML text. Relative paths stay relative to the working directory.
     ///
@@ -195,6 +201,11 @@ impl Config {
     /// [`Error::Config`] naming the bad key or value.
     pub fn from_json_str(text: &str) -> Result<Self> {
         serde_json::from_str(text).map_err(|err| Error::Config(err.to_string()))
+    }
+
+    /// As [`Config::from_json_str`], from parsed JSON.
+    fn deserialize_json(value: serde_json::Value) -> Result<Self> {
+        serde_json::from_value(value).map_err(|err| Error::Config(err.to_string()))
     }
 
     /// Parses JSON options (a binding's constructor arguments) and, when they set no LLM
@@ -228,14 +239,11 @@ impl Config {
                 }
             }
             _ if options.base_url.is_some() || (options.api_key.is_some() && !local_llm) => {
+                let env = OpenAiEnv::read();
                 self.llm = Some(TierSection::Remote {
-                    base_url: options
-                        .base_url
-                        .clone()
-                        .or_else(|| std::env::var("OPENAI_BASE_URL").ok())
-                        .unwrap_or_else(|| "https://api.openai.com/v1".into()),
+                    base_url: options.base_url.clone().or(env.base_url).unwrap_or_else(|| DEFAULT_BASE_URL.into()),
                     // Empty: each request's own `model` is sent, as the OpenAI client does.
-                    model: std::env::var("OPENAI_MODEL").unwrap_or_default(),
+                    model: env.model.unwrap_or_default(),
                     api_key: options.api_key.clone(),
                     api_key_env: None,
                     connect_timeout_s: None,
@@ -298,14 +306,13 @@ impl Config {
     /// `OPENAI_BASE_URL` or `OPENAI_API_KEY` is set. Without `OPENAI_MODEL`, each request's own
     /// `model` is sent, as the OpenAI client would.
     pub fn llm_from_env() -> Option<TierSection> {
-        let base_url = std::env::var("OPENAI_BASE_URL").ok();
-        let has_key = std::env::var(DEFAULT_API_KEY_ENV).is_ok_and(|key| !key.is_empty());
-        if base_url.is_none() && !has_key {
+        let env = OpenAiEnv::read();
+        if env.base_url.is_none() && env.api_key.is_none() {
             return None;
         }
         Some(TierSection::Remote {
-            base_url: base_url.unwrap_or_else(|| "https://api.openai.com/v1".into()),
-            model: std::env::var("OPENAI_MODEL").unwrap_or_default(),
+            base_url: env.base_url.unwrap_or_else(|| DEFAULT_BASE_URL.into()),
+            model: env.model.unwrap_or_default(),
             api_key: None,
             api_key_env: None,
             connect_timeout_s: None,
@@ -341,12 +348,13 @@ impl Config {
         if !self.default_validators {
             builder = builder.without_default_validators();
         }
+        // The one place backends start: GGUF files are loaded and engine threads started here.
         if let Some(section) = &self.slm {
-            let (backend, pricing) = section.backend()?;
+            let (backend, pricing) = launch::tier(section)?;
             builder = builder.slm(backend, pricing);
         }
         if let Some(section) = &self.llm {
-            let (backend, pricing) = section.backend()?;
+            let (backend, pricing) = launch::tier(section)?;
             builder = builder.llm(backend, pricing);
         }
         builder = builder.retry(self.retry.policy()?);
@@ -382,7 +390,7 @@ impl Config {
     }
 }
 
-fn seconds(name: &str, value: Option<f64>, default: Duration) -> Result<Duration> {
+pub(crate) fn seconds(name: &str, value: Option<f64>, default: Duration) -> Result<Duration> {
     match value {
         None => Ok(default),
         Some(seconds) if seconds.is_finite() && seconds > 0.0 => Ok(Duration::from_secs_f64(seconds)),
@@ -390,78 +398,13 @@ fn seconds(name: &str, value: Option<f64>, default: Duration) -> Result<Duration
     }
 }
 
-/// A local tier's `model`: a path, or a reference [`crate::models::resolve`] fetches (from the
-/// cache when it is there; offline with `HF_HUB_OFFLINE=1` / `SLMKIT_OFFLINE=1`).
-fn resolve_model(model: &Path) -> Result<PathBuf> {
-    let Some(reference) = model.to_str() else { return Ok(model.to_owned()) };
-    let options = crate::models::ResolveOptions::from_env();
-    if crate::models::cached(reference, &options).is_none() && !model.is_file() {
-        tracing::info!(model = reference, "pulling the model (slmkit pull {reference} does this ahead of time)");
-    }
-    let path = crate::models::resolve(reference, &options)?;
-    tracing::debug!(model = reference, path = %path.display(), "model resolved");
-    Ok(path)
-}
-
 impl TierSection {
-    /// Loads or connects the backend, with its pricing.
+    /// Loads or connects the backend, with its pricing (see [`launch::tier`]).
     ///
     /// # Errors
-    /// [`Error::ModelLoad`], or [`Error::Config`] for a missing API key variable or bad value.
+    /// As [`launch::tier`].
     pub fn backend(&self) -> Result<(Backend, Pricing)> {
-        match self {
-            TierSection::Local { model, slots, context, prefix_cache, threads, queue, gpu_layers, pricing } => {
-                let options = ModelOptions { gpu_layers: gpu_layers.unwrap_or(0), ..ModelOptions::default() };
-                let loaded = LocalModel::load(resolve_model(model)?, &options)?;
-                let defaults = EngineOptions::default();
-                let engine = LocalEngine::shared(
-                    loaded,
-                    EngineOptions {
-                        slots: slots.unwrap_or(defaults.slots),
-                        context_per_slot: context.or(defaults.context_per_slot),
-                        threads: threads.or(defaults.threads),
-                        queue_capacity: queue.unwrap_or(defaults.queue_capacity),
-                        prefix_cache_tokens: prefix_cache.or(defaults.prefix_cache_tokens),
-                        batch_size: defaults.batch_size,
-                    },
-                )?;
-                Ok((Backend::Local(engine), pricing.clone().unwrap_or_else(Pricing::local_default)))
-            }
-            TierSection::Remote {
-                base_url,
-                model,
-                api_key,
-                api_key_env,
-                connect_timeout_s,
-                request_timeout_s,
-                stream_idle_timeout_s,
-                pricing,
-            } => {
-                let defaults = RemoteConfig::new(base_url.clone(), model.clone());
-                let key = match (api_key, api_key_env) {
-                    (Some(key), _) => Some(ApiKey::new(key.clone())),
-                    (None, Some(variable)) => Some(ApiKey::new(
-                        std::env::var(variable)
-                            .map_err(|_| Error::Config(format!("api_key_env names {variable}, which is not set")))?,
-                    )),
-                    (None, None) => {
-                        std::env::var(DEFAULT_API_KEY_ENV).ok().filter(|key| !key.is_empty()).map(ApiKey::new)
-                    }
-                };
-                let config = RemoteConfig {
-                    api_key: key,
-                    connect_timeout: seconds("connect_timeout_s", *connect_timeout_s, defaults.connect_timeout)?,
-                    request_timeout: seconds("request_timeout_s", *request_timeout_s, defaults.request_timeout)?,
-                    stream_idle_timeout: seconds(
-                        "stream_idle_timeout_s",
-                        *stream_idle_timeout_s,
-                        defaults.stream_idle_timeout,
-                    )?,
-                    ..defaults
-                };
-                Ok((Backend::Remote(RemoteBackend::new(config)?), pricing.clone().unwrap_or_else(Pricing::gpt_4o)))
-            }
-        }
+        launch::tier(self)
     }
 }
 

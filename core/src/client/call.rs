@@ -1,0 +1,455 @@
+//! One call's state machine: SLM attempts with fresh seeds, escalation, LLM attempts with
+//! backoff, one attempt budget. Generic over how answers are delivered ([`Whole`] or
+//! [`Streamed`]), so a whole call can never end with a live stream.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use futures::StreamExt;
+
+use super::retry::{asks_for_structure, larger_output_budget};
+use super::settle::{usage_or_estimate, AttemptGuard, CallTally, Measured, Settlement};
+use super::{Backend, ClientInner, TierConfig};
+use crate::cache::{AnswerOrigin, CachedAnswer};
+use crate::error::{Error, Result};
+use crate::ledger::Outcome;
+use crate::metadata::{AttemptSummary, CacheStatus, CallMetadata};
+use crate::routing::RouteDecision;
+use crate::tier::Tier;
+use crate::types::{
+    assemble, new_id, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkStream, FinishReason,
+    StreamOptions,
+};
+use crate::validate::Validator;
+
+/// What one attempt fetched from its backend, before validation.
+pub(super) enum Fetched<Kept, Live> {
+    /// A complete answer to validate, and what the delivery keeps besides it.
+    Complete(ChatCompletion, Kept),
+    /// A stream already flowing to the caller (no validator applies).
+    Live(Live),
+}
+
+/// How a call's answers travel: whole, or as a stream.
+pub(super) trait Delivery {
+    /// What the caller gets from an accepted answer.
+    type Served: Send;
+    /// What a complete answer keeps besides its completion: nothing, or the chunks it came as.
+    type Kept: Send;
+    /// A stream still flowing; [`Infallible`] for whole calls, which never have one.
+    type Live: Send;
+
+    /// Asks `backend` once. `hold` is false when no validator applies, so a stream may flow
+    /// to the caller as soon as it carries content.
+    fn fetch<'a>(
+        backend: &'a Backend,
+        request: &'a ChatCompletionRequest,
+        hold: bool,
+    ) -> impl Future<Output = Result<Fetched<Self::Kept, Self::Live>>> + Send + 'a;
+
+    fn accept(completion: ChatCompletion, kept: Self::Kept) -> Self::Served;
+
+    /// A live stream, with the attempt's open record, which settles when the stream ends.
+    fn go_live(live: Self::Live, guard: AttemptGuard) -> Self::Served;
+}
+
+/// A call answered with one completion.
+pub(super) struct Whole;
+
+impl Delivery for Whole {
+    type Served = ChatCompletion;
+    type Kept = ();
+    type Live = Infallible;
+
+    fn fetch<'a>(
+        backend: &'a Backend,
+        request: &'a ChatCompletionRequest,
+        _hold: bool,
+    ) -> impl Future<Output = Result<Fetched<(), Infallible>>> + Send + 'a {
+        async move { backend.create(request).await.map(|completion| Fetched::Complete(completion, ())) }
+    }
+
+    fn accept(completion: ChatCompletion, (): ()) -> ChatCompletion {
+        completion
+    }
+
+    fn go_live(live: Infallible, _guard: AttemptGuard) -> ChatCompletion {
+        match live {}
+    }
+}
+
+/// A call answered as a stream.
+pub(super) struct Streamed;
+
+/// What a streamed call ends with.
+pub(super) enum StreamServed {
+    /// Read to the end (to validate it, or because it ended before any content).
+    Buffered { completion: ChatCompletion, chunks: Vec<ChatCompletionChunk> },
+    /// Still flowing.
+    Live(LiveStart),
+}
+
+/// A stream that has begun to carry content: the chunks read so far, the rest, and the
+/// attempt's open record.
+pub(super) struct LiveStart {
+    pub held: Vec<ChatCompletionChunk>,
+    pub rest: ChunkStream,
+    pub guard: AttemptGuard,
+    pub started: Instant,
+}
+
+/// A stream read up to its first content.
+pub(super) struct Flowing {
+    held: Vec<ChatCompletionChunk>,
+    rest: ChunkStream,
+    started: Instant,
+    ttft: Duration,
+}
+
+impl Delivery for Streamed {
+    type Served = StreamServed;
+    type Kept = Vec<ChatCompletionChunk>;
+    type Live = Flowing;
+
+    fn fetch<'a>(
+        backend: &'a Backend,
+        request: &'a ChatCompletionRequest,
+        hold: bool,
+    ) -> impl Future<Output = Result<Fetched<Vec<ChatCompletionChunk>, Flowing>>> + Send + 'a {
+        async move {
+            let started = Instant::now();
+            let mut streamed = request.clone();
+            streamed.stream = Some(true);
+            streamed.stream_options = Some(StreamOptions { include_usage: Some(true), ..Default::default() });
+            let mut chunks = backend.create_stream(&streamed).await?;
+            if hold {
+                let held: Vec<ChatCompletionChunk> =
+                    chunks.collect::<Vec<_>>().await.into_iter().collect::<Result<_>>()?;
+                return Ok(Fetched::Complete(assemble(&held), held));
+            }
+            // Hold chunks back until one carries content: a failure before then can still
+            // fall back, because nothing has reached the caller.
+            let mut held = Vec::new();
+            loop {
+                match chunks.next().await {
+                    Some(Ok(chunk)) => {
+                        let substantive = carries_output(&chunk);
+                        held.push(chunk);
+                        if substantive {
+                            let ttft = started.elapsed();
+                            return Ok(Fetched::Live(Flowing { held, rest: chunks, started, ttft }));
+                        }
+                    }
+                    Some(Err(err)) => return Err(err),
+                    // Finished without content: an empty answer, complete.
+                    None => return Ok(Fetched::Complete(assemble(&held), held)),
+                }
+            }
+        }
+    }
+
+    fn accept(completion: ChatCompletion, chunks: Vec<ChatCompletionChunk>) -> StreamServed {
+        StreamServed::Buffered { completion, chunks }
+    }
+
+    fn go_live(live: Flowing, mut guard: AttemptGuard) -> StreamServed {
+        guard.ttft = Some(live.ttft);
+        StreamServed::Live(LiveStart { held: live.held, rest: live.rest, guard, started: live.started })
+    }
+}
+
+/// Whether a chunk carries part of the answer (not just the role or usage).
+fn carries_output(chunk: &ChatCompletionChunk) -> bool {
+    chunk.choices.iter().any(|choice| {
+        choice.delta.content.as_deref().is_some_and(|content| !content.is_empty())
+            || choice.delta.tool_calls.is_some()
+            || choice.finish_reason.is_some()
+    })
+}
+
+/// The state of one call across its attempts.
+pub(super) struct Call<'a> {
+    client: &'a ClientInner,
+    request: &'a ChatCompletionRequest,
+    id: String,
+    decision: RouteDecision,
+    attempts: Vec<AttemptSummary>,
+    next_attempt: u32,
+    cache: CacheStatus,
+    /// Spent on this call's settled attempts.
+    pub(super) spent_usd: f64,
+    /// The served attempt's all-LLM counterfactual.
+    counterfactual_usd: f64,
+    pub(super) tally: CallTally,
+}
+
+/// What one attempt produced.
+enum Attempted<S> {
+    Accepted(S),
+    /// A validator rejected the answer; `cut_off_after_prompt` holds the prompt's tokens when
+    /// the answer had been cut off by its token budget.
+    Rejected { reason: String, cut_off_after_prompt: Option<u32> },
+    Failed(Error),
+}
+
+impl<'a> Call<'a> {
+    pub(super) fn new(
+        client: &'a ClientInner,
+        request: &'a ChatCompletionRequest,
+        decision: RouteDecision,
+        cache: CacheStatus,
+    ) -> Self {
+        Call {
+            client,
+            request,
+            id: new_id("call-"),
+            decision,
+            attempts: Vec::new(),
+            next_attempt: 1,
+            cache,
+            spent_usd: 0.0,
+            counterfactual_usd: 0.0,
+            tally: CallTally::new(client.ledger.clone()),
+        }
+    }
+
+    /// The `slmkit` field of the response: where it was served, how, and why.
+    pub(super) fn metadata(&self) -> CallMetadata {
+        let served_by = self.attempts.iter().rev().find(|attempt| attempt.outcome == Outcome::Ok);
+        CallMetadata {
+            call_id: self.id.clone(),
+            tier: served_by.map(|attempt| attempt.tier),
+            model: served_by.map(|attempt| attempt.model.clone()),
+            attempts: self.attempts.clone(),
+            reasons: self.decision.reasons.clone(),
+            cache: self.cache,
+        }
+    }
+
+    /// What the cache keeps of this call's answer. `reasons` are the route's, before any
+    /// escalation.
+    pub(super) fn cached_answer(
+        &self,
+        completion: ChatCompletion,
+        chunks: Option<Vec<ChatCompletionChunk>>,
+        reasons: Vec<String>,
+    ) -> CachedAnswer {
+        let served = self.attempts.iter().rev().find(|attempt| attempt.outcome == Outcome::Ok);
+        let origin = AnswerOrigin {
+            tier: served.map_or(self.decision.tier, |attempt| attempt.tier),
+            model: served.map(|attempt| attempt.model.clone()).unwrap_or_default(),
+            cost_usd: self.spent_usd,
+            counterfactual_llm_cost_usd: self.counterfactual_usd,
+            reasons,
+        };
+        CachedAnswer::new(completion, chunks, origin)
+    }
+
+    fn budget_left(&self) -> bool {
+        self.next_attempt <= self.client.retry.max_attempts
+    }
+
+    /// Runs the call to an accepted answer or its final error.
+    pub(super) async fn run<D: Delivery>(&mut self) -> Result<D::Served> {
+        let retry = self.client.retry.clone();
+        let mut rejections: Vec<String> = Vec::new();
+        let mut last_error: Option<Error> = None;
+        let forced_slm = self.decision.forced && self.decision.tier == Tier::Slm;
+        if self.decision.tier == Tier::Slm {
+            if let Some(slm) = &self.client.slm {
+                let mut output_budget = self.request.max_output_tokens();
+                for slm_try in 0..retry.slm_attempts {
+                    if !self.budget_left() {
+                        break;
+                    }
+                    let request = self.slm_request(slm_try, output_budget, slm);
+                    match self.attempt::<D>(Tier::Slm, slm, &request).await? {
+                        Attempted::Accepted(served) => return Ok(served),
+                        Attempted::Rejected { reason, cut_off_after_prompt } => {
+                            rejections.push(reason);
+                            // A cut-off answer retried with the same budget is cut off again.
+                            // Structured output (JSON, tool calls) usually failed only because it
+                            // could not close, so it gets room; free text that failed a check
+                            // would fail it again at any length, so it escalates.
+                            if let Some(prompt_tokens) = cut_off_after_prompt {
+                                let larger = match asks_for_structure(self.request) {
+                                    true => larger_output_budget(output_budget, prompt_tokens, slm),
+                                    false => None,
+                                };
+                                match larger {
+                                    Some(larger) => output_budget = Some(larger),
+                                    None => {
+                                        self.decision
+                                            .reasons
+                                            .push("the SLM's rejected answer was cut off by max_tokens".into());
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        Attempted::Failed(err) => {
+                            // A new seed does not fix a failing engine or an oversized prompt: escalate.
+                            last_error = Some(err);
+                            break;
+                        }
+                    }
+                }
+                if forced_slm {
+                    return Err(last_error.unwrap_or(Error::ValidationFailed { reasons: rejections }));
+                }
+                if self.client.llm.is_some() && self.budget_left() {
+                    self.decision.reasons.push(match &last_error {
+                        Some(err) => format!("escalated to the LLM after an SLM error: {err}"),
+                        None => format!("escalated to the LLM after {} rejected SLM answers", rejections.len()),
+                    });
+                }
+            }
+        }
+        let Some(llm) = &self.client.llm else {
+            return Err(last_error.unwrap_or(Error::ValidationFailed { reasons: rejections }));
+        };
+        for llm_try in 0..retry.llm_attempts {
+            if !self.budget_left() {
+                break;
+            }
+            match self.attempt::<D>(Tier::Llm, llm, self.request).await? {
+                Attempted::Accepted(served) => return Ok(served),
+                Attempted::Rejected { reason, cut_off_after_prompt } => {
+                    rejections.push(reason);
+                    if cut_off_after_prompt.is_some() {
+                        // The same request would be cut off at the same place again.
+                        break;
+                    }
+                }
+                Attempted::Failed(err) => {
+                    let retriable = err.is_retriable();
+                    let wait = retry.backoff(llm_try + 1, err.retry_after());
+                    let waited_too_long = err.retry_after().is_some_and(|asked| asked > retry.max_retry_after);
+                    last_error = Some(err);
+                    if !retriable || waited_too_long || llm_try + 1 >= retry.llm_attempts || !self.budget_left() {
+                        break;
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+        Err(last_error.unwrap_or(Error::ValidationFailed { reasons: rejections }))
+    }
+
+    /// The request for SLM try `slm_try` (0-based): retries get a new seed, greedy requests a
+    /// temperature, and both the retry sampling settings, so a retry can answer differently
+    /// without drifting into junk; `output_budget` replaces the caller's `max_tokens` after a
+    /// cut-off answer.
+    fn slm_request(&self, slm_try: u32, output_budget: Option<u32>, slm: &TierConfig) -> ChatCompletionRequest {
+        let mut request = self.request.clone();
+        if output_budget != self.request.max_output_tokens() {
+            if request.max_completion_tokens.is_some() {
+                request.max_completion_tokens = output_budget;
+            } else {
+                request.max_tokens = output_budget;
+            }
+        }
+        if slm_try > 0 {
+            let retry = &self.client.retry;
+            request.seed = Some(match self.request.seed {
+                Some(seed) => seed.wrapping_add(i64::from(slm_try)),
+                None => rand::random::<u32>().into(),
+            });
+            if request.temperature.is_some_and(|temperature| temperature == 0.0) {
+                request.temperature = Some(retry.retry_temperature);
+            }
+            if request.top_p.is_none() {
+                request.top_p = retry.retry_top_p;
+            }
+            if let (Some(min_p), Backend::Local(_)) = (retry.retry_min_p, &slm.backend) {
+                request.extra.entry("min_p").or_insert_with(|| json!(min_p));
+            }
+        }
+        request
+    }
+
+    fn validators_for(&self, tier: Tier) -> Vec<Arc<dyn Validator>> {
+        if tier != Tier::Slm {
+            return Vec::new();
+        }
+        self.client.validators.iter().filter(|validator| validator.applies_to(self.request)).cloned().collect()
+    }
+
+    async fn attempt<D: Delivery>(
+        &mut self,
+        tier: Tier,
+        config: &TierConfig,
+        request: &ChatCompletionRequest,
+    ) -> Result<Attempted<D::Served>> {
+        let attempt = self.next_attempt;
+        self.next_attempt += 1;
+        self.tally.attempted(tier);
+        let mut guard = AttemptGuard::new(self.client, &self.id, attempt, tier, config, self.request);
+        let validators = self.validators_for(tier);
+        let started = Instant::now();
+        let fetched = D::fetch(&config.backend, request, !validators.is_empty()).await;
+        let latency = started.elapsed();
+        let (completion, kept) = match fetched {
+            Ok(Fetched::Complete(completion, kept)) => (completion, kept),
+            Ok(Fetched::Live(live)) => {
+                self.summarise(attempt, tier, config, Outcome::Ok, None);
+                return Ok(Attempted::Accepted(D::go_live(live, guard)));
+            }
+            Err(err) => {
+                let billed = match &err {
+                    // A failed remote attempt still bills its prompt tokens.
+                    Error::Api { .. } | Error::Timeout { .. } | Error::MalformedResponse { .. } => {
+                        guard.estimated_prompt_tokens
+                    }
+                    _ => 0,
+                };
+                let settlement = Settlement::BackendFailed(&err);
+                let usage = crate::types::Usage::new(billed, 0);
+                self.spent_usd += guard.settle(settlement, Measured { usage, estimated: billed > 0, latency });
+                self.summarise(attempt, tier, config, settlement.outcome(), Some(err.to_string()));
+                return Ok(Attempted::Failed(err));
+            }
+        };
+        let (usage, estimated) = usage_or_estimate(&completion, request);
+        let measured = Measured { usage, estimated, latency };
+        let cut_off = completion.choices.first().is_some_and(|choice| choice.finish_reason == FinishReason::Length);
+        // LLM answers are trusted, except one cut off by max_tokens: that may be half an answer.
+        let validators = if tier == Tier::Llm && cut_off { self.validators_for(Tier::Slm) } else { validators };
+        for validator in &validators {
+            match validator.check(self.request, &completion).await {
+                Ok(Ok(())) => {}
+                Ok(Err(reason)) => {
+                    let reason = match cut_off {
+                        true => format!("{}: {reason} (the answer was cut off by max_tokens)", validator.name()),
+                        false => format!("{}: {reason}", validator.name()),
+                    };
+                    self.spent_usd += guard.settle(Settlement::Rejected(&reason), measured);
+                    self.summarise(attempt, tier, config, Outcome::ValidationFailed, Some(reason.clone()));
+                    let cut_off_after_prompt = cut_off.then_some(usage.prompt_tokens);
+                    return Ok(Attempted::Rejected { reason, cut_off_after_prompt });
+                }
+                Err(err) => {
+                    self.spent_usd += guard.settle(Settlement::Broke(&err), measured);
+                    self.summarise(attempt, tier, config, Outcome::Error, Some(err.to_string()));
+                    return Err(match err {
+                        err @ Error::Validator { .. } => err,
+                        other => Error::Validator { name: validator.name().to_owned(), source: Box::new(other) },
+                    });
+                }
+            }
+        }
+        self.spent_usd += guard.settle(Settlement::Served, measured);
+        self.tally.served();
+        self.counterfactual_usd = guard.counterfactual_usd();
+        self.summarise(attempt, tier, config, Outcome::Ok, None);
+        Ok(Attempted::Accepted(D::accept(completion, kept)))
+    }
+
+    fn summarise(&mut self, attempt: u32, tier: Tier, config: &TierConfig, outcome: Outcome, reason: Option<String>) {
+        self.attempts.push(AttemptSummary { attempt, tier, model: config.backend.model(), outcome, reason });
+    }
+}

@@ -1,0 +1,489 @@
+//! The client: one call path from request to answer.
+//!
+//! 1. A request comes in and is routed to the SLM or the LLM tier.
+//! 2. An SLM answer is checked by the validators; a rejected one is retried on the SLM with a
+//!    new seed, up to a budget, then escalated to the LLM.
+//! 3. LLM transport failures that may pass (429, 5xx, timeouts, broken connections) are
+//!    retried with jittered exponential backoff, honouring `Retry-After`.
+//! 4. One attempt budget covers the whole call, and every attempt is recorded and priced.
+//!
+//! The parts: this module holds the public API and the builder; [`call`] the per-call state
+//! machine, [`settle`] attempt accounting, [`live`] streaming.
+//!
+//! A call is checked and hashed once ([`Client::prepare`]); a cache hit is found from that
+//! hash without routing, so [`Client::cached`] is cheap enough for a binding to try on the
+//! caller's thread, and routing runs once, in [`Client::create_prepared`].
+
+mod backend;
+mod call;
+mod live;
+mod prepared;
+mod retry;
+mod settle;
+
+pub use self::backend::{Backend, BackendKind, TierConfig};
+pub use self::retry::RetryPolicy;
+pub use self::prepared::Prepared;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::FutureExt;
+
+use self::call::{Call, StreamServed, Streamed, Whole};
+use self::live::{live_stream, replay, replay_cached, with_metadata, PendingStore};
+use self::prepared::{within, CacheSlot};
+use crate::cache::{digest, key_for, CacheConfig, CachedAnswer, ResponseCache};
+use crate::error::{Error, Result};
+use crate::hints::{bypasses_cache, task_tag};
+use crate::ledger::{AttemptRecord, Ledger, Outcome, Pricing};
+use crate::metadata::{CacheStatus, CallMetadata};
+use crate::routing::{RouteDecision, Router, RoutingConfig, SlmProfile};
+use crate::tier::Tier;
+use crate::types::{is_usage_only, new_id, ChatCompletion, ChatCompletionRequest, ChunkStream};
+use crate::validate::{default_validators, Validator};
+
+/// Builds a [`Client`].
+pub struct ClientBuilder {
+    slm: Option<TierConfig>,
+    llm: Option<TierConfig>,
+    validators: Vec<Arc<dyn Validator>>,
+    retry: RetryPolicy,
+    ledger: Ledger,
+    routing: RoutingConfig,
+    cache: CacheConfig,
+    counterfactual: Option<Pricing>,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            slm: None,
+            llm: None,
+            validators: default_validators(),
+            retry: RetryPolicy::default(),
+            ledger: Ledger::in_memory(),
+            routing: RoutingConfig::default(),
+            cache: CacheConfig::default(),
+            counterfactual: None,
+        }
+    }
+}
+
+impl ClientBuilder {
+    pub fn slm(mut self, backend: Backend, pricing: Pricing) -> Self {
+        self.slm = Some(TierConfig { backend, pricing });
+        self
+    }
+
+    pub fn llm(mut self, backend: Backend, pricing: Pricing) -> Self {
+        self.llm = Some(TierConfig { backend, pricing });
+        self
+    }
+
+    /// Adds a validator to the defaults (JSON, schema and tool-argument checks).
+    pub fn validator(mut self, validator: Arc<dyn Validator>) -> Self {
+        self.validators.push(validator);
+        self
+    }
+
+    /// Drops the default validators, keeping only those added after this call.
+    pub fn without_default_validators(mut self) -> Self {
+        self.validators.clear();
+        self
+    }
+
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    pub fn ledger(mut self, ledger: Ledger) -> Self {
+        self.ledger = ledger;
+        self
+    }
+
+    /// Sends every call to `tier` instead of scoring it (hard limits and forced routes
+    /// still apply).
+    pub fn default_route(mut self, tier: Tier) -> Self {
+        self.routing.default = Some(tier);
+        self
+    }
+
+    /// The response cache's configuration (on by default, for deterministic requests).
+    pub fn cache(mut self, cache: CacheConfig) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    /// The router's configuration, laid over the defaults.
+    pub fn routing(mut self, routing: RoutingConfig) -> Self {
+        self.routing = routing;
+        self
+    }
+
+    /// How the all-LLM counterfactual is priced. Default: the LLM tier's per-token price, or
+    /// gpt-4o's list price when the LLM tier is priced by energy (a local stand-in).
+    pub fn counterfactual_pricing(mut self, pricing: Pricing) -> Self {
+        self.counterfactual = Some(pricing);
+        self
+    }
+
+    /// # Errors
+    /// [`Error::Config`] when no tier is configured, a pricing is invalid, or the retry
+    /// budget allows no attempt.
+    pub fn build(self) -> Result<Client> {
+        if self.slm.is_none() && self.llm.is_none() {
+            return Err(Error::Config("a client needs an SLM tier, an LLM tier, or both".into()));
+        }
+        for tier in self.slm.iter().chain(self.llm.iter()) {
+            tier.pricing.validate()?;
+        }
+        if self.retry.max_attempts == 0 || (self.retry.slm_attempts == 0 && self.retry.llm_attempts == 0) {
+            return Err(Error::Config("the retry policy must allow at least one attempt".into()));
+        }
+        if !self.retry.retry_temperature.is_finite() || !(0.0..=2.0).contains(&self.retry.retry_temperature) {
+            return Err(Error::Config("retry_temperature must be from 0 to 2".into()));
+        }
+        for (name, value) in [("retry_top_p", self.retry.retry_top_p), ("retry_min_p", self.retry.retry_min_p)] {
+            if value.is_some_and(|value| !value.is_finite() || !(0.0..=1.0).contains(&value)) {
+                return Err(Error::Config(format!("{name} must be from 0 to 1")));
+            }
+        }
+        let counterfactual = self.counterfactual.unwrap_or_else(|| match &self.llm {
+            Some(TierConfig { pricing: pricing @ Pricing::PerToken { .. }, .. }) => pricing.clone(),
+            _ => Pricing::gpt_4o(),
+        });
+        counterfactual.validate()?;
+        let slm_profile = self.slm.as_ref().map(|tier| match &tier.backend {
+            Backend::Local(engine) => SlmProfile {
+                context_window: engine.context_window(),
+                tokenizer: Some(engine.model().clone()),
+                supports_tools: true,
+                supports_images: false,
+            },
+            // The router fills these from its configuration.
+            Backend::Remote(_) => {
+                SlmProfile { context_window: 0, tokenizer: None, supports_tools: true, supports_images: false }
+            }
+        });
+        let router = Router::new(&self.routing, slm_profile, self.llm.is_some())?;
+        let cache = if self.cache.enabled { Some(Arc::new(ResponseCache::new(self.cache)?)) } else { None };
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                slm: self.slm,
+                llm: self.llm,
+                validators: self.validators,
+                retry: self.retry,
+                ledger: self.ledger,
+                router,
+                cache,
+                counterfactual,
+                #[cfg(test)]
+                passes: tests::Passes::default(),
+            }),
+        })
+    }
+}
+
+/// Routes, validates, retries, escalates and accounts. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    slm: Option<TierConfig>,
+    llm: Option<TierConfig>,
+    validators: Vec<Arc<dyn Validator>>,
+    retry: RetryPolicy,
+    ledger: Ledger,
+    router: Router,
+    cache: Option<Arc<ResponseCache>>,
+    counterfactual: Pricing,
+    /// Routing and hashing passes, counted for the test that there is one of each per call.
+    #[cfg(test)]
+    passes: tests::Passes,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("slm", &self.inner.slm.as_ref().map(|tier| tier.backend.model()))
+            .field("llm", &self.inner.llm.as_ref().map(|tier| tier.backend.model()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// The ledger every attempt is recorded in.
+    pub fn ledger(&self) -> &Ledger {
+        &self.inner.ledger
+    }
+
+    /// The backend of `tier`, if configured.
+    pub fn tier(&self, tier: Tier) -> Option<&TierConfig> {
+        match tier {
+            Tier::Slm => self.inner.slm.as_ref(),
+            Tier::Llm => self.inner.llm.as_ref(),
+        }
+    }
+
+    /// Where `request` would go, and why, with each signal's contribution.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] for a malformed routing hint.
+    pub fn explain(&self, request: &ChatCompletionRequest) -> Result<RouteDecision> {
+        #[cfg(test)]
+        self.inner.passes.routed();
+        let mut decision = self.inner.router.decide(request)?;
+        if !decision.forced {
+            if let Some(tier) = self.tier_named(&request.model) {
+                decision.tier = tier;
+                decision.forced = true;
+                decision.signals.clear();
+                decision.score = None;
+                decision.reasons = vec![format!("the request's model {:?} is the {tier} tier's model", request.model)];
+            }
+        }
+        if self.tier(decision.tier).is_none() {
+            let other = decision.tier.other();
+            decision.reasons.push(format!("no {} tier is configured, so the {other} tier serves", decision.tier));
+            decision.tier = other;
+        }
+        Ok(decision)
+    }
+
+    /// The tier whose local model `model` names (case-insensitive), if any.
+    fn tier_named(&self, model: &str) -> Option<Tier> {
+        if model.is_empty() {
+            return None;
+        }
+        [Tier::Slm, Tier::Llm].into_iter().find(|tier| {
+            self.tier(*tier)
+                .and_then(|config| config.backend.forcing_id())
+                .is_some_and(|id| id.eq_ignore_ascii_case(model))
+        })
+    }
+
+    /// Checks `request` and, when the response cache takes it, hashes it: the one pass of
+    /// each per call. Cheap: no routing, no tokenizing.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] for a request no backend could serve.
+    pub fn prepare<'r>(&self, request: &'r ChatCompletionRequest) -> Result<Prepared<'r>> {
+        self.prepared(Cow::Borrowed(request))
+    }
+
+    /// As [`Client::prepare`], keeping the request (for a call that outlives the caller's
+    /// borrow, e.g. one handed to another thread).
+    ///
+    /// # Errors
+    /// As [`Client::prepare`].
+    pub fn prepare_owned(&self, request: ChatCompletionRequest) -> Result<Prepared<'static>> {
+        self.prepared(Cow::Owned(request))
+    }
+
+    fn prepared<'r>(&self, request: Cow<'r, ChatCompletionRequest>) -> Result<Prepared<'r>> {
+        request.validate()?;
+        let slot = match &self.inner.cache {
+            Some(cache) if !bypasses_cache(&request) && cache.admits(&request) => {
+                #[cfg(test)]
+                self.inner.passes.hashed();
+                Some(CacheSlot { cache: Arc::clone(cache), digest: digest(&request) })
+            }
+            _ => None,
+        };
+        Ok(Prepared { request, slot, timeout: None })
+    }
+
+    /// Answers `request`: from the cache, or routed, validated, retried and escalated as
+    /// configured. Identical concurrent requests that the cache admits share one backend call.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] before any attempt; the last attempt's error when every
+    /// attempt failed; [`Error::ValidationFailed`] with every reason when no answer passed and
+    /// there was no LLM to escalate to; [`Error::Validator`] when a validator itself broke.
+    pub async fn create(&self, request: &ChatCompletionRequest) -> Result<ChatCompletion> {
+        self.create_prepared(self.prepare(request)?).await
+    }
+
+    /// As [`Client::create`], for a prepared request (within its timeout, if it has one).
+    ///
+    /// # Errors
+    /// As [`Client::create`]; [`Error::Timeout`] past the call's timeout.
+    pub async fn create_prepared(&self, prepared: Prepared<'_>) -> Result<ChatCompletion> {
+        within(prepared.timeout, self.answer(&prepared)).await
+    }
+
+    async fn answer(&self, prepared: &Prepared<'_>) -> Result<ChatCompletion> {
+        let request = prepared.request();
+        let Some(slot) = &prepared.slot else {
+            let decision = self.explain(request)?;
+            let mut call = Call::new(&self.inner, request, decision, CacheStatus::Disabled);
+            let mut completion = call.run::<Whole>().await?;
+            call.metadata().attach(&mut completion.extra);
+            return Ok(completion);
+        };
+        let started = Instant::now();
+        if let Some(answer) = slot.cache.lookup(&slot.digest).await {
+            return Ok(self.hit(request, &answer, started));
+        }
+        let decision = self.explain(request)?;
+        let key = key_for(&slot.digest, decision.tier, &self.identity(decision.tier));
+        let reasons = decision.reasons.clone();
+        // Set only if this caller made the answer; a concurrent identical call may have.
+        let mut made: Option<CallMetadata> = None;
+        let answer = slot
+            .cache
+            .get_or_run(key, async {
+                let mut call = Call::new(&self.inner, request, decision, CacheStatus::Miss);
+                let completion = call.run::<Whole>().await?;
+                made = Some(call.metadata());
+                Ok(call.cached_answer(completion, None, reasons))
+            })
+            .await
+            .map_err(|shared| Arc::try_unwrap(shared).unwrap_or_else(Error::Shared))?;
+        slot.cache.remember(slot.digest, key).await;
+        match made {
+            Some(metadata) => {
+                let mut completion = answer.completion.clone();
+                metadata.attach(&mut completion.extra);
+                Ok(completion)
+            }
+            None => Ok(self.hit(request, &answer, started)),
+        }
+    }
+
+    /// The answer to a prepared request if the response cache holds it right now, without
+    /// waiting on anything or routing the request; `None` for a miss or a request the cache
+    /// doesn't take. A hit is recorded in the ledger exactly as [`Client::create`] records one.
+    /// Bindings call this first so a hit skips the hop to an async runtime thread and back.
+    pub fn cached(&self, prepared: &Prepared<'_>) -> Option<ChatCompletion> {
+        let slot = prepared.slot.as_ref()?;
+        let started = Instant::now();
+        let answer = slot.cache.lookup(&slot.digest).now_or_never().flatten()?;
+        Some(self.hit(prepared.request(), &answer, started))
+    }
+
+    /// [`Client::cached`] for a request not yet prepared; `None` also for an invalid request
+    /// (which [`Client::create`] then reports).
+    pub fn create_if_cached(&self, request: &ChatCompletionRequest) -> Option<ChatCompletion> {
+        self.cached(&self.prepare(request).ok()?)
+    }
+
+    /// Answers `request` as a stream of chunks.
+    ///
+    /// Without a validator that applies, SLM tokens flow as they come. With one, the SLM's
+    /// stream is buffered, validated, and only then released. A stream that fails before its
+    /// first content reaches the caller falls back (retry or escalation); one that fails after
+    /// ends with [`Error::StreamInterrupted`], and the ledger records it. A cached answer
+    /// replays chunk by chunk, in the chunking it was first streamed with.
+    ///
+    /// # Errors
+    /// As [`Client::create`], for failures before the stream starts.
+    pub async fn create_stream(&self, request: &ChatCompletionRequest) -> Result<ChunkStream> {
+        self.create_stream_prepared(self.prepare(request)?).await
+    }
+
+    /// As [`Client::create_stream`], for a prepared request (its timeout bounds the wait for
+    /// the stream to start).
+    ///
+    /// # Errors
+    /// As [`Client::create_stream`]; [`Error::Timeout`] past the call's timeout.
+    pub async fn create_stream_prepared(&self, prepared: Prepared<'_>) -> Result<ChunkStream> {
+        within(prepared.timeout, self.answer_stream(&prepared)).await
+    }
+
+    async fn answer_stream(&self, prepared: &Prepared<'_>) -> Result<ChunkStream> {
+        let request = prepared.request();
+        let include_usage = request.include_usage();
+        if let Some(slot) = &prepared.slot {
+            let started = Instant::now();
+            if let Some(answer) = slot.cache.lookup(&slot.digest).await {
+                let metadata = self.record_hit(request, &answer, started);
+                return Ok(replay_cached(&answer, &metadata, include_usage));
+            }
+        }
+        let decision = self.explain(request)?;
+        let store = prepared.slot.as_ref().map(|slot| PendingStore {
+            cache: Arc::clone(&slot.cache),
+            digest: slot.digest,
+            key: key_for(&slot.digest, decision.tier, &self.identity(decision.tier)),
+            reasons: decision.reasons.clone(),
+            spent_before: 0.0,
+        });
+        let status = if store.is_some() { CacheStatus::Miss } else { CacheStatus::Disabled };
+        let mut call = Call::new(&self.inner, request, decision, status);
+        let served = call.run::<Streamed>().await?;
+        let metadata = call.metadata();
+        match served {
+            StreamServed::Buffered { completion, chunks } => {
+                if let Some(store) = store {
+                    let answer = call.cached_answer(completion, Some(chunks.clone()), store.reasons);
+                    store.cache.insert(store.digest, store.key, answer).await;
+                }
+                let chunks = chunks.into_iter().filter(|chunk| include_usage || !is_usage_only(chunk)).collect();
+                Ok(replay(with_metadata(chunks, &metadata)))
+            }
+            StreamServed::Live(start) => {
+                let store = store.map(|store| PendingStore { spent_before: call.spent_usd, ..store });
+                Ok(live_stream(start, call.tally.hand_over(), store, &metadata, include_usage))
+            }
+        }
+    }
+
+    /// What identifies `tier`'s answers in the cache key.
+    fn identity(&self, tier: Tier) -> String {
+        self.tier(tier).map(|tier| tier.backend.identity()).unwrap_or_default()
+    }
+
+    /// A cache hit as the completion the caller gets, recorded in the ledger.
+    fn hit(&self, request: &ChatCompletionRequest, answer: &CachedAnswer, started: Instant) -> ChatCompletion {
+        let metadata = self.record_hit(request, answer, started);
+        let mut completion = answer.completion.clone();
+        metadata.attach(&mut completion.extra);
+        completion
+    }
+
+    /// Records a cache hit (no backend call; the tokens and cost it saved) and returns the
+    /// response metadata for it.
+    fn record_hit(&self, request: &ChatCompletionRequest, answer: &CachedAnswer, started: Instant) -> CallMetadata {
+        let call_id = new_id("call-");
+        let usage = answer.completion.usage.unwrap_or_default();
+        self.inner.ledger.record(AttemptRecord {
+            outcome: Outcome::CacheHit,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            served: true,
+            counterfactual_llm_cost_usd: Some(answer.counterfactual_llm_cost_usd),
+            saved_cost_usd: Some(answer.cost_usd),
+            ..AttemptRecord::new(&call_id, 1, answer.tier, "cache", &answer.model, task_tag(request))
+        });
+        CallMetadata {
+            call_id,
+            tier: Some(answer.tier),
+            model: Some(answer.model.clone()),
+            attempts: Vec::new(),
+            reasons: answer.reasons.clone(),
+            cache: CacheStatus::Hit,
+        }
+    }
+
+    /// Answers stored in the response cache now.
+    pub async fn cached_answers(&self) -> u64 {
+        match &self.inner.cache {
+            Some(cache) => cache.len().await,
+            None => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

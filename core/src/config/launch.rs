@@ -1,0 +1,83 @@
+//! Starting a tier's backend: loading a GGUF file and starting its engine thread, or building
+//! a remote endpoint's HTTP client. [`crate::Config::builder`] calls this, once per tier; nothing
+//! else in the configuration does work beyond parsing.
+
+use std::path::{Path, PathBuf};
+
+use super::{seconds, OpenAiEnv, TierSection};
+use crate::client::Backend;
+use crate::error::{Error, Result};
+use crate::ledger::Pricing;
+use crate::local::{EngineOptions, LocalEngine, LocalModel, ModelOptions};
+use crate::remote::{ApiKey, RemoteBackend, RemoteConfig};
+
+/// Loads or connects the backend `section` describes, with its pricing.
+///
+/// # Errors
+/// [`Error::ModelLoad`], or [`Error::Config`] for a missing API key variable or bad value.
+pub fn tier(section: &TierSection) -> Result<(Backend, Pricing)> {
+    match section {
+        TierSection::Local { model, slots, context, prefix_cache, threads, queue, gpu_layers, pricing } => {
+            let options = ModelOptions { gpu_layers: gpu_layers.unwrap_or(0), ..ModelOptions::default() };
+            let loaded = LocalModel::load(resolve_model(model)?, &options)?;
+            let defaults = EngineOptions::default();
+            let engine = LocalEngine::shared(
+                loaded,
+                EngineOptions {
+                    slots: slots.unwrap_or(defaults.slots),
+                    context_per_slot: context.or(defaults.context_per_slot),
+                    threads: threads.or(defaults.threads),
+                    queue_capacity: queue.unwrap_or(defaults.queue_capacity),
+                    prefix_cache_tokens: prefix_cache.or(defaults.prefix_cache_tokens),
+                    batch_size: defaults.batch_size,
+                },
+            )?;
+            Ok((Backend::Local(engine), pricing.clone().unwrap_or_else(Pricing::local_default)))
+        }
+        TierSection::Remote {
+            base_url,
+            model,
+            api_key,
+            api_key_env,
+            connect_timeout_s,
+            request_timeout_s,
+            stream_idle_timeout_s,
+            pricing,
+        } => {
+            let defaults = RemoteConfig::new(base_url.clone(), model.clone());
+            let key = match (api_key, api_key_env) {
+                (Some(key), _) => Some(ApiKey::new(key.clone())),
+                (None, Some(variable)) => Some(ApiKey::new(
+                    std::env::var(variable)
+                        .map_err(|_| Error::Config(format!("api_key_env names {variable}, which is not set")))?,
+                )),
+                (None, None) => OpenAiEnv::read().api_key.map(ApiKey::new),
+            };
+            let config = RemoteConfig {
+                api_key: key,
+                connect_timeout: seconds("connect_timeout_s", *connect_timeout_s, defaults.connect_timeout)?,
+                request_timeout: seconds("request_timeout_s", *request_timeout_s, defaults.request_timeout)?,
+                stream_idle_timeout: seconds(
+                    "stream_idle_timeout_s",
+                    *stream_idle_timeout_s,
+                    defaults.stream_idle_timeout,
+                )?,
+                ..defaults
+            };
+            Ok((Backend::Remote(RemoteBackend::new(config)?), pricing.clone().unwrap_or_else(Pricing::gpt_4o)))
+        }
+    }
+}
+
+/// A local tier's `model`: a path, or a reference [`crate::models::resolve`] fetches (from the
+/// cache when it is there; offline with `HF_HUB_OFFLINE=1` / `SLMKIT_OFFLINE=1`).
+fn resolve_model(model: &Path) -> Result<PathBuf> {
+    let Some(reference) = model.to_str() else { return Ok(model.to_owned()) };
+    let options = crate::models::ResolveOptions::from_env();
+    if crate::models::cached(reference, &options).is_none() && !model.is_file() {
+        tracing::info!(model = reference, "pulling the model (slmkit pull {reference} does this ahead of time)");
+    }
+    let path = crate::models::resolve(reference, &options)?;
+    tracing::debug!(model = reference, path = %path.display(), "model resolved");
+    Ok(path)
+}

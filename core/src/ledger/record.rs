@@ -1,0 +1,106 @@
+//! One record per attempt: what it was, how it ended, what it cost.
+
+use serde::{Deserialize, Serialize};
+
+use crate::tier::Tier;
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// An answer, accepted.
+    Ok,
+    /// An answer, rejected by a validator (the reason is in the record).
+    ValidationFailed,
+    /// The backend failed (the kind is in the record).
+    Error,
+    Timeout,
+    /// The caller went away mid-attempt.
+    Cancelled,
+    /// Served from the response cache: no backend call.
+    CacheHit,
+}
+
+/// One attempt of one call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub call_id: String,
+    /// 1-based, across both tiers.
+    pub attempt: u32,
+    pub tier: Tier,
+    /// `local` or `remote`.
+    pub backend: String,
+    pub model: String,
+    pub outcome: Outcome,
+    /// The validator's reason, or the error message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// For errors: a stable kind such as `rate_limit` or `internal_server`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    /// True when the backend reported no usage and the counts are estimated from text length.
+    #[serde(default)]
+    pub tokens_estimated: bool,
+    pub latency_ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<f64>,
+    pub cost_usd: f64,
+    /// Joules, where the tier's pricing can say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub energy_j: Option<f64>,
+    /// Whether this attempt's answer went back to the caller.
+    pub served: bool,
+    /// On the served attempt: what the call would have cost sent to the LLM and answered
+    /// first try (the same tokens at LLM prices).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counterfactual_llm_cost_usd: Option<f64>,
+    /// On a cache hit: what the cached answer cost when it was made (all its attempts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_cost_usd: Option<f64>,
+    /// The call's task tag (e.g. MetaGPT's action name), when it named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+}
+
+impl AttemptRecord {
+    /// A record of attempt `attempt` of `call_id`, stamped now, with nothing measured yet:
+    /// no tokens, no cost, not served, outcome `cancelled` until the attempt says otherwise.
+    pub fn new(call_id: &str, attempt: u32, tier: Tier, backend: &str, model: &str, task: Option<&str>) -> Self {
+        AttemptRecord {
+            call_id: call_id.to_owned(),
+            attempt,
+            tier,
+            backend: backend.to_owned(),
+            model: model.to_owned(),
+            outcome: Outcome::Cancelled,
+            reason: None,
+            error_kind: None,
+            status: None,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            tokens_estimated: false,
+            latency_ms: 0.0,
+            ttft_ms: None,
+            cost_usd: 0.0,
+            energy_j: None,
+            served: false,
+            counterfactual_llm_cost_usd: None,
+            saved_cost_usd: None,
+            task: task.map(str::to_owned),
+            timestamp_ms: now_ms(),
+        }
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
