@@ -114,3 +114,24 @@ async fn serve_finishes_in_flight_requests_on_sigterm_and_exits_cleanly() {
     assert_eq!(ledger.lines().count(), 1, "the in-flight call was recorded before exit");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The port is bound before any model loads: a clash is reported at once, naming the address,
+/// even when loading the model would have failed too (or taken a minute).
+#[test]
+fn serve_reports_a_taken_port_with_its_address_before_loading_models() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = std::env::temp_dir().join(format!("slmkit-cli-port-{}.toml", std::process::id()));
+    std::fs::write(&config, "[slm]\nbackend = \"local\"\nmodel = \"/nonexistent/model.gguf\"\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_slmkit"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&config);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    assert!(!stderr.contains("nonexistent"), "the port is checked before the model: {stderr}");
+}
