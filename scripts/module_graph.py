@@ -2,8 +2,9 @@
 """Prints the core crate's module graph (which top-level module uses which) and fails if it
 has a cycle. Run from the repository root: `python3 scripts/module_graph.py`.
 
-An edge A -> B is any `crate::B` path in a file of module A (`core/src/A.rs` or
-`core/src/A/...`), tests excluded (`#[cfg(test)] mod tests` blocks and `tests.rs` files).
+An edge A -> B is any `crate::B` path in the code of a file of module A (`core/src/A.rs` or
+`core/src/A/...`); comments (doc links among them) and tests (`#[cfg(test)] mod tests` blocks
+and `tests.rs` files) do not count.
 Submodules of one module (e.g. `client::call` and `client::live`) may use each other freely.
 """
 
@@ -22,9 +23,10 @@ def module_of(path: Path) -> str:
     return parts[0].removesuffix(".rs")
 
 
-def without_tests(text: str) -> str:
+def code_of(text: str) -> str:
     marker = text.find("#[cfg(test)]\nmod tests")
-    return text if marker < 0 else text[:marker]
+    text = text if marker < 0 else text[:marker]
+    return "\n".join(line.split("//", 1)[0] for line in text.splitlines())
 
 
 def main() -> int:
@@ -33,7 +35,7 @@ def main() -> int:
         module = module_of(path)
         if module == "lib" or path.name == "tests.rs":
             continue
-        text = without_tests(path.read_text())
+        text = code_of(path.read_text())
         for used in PATH.findall(text):
             if used != module:
                 graph.setdefault(module, set()).add(used)

@@ -112,7 +112,7 @@ pub(crate) struct AnswerOrigin {
 pub(crate) type CacheKey = [u8; 32];
 
 /// A hash of everything in a request that changes the answer, before routing. Computed once
-/// per call; the [`CacheKey`] adds the routed tier to it.
+/// per call; the cache key adds the routed tier and its backend to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RequestDigest([u8; 32]);
 

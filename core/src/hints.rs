@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::types::ChatCompletionRequest;
 
 /// The request field that carries slmkit's hints (and the response field that carries its
-/// call metadata; see [`crate::types::METADATA_FIELD`]).
+/// call metadata; see [`crate::metadata::METADATA_FIELD`]).
 pub const HINT_FIELD: &str = "slmkit";
 
 /// The prefix of `metadata` keys that carry hints.

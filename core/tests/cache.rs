@@ -1,5 +1,8 @@
 //! The response cache through the client, against a loopback OpenAI server.
 
+// Tests, benches and examples stop loudly on failure: the library code must not (workspace lints).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::Duration;
 
 use futures::StreamExt;

@@ -7,6 +7,8 @@
 //! the capital of France is Paris, extracted fields are exact, the right tool is called with
 //! the right arguments. Never exact wording.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 

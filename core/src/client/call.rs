@@ -27,6 +27,8 @@ use crate::types::{
 use crate::validate::Validator;
 
 /// What one attempt fetched from its backend, before validation.
+// Made once per attempt and matched at once: boxing a variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Fetched<Kept, Live> {
     /// A complete answer to validate, and what the delivery keeps besides it.
     Complete(ChatCompletion, Kept),
@@ -65,12 +67,12 @@ impl Delivery for Whole {
     type Kept = ();
     type Live = Infallible;
 
-    fn fetch<'a>(
+    async fn fetch<'a>(
         backend: &'a Backend,
         request: &'a ChatCompletionRequest,
         _hold: bool,
-    ) -> impl Future<Output = Result<Fetched<(), Infallible>>> + Send + 'a {
-        async move { backend.create(request).await.map(|completion| Fetched::Complete(completion, ())) }
+    ) -> Result<Fetched<(), Infallible>> {
+        backend.create(request).await.map(|completion| Fetched::Complete(completion, ()))
     }
 
     fn accept(completion: ChatCompletion, (): ()) -> ChatCompletion {
@@ -86,6 +88,8 @@ impl Delivery for Whole {
 pub(super) struct Streamed;
 
 /// What a streamed call ends with.
+// Built once per call and moved straight to the caller: boxing the live variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum StreamServed {
     /// Read to the end (to validate it, or because it ended before any content).
     Buffered { completion: ChatCompletion, chunks: Vec<ChatCompletionChunk> },
@@ -115,12 +119,12 @@ impl Delivery for Streamed {
     type Kept = Vec<ChatCompletionChunk>;
     type Live = Flowing;
 
-    fn fetch<'a>(
+    async fn fetch<'a>(
         backend: &'a Backend,
         request: &'a ChatCompletionRequest,
         hold: bool,
-    ) -> impl Future<Output = Result<Fetched<Vec<ChatCompletionChunk>, Flowing>>> + Send + 'a {
-        async move {
+    ) -> Result<Fetched<Vec<ChatCompletionChunk>, Flowing>> {
+        {
             let started = Instant::now();
             let mut streamed = request.clone();
             streamed.stream = Some(true);
@@ -192,7 +196,10 @@ enum Attempted<S> {
     Accepted(S),
     /// A validator rejected the answer; `cut_off_after_prompt` holds the prompt's tokens when
     /// the answer had been cut off by its token budget.
-    Rejected { reason: String, cut_off_after_prompt: Option<u32> },
+    Rejected {
+        reason: String,
+        cut_off_after_prompt: Option<u32>,
+    },
     Failed(Error),
 }
 

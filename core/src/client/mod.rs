@@ -7,8 +7,9 @@
 //!    retried with jittered exponential backoff, honouring `Retry-After`.
 //! 4. One attempt budget covers the whole call, and every attempt is recorded and priced.
 //!
-//! The parts: this module holds the public API and the builder; [`call`] the per-call state
-//! machine, [`settle`] attempt accounting, [`live`] streaming.
+//! The parts: this module holds the public API and the builder; `call.rs` the per-call state
+//! machine, `settle.rs` attempt accounting, `live.rs` streaming, `backend.rs` the backends,
+//! `prepared.rs` the prepared call.
 //!
 //! A call is checked and hashed once ([`Client::prepare`]); a cache hit is found from that
 //! hash without routing, so [`Client::cached`] is cheap enough for a binding to try on the
@@ -22,8 +23,8 @@ mod retry;
 mod settle;
 
 pub use self::backend::{Backend, BackendKind, TierConfig};
-pub use self::retry::RetryPolicy;
 pub use self::prepared::Prepared;
+pub use self::retry::RetryPolicy;
 
 use std::borrow::Cow;
 use std::sync::Arc;

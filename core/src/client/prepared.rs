@@ -10,8 +10,10 @@ use crate::error::{Error, Result};
 use crate::types::ChatCompletionRequest;
 
 /// A request checked once and, when the response cache takes it, hashed once: what
-/// [`Client::cached`], [`Client::create_prepared`] and [`Client::create_stream_prepared`]
-/// take. Made by [`Client::prepare`] or [`Client::prepare_owned`].
+/// [`Client::cached`](super::Client::cached), [`Client::create_prepared`](super::Client::create_prepared)
+/// and [`Client::create_stream_prepared`](super::Client::create_stream_prepared)
+/// take. Made by [`Client::prepare`](super::Client::prepare) or
+/// [`Client::prepare_owned`](super::Client::prepare_owned).
 pub struct Prepared<'r> {
     pub(super) request: Cow<'r, ChatCompletionRequest>,
     /// Where this request's answer is looked up and stored, when the cache takes it.

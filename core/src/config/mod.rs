@@ -103,7 +103,7 @@ pub enum TierSection {
         #[serde(default)]
         context: Option<u32>,
         /// Tokens of finished requests' KV state kept in host memory for prefix reuse; see
-        /// [`EngineOptions::prefix_cache_tokens`].
+        /// [`EngineOptions::prefix_cache_tokens`](crate::local::EngineOptions::prefix_cache_tokens).
         #[serde(default)]
         prefix_cache: Option<u32>,
         #[serde(default)]

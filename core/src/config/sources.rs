@@ -140,7 +140,7 @@ mod tests {
         assert_eq!((config.retry.slm_attempts, config.retry.llm_attempts), (Some(2), Some(5)));
         let only_sections = Config::from_sources(None, Some(r#"{"slm": "m.gguf"}"#), &options).unwrap();
         assert!(
-            matches!(&only_sections.slm, Some(TierSection::Local { model, .. }) if *model == PathBuf::from("m.gguf"))
+            matches!(&only_sections.slm, Some(TierSection::Local { model, .. }) if model.as_path() == std::path::Path::new("m.gguf"))
         );
         assert!(matches!(Config::from_sources(None, Some(r#"{"sml": "m.gguf"}"#), &options), Err(Error::Config(_))));
         let _ = std::fs::remove_dir_all(&dir);
