@@ -120,12 +120,23 @@ def test_rejecting_validator_without_llm_is_a_validation_error() -> None:
 
     client = slmkit.OpenAI(slm=local_slm(), validators=[never], retry={"slm_attempts": 3})
     with pytest.raises(slmkit.ValidationError) as caught:
-        client.chat.completions.create(messages=user("hi"), max_tokens=8)
+        client.chat.completions.create(messages=user("hi"), max_tokens=8, response_format={"type": "json_object"})
     error = caught.value
     assert error.status_code == 422
-    assert len(error.reasons) == 3 and all(r.startswith("never: not good enough") for r in error.reasons)
+    # Every rejected answer is retried, up to slm_attempts (one cut off mid-JSON with a larger
+    # budget); the Python validator judges the ones that parse.
+    assert len(error.reasons) == 3
+    assert all(r.startswith(("never: not good enough", "json: ")) for r in error.reasons)
     outcomes = [r["outcome"] for r in client.ledger.records()]
     assert outcomes == ["validation_failed"] * 3
+
+    # Free text cut off by max_tokens that fails a check would fail it again at any length:
+    # it is not retried unchanged, and with no LLM to escalate to the call ends at once.
+    client = slmkit.OpenAI(slm=local_slm(), validators=[never], retry={"slm_attempts": 3})
+    with pytest.raises(slmkit.ValidationError) as caught:
+        client.chat.completions.create(messages=user("hi"), max_tokens=8)
+    (reason,) = caught.value.reasons
+    assert reason.startswith("never: not good enough: length") and "cut off by max_tokens" in reason
 
 
 def test_tiny_queue_is_an_overloaded_error() -> None:
