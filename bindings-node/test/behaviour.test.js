@@ -97,9 +97,15 @@ test('validators: sync and async; a rejected SLM answer escalates to the LLM', a
   assert.equal(answer.slmkit.tier, 'llm');
   assert.equal(answer.choices[0].message.content, 'echo: hello');
   assert.deepEqual(seen[0], ['sync', 'chat.completion', 1]);
-  const outcomes = client.ledger.records().map((record) => `${record.tier}:${record.outcome}`);
-  assert.deepEqual(outcomes, ['slm:validation_failed', 'slm:validation_failed', 'llm:ok']);
-  assert.match(client.ledger.records()[0].reason, /neverGoodEnough: not good enough/);
+  const records = client.ledger.records();
+  const outcomes = records.map((record) => `${record.tier}:${record.outcome}`);
+  assert.match(records[0].reason, /neverGoodEnough: not good enough/);
+  // A rejected answer cut off by max_tokens is not retried unchanged: it escalates at once.
+  // (The random model rarely ends before max_tokens; then the SLM gets its second try.)
+  const expected = /cut off by max_tokens/.test(records[0].reason)
+    ? ['slm:validation_failed', 'llm:ok']
+    : ['slm:validation_failed', 'slm:validation_failed', 'llm:ok'];
+  assert.deepEqual(outcomes, expected);
 });
 
 test('explain, ledger report and records, routing hints', async () => {

@@ -98,8 +98,11 @@ test('answers that never pass validation are ValidationError, with every reason'
   const err = await client.chat.completions.create({ model: '', messages, max_tokens: 4 }).catch((e) => e);
   assert.ok(err instanceof OpenAI.ValidationError, err.message);
   assert.equal(err.status, 422);
-  assert.equal(err.reasons.length, 3);
   assert.match(err.reasons[0], /mustSayYes: the answer must say yes/);
+  // A rejected answer cut off by max_tokens would fail again: with no LLM, the call ends at
+  // once. (The random model rarely ends before max_tokens; then it is retried.)
+  if (/cut off by max_tokens/.test(err.reasons[0])) assert.equal(err.reasons.length, 1, err.reasons.join('; '));
+  else assert.ok(err.reasons.length > 1, err.reasons.join('; '));
 });
 
 test('a full engine queue is OverloadedError', async () => {
