@@ -135,8 +135,12 @@ def test_rejecting_validator_without_llm_is_a_validation_error() -> None:
     client = slmkit.OpenAI(slm=local_slm(), validators=[never], retry={"slm_attempts": 3})
     with pytest.raises(slmkit.ValidationError) as caught:
         client.chat.completions.create(messages=user("hi"), max_tokens=8)
-    (reason,) = caught.value.reasons
-    assert reason.startswith("never: not good enough: length") and "cut off by max_tokens" in reason
+    reasons = caught.value.reasons
+    assert reasons[0].startswith("never: not good enough")
+    if "cut off by max_tokens" in reasons[0]:
+        assert len(reasons) == 1, reasons
+    else:  # the random model ended before max_tokens (rare): an ordinary retry follows
+        assert len(reasons) > 1, reasons
 
 
 def test_tiny_queue_is_an_overloaded_error() -> None:
