@@ -24,6 +24,8 @@ mod settle;
 pub use self::backend::{Backend, BackendKind, TierConfig};
 pub use self::call::RetryPolicy;
 pub use self::prepared::Prepared;
+/// Re-exported from [`crate::types`], where it lives now, so `slmkit::client::assemble` keeps working.
+pub use crate::types::assemble;
 
 use std::borrow::Cow;
 use std::sync::Arc;
