@@ -25,6 +25,8 @@ mod settle;
 pub use self::backend::{Backend, BackendKind, TierConfig};
 pub use self::prepared::Prepared;
 pub use self::retry::RetryPolicy;
+/// Re-exported from [`crate::types`], where it lives now, so `slmkit::client::assemble` keeps working.
+pub use crate::types::assemble;
 
 use std::borrow::Cow;
 use std::sync::Arc;
