@@ -7,6 +7,7 @@ use super::engine::{Event, LocalEngine, Sampling};
 use super::grammar::{constraint_for, OutputConstraint, OutputKind, ToolCallSyntax};
 use super::model::ToolSupport;
 use super::output::parse_tool_calls;
+use super::template::arguments_value;
 use crate::error::{Error, Result};
 use crate::types::{
     new_id, unix_now, AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage,
@@ -108,9 +109,11 @@ impl LocalEngine {
             seed: request.seed.map(fold_seed).unwrap_or_else(rand::random),
         };
         let mut stops = request.stop_sequences();
-        stops.extend(
-            self.model().stop_markers().iter().filter(|marker| !stops.contains(marker)).cloned().collect::<Vec<_>>(),
-        );
+        for marker in self.model().stop_markers() {
+            if !stops.contains(marker) {
+                stops.push(marker.clone());
+            }
+        }
         let job = PreparedJob { prompt, sampling, constraint, max_tokens, stops };
         Ok((Prepared { prompt_tokens, kind, syntax, request }, job))
     }
@@ -179,9 +182,9 @@ fn min_p_of(request: &ChatCompletionRequest) -> Result<Option<f64>> {
     }
 }
 
-/// The tool preamble slmkit writes for a model whose template ignores `tools`. Documented in
-/// the README ("Tools on models without tool support").
-pub(crate) const PROMPTED_TOOLS_PREAMBLE: &str = "You can call these functions. Their signatures, as JSON:";
+/// The tool preamble slmkit writes for a model whose template ignores `tools` (the README's
+/// "Tool support is a property of the loaded model").
+const PROMPTED_TOOLS_PREAMBLE: &str = "You can call these functions. Their signatures, as JSON:";
 const PROMPTED_TOOLS_INSTRUCTION: &str = "To call a function, answer with only a JSON object \
 {\"name\": <function name>, \"arguments\": <arguments object>} and nothing else. \
 Otherwise, answer normally.";
@@ -210,9 +213,7 @@ fn with_prompted_tools(messages: &[ChatMessage], tools: &[Tool]) -> Vec<ChatMess
                     .iter()
                     .flatten()
                     .map(|call| {
-                        let arguments = serde_json::from_str::<serde_json::Value>(&call.function.arguments)
-                            .unwrap_or_else(|_| serde_json::Value::String(call.function.arguments.clone()));
-                        serde_json::json!({"name": call.function.name, "arguments": arguments}).to_string()
+                        serde_json::json!({"name": call.function.name, "arguments": arguments_value(call)}).to_string()
                     })
                     .collect();
                 rewritten.push(ChatMessage::assistant(calls.join("\n")));

@@ -5,7 +5,7 @@ use minijinja::{Environment, ErrorKind, Value as JinjaValue};
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::types::{ChatMessage, ContentPart, MessageContent, Tool};
+use crate::types::{ChatMessage, ContentPart, MessageContent, Tool, ToolCall};
 
 /// ChatML with Hermes-style tool calls, for GGUF files that carry no template.
 pub(crate) const CHATML_TEMPLATE: &str = r#"{%- if tools %}<|im_start|>system
@@ -126,8 +126,7 @@ fn message_for_template(message: &ChatMessage) -> Value {
         let calls: Vec<Value> = calls
             .iter()
             .map(|call| {
-                let arguments = serde_json::from_str::<Value>(&call.function.arguments)
-                    .unwrap_or_else(|_| Value::String(call.function.arguments.clone()));
+                let arguments = arguments_value(call);
                 json!({
                     "id": call.id,
                     "type": call.kind,
@@ -138,6 +137,11 @@ fn message_for_template(message: &ChatMessage) -> Value {
         rendered["tool_calls"] = json!(calls);
     }
     rendered
+}
+
+/// A call's arguments as the JSON object they encode, or the raw string when they are not JSON.
+pub(super) fn arguments_value(call: &ToolCall) -> Value {
+    serde_json::from_str(&call.function.arguments).unwrap_or_else(|_| Value::String(call.function.arguments.clone()))
 }
 
 fn content_text(message: &ChatMessage) -> String {
