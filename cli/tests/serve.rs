@@ -154,7 +154,11 @@ async fn bearer_auth_models_health_metrics_and_report() {
     let body = json!({"messages": [{"role": "user", "content": "hello"}], "temperature": 0});
     assert_eq!(http.post(&url).json(&body).send().await.unwrap().status(), 401);
     assert_eq!(http.post(&url).bearer_auth("wrong").json(&body).send().await.unwrap().status(), 401);
-    for _ in 0..2 {
+    // Two agents (`user`) send the same request: the second is answered from the cache. (The
+    // same agent re-sending it at once would be a re-ask: a rejection of the first answer.)
+    for agent in ["architect", "engineer"] {
+        let mut body = body.clone();
+        body["user"] = json!(agent);
         let ok = http
             .post(&url)
             .bearer_auth("serve-secret")

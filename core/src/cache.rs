@@ -165,6 +165,15 @@ impl ResponseCache {
         self.routes.insert(digest, key).await;
     }
 
+    /// Removes the answers stored under `keys` and the route from `digest` to them: a caller
+    /// rejected the answer, so it must never be served again.
+    pub(crate) async fn evict(&self, digest: &RequestDigest, keys: &[CacheKey]) {
+        self.routes.invalidate(digest).await;
+        for key in keys {
+            self.entries.invalidate(key).await;
+        }
+    }
+
     /// Remembers that requests with `digest` are stored under `key`.
     pub(crate) async fn remember(&self, digest: RequestDigest, key: CacheKey) {
         self.routes.insert(digest, key).await;

@@ -51,7 +51,7 @@ pub use config::{Config, OpenAiClientOptions};
 pub use error::{Error, Result};
 pub use ledger::{AttemptRecord, Ledger, Outcome, Pricing, Report, Totals};
 pub use local::{EngineOptions, LocalEngine, LocalModel, ModelOptions};
-pub use metadata::{CacheStatus, CallMetadata};
+pub use metadata::{CacheStatus, CallMetadata, Reask};
 pub use remote::{RemoteBackend, RemoteConfig};
 pub use routing::{RouteDecision, Router, RoutingConfig};
 pub use tier::Tier;

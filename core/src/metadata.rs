@@ -59,6 +59,18 @@ pub struct CallMetadata {
     /// Why the call was routed where it was (and escalated, if it was).
     pub reasons: Vec<String>,
     pub cache: CacheStatus,
+    /// Set when this call re-sent an earlier call's request: the caller rejected that answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reask: Option<Reask>,
+}
+
+/// A call that re-sent an earlier call's identical request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reask {
+    /// The first call of the chain: the one the caller keeps re-sending.
+    pub of: String,
+    /// 1 for the first re-ask, 2 for the second...
+    pub number: u32,
 }
 
 impl CallMetadata {

@@ -335,6 +335,11 @@ pub struct Usage {
     /// Present when part of the prompt was served from a cache (the local engine's prefix reuse).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_tokens_details: Option<PromptTokensDetails>,
+    /// The in-process engine's compute time for this answer (its share of batched decodes and
+    /// its sampling, never time spent queued): what a local attempt's energy is charged for.
+    /// Not part of OpenAI's format, so never serialised; `None` for remote answers.
+    #[serde(skip)]
+    pub engine_busy: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -350,7 +355,13 @@ impl Usage {
             completion_tokens,
             total_tokens: prompt_tokens + completion_tokens,
             prompt_tokens_details: None,
+            engine_busy: None,
         }
+    }
+
+    /// The same usage, with the engine's compute time for the answer.
+    pub fn with_engine_busy(self, busy: std::time::Duration) -> Self {
+        Usage { engine_busy: Some(busy), ..self }
     }
 
     /// The same usage, noting how many prompt tokens were reused from a cache.

@@ -14,10 +14,14 @@ fn pricing() -> Pricing {
     Pricing::PerToken { input_usd_per_million: 2.5, output_usd_per_million: 10.0, joules_per_token: None }
 }
 
+/// These tests repeat requests to test the cache itself, so re-ask detection (which makes an
+/// identical request soon after its answer a rejection of that answer, never a hit) is off;
+/// tests/reask.rs covers how the two meet.
 fn retry() -> RetryPolicy {
     RetryPolicy {
         initial_backoff: Duration::from_millis(5),
         max_backoff: Duration::from_millis(10),
+        reask_window: Duration::ZERO,
         ..RetryPolicy::default()
     }
 }

@@ -11,13 +11,15 @@ use serde_json::json;
 
 use futures::StreamExt;
 
+use super::reask::{Answered, Chain};
 use super::retry::{asks_for_structure, larger_output_budget};
 use super::settle::{usage_or_estimate, AttemptGuard, CallTally, Measured, Settlement};
 use super::{Backend, ClientInner, TierConfig};
 use crate::cache::{AnswerOrigin, CachedAnswer};
 use crate::error::{Error, Result};
-use crate::ledger::Outcome;
-use crate::metadata::{AttemptSummary, CacheStatus, CallMetadata};
+use crate::hints::task_tag;
+use crate::ledger::{AttemptRecord, CallEnd, Outcome};
+use crate::metadata::{AttemptSummary, CacheStatus, CallMetadata, Reask};
 use crate::routing::RouteDecision;
 use crate::tier::Tier;
 use crate::types::{
@@ -189,6 +191,9 @@ pub(super) struct Call<'a> {
     /// The served attempt's all-LLM counterfactual.
     counterfactual_usd: f64,
     pub(super) tally: CallTally,
+    /// For a re-ask: the chain it continues, with the attempts its earlier calls used (and
+    /// this re-ask counted in `reasks`).
+    chain: Option<Chain>,
 }
 
 /// What one attempt produced.
@@ -221,7 +226,50 @@ impl<'a> Call<'a> {
             spent_usd: 0.0,
             counterfactual_usd: 0.0,
             tally: CallTally::new(client.ledger.clone()),
+            chain: None,
         }
+    }
+
+    /// Makes this call a re-ask continuing `chain` (its attempt budget, its SLM retries).
+    pub(super) fn resuming(mut self, chain: Option<Chain>) -> Self {
+        if let Some(chain) = &chain {
+            self.decision.reasons.push(format!(
+                "re-ask {} of call {}: the caller re-sent the request, rejecting the answer it got; \
+                 retried as attempt {} of the call's {}",
+                chain.reasks,
+                chain.root,
+                chain.attempts() + 1,
+                self.client.retry.max_attempts
+            ));
+        }
+        self.chain = chain;
+        self
+    }
+
+    /// The answer this call served, for the re-ask log; `None` if it served none.
+    pub(super) fn answered(&self) -> Option<Answered> {
+        let served = self.attempts.iter().rev().find(|attempt| attempt.outcome == Outcome::Ok)?;
+        let mut chain = self.chain.clone().unwrap_or_else(|| Chain::starting(&self.id));
+        for attempt in &self.attempts {
+            match attempt.tier {
+                Tier::Slm => chain.slm_attempts += 1,
+                Tier::Llm => chain.llm_attempts += 1,
+            }
+        }
+        let backend = match served.tier {
+            Tier::Slm => self.client.slm.as_ref(),
+            Tier::Llm => self.client.llm.as_ref(),
+        };
+        Some(Answered {
+            call_id: self.id.clone(),
+            attempt: served.attempt,
+            tier: served.tier,
+            backend: backend.map(|config| config.backend.kind().as_str()).unwrap_or_default().to_owned(),
+            model: served.model.clone(),
+            task: task_tag(self.request).map(str::to_owned),
+            counterfactual_usd: self.counterfactual_usd,
+            chain,
+        })
     }
 
     /// The `slmkit` field of the response: where it was served, how, and why.
@@ -234,6 +282,7 @@ impl<'a> Call<'a> {
             attempts: self.attempts.clone(),
             reasons: self.decision.reasons.clone(),
             cache: self.cache,
+            reask: self.chain.as_ref().map(|chain| Reask { of: chain.root.clone(), number: chain.reasks }),
         }
     }
 
@@ -257,7 +306,46 @@ impl<'a> Call<'a> {
     }
 
     fn budget_left(&self) -> bool {
-        self.next_attempt <= self.client.retry.max_attempts
+        let before = self.chain.as_ref().map_or(0, Chain::attempts);
+        before + self.next_attempt <= self.client.retry.max_attempts
+    }
+
+    /// Whether a re-ask can still make an attempt on some tier, within its chain's budget.
+    fn reask_can_attempt(&self, chain: &Chain, forced_slm: bool) -> bool {
+        let retry = &self.client.retry;
+        if chain.attempts() >= retry.max_attempts {
+            return false;
+        }
+        let slm_left = self.decision.tier == Tier::Slm
+            && self.client.slm.is_some()
+            && chain.llm_attempts == 0
+            && chain.slm_attempts < retry.slm_attempts;
+        let llm_left = !forced_slm && self.client.llm.is_some() && chain.llm_attempts < retry.llm_attempts;
+        slm_left || llm_left
+    }
+
+    /// Ends a re-ask that arrived with its chain's budget spent: recorded, with no attempt.
+    fn budget_spent(&mut self, chain: &Chain) -> Error {
+        let retry = &self.client.retry;
+        let reason = format!(
+            "re-ask {} of call {}: the caller rejected every answer, and the call's attempt budget \
+             ({} attempts, {} on the SLM and {} on the LLM) is spent",
+            chain.reasks, chain.root, retry.max_attempts, chain.slm_attempts, chain.llm_attempts
+        );
+        let tier = self.decision.tier;
+        let (backend, model) = match self.client.tier_config(tier) {
+            Some(config) => (config.backend.kind().as_str(), config.backend.model()),
+            None => ("", String::new()),
+        };
+        self.client.ledger.record(AttemptRecord {
+            outcome: Outcome::BudgetSpent,
+            reason: Some(reason.clone()),
+            reask_of: Some(chain.root.clone()),
+            ..AttemptRecord::new(&self.id, 1, tier, backend, &model, task_tag(self.request))
+        });
+        self.client.ledger.end_call(CallEnd { failed: true, escalated: false });
+        self.decision.reasons.push(reason.clone());
+        Error::ValidationFailed { reasons: vec![reason] }
     }
 
     /// Runs the call to an accepted answer or its final error.
@@ -266,10 +354,15 @@ impl<'a> Call<'a> {
         let mut rejections: Vec<String> = Vec::new();
         let mut last_error: Option<Error> = None;
         let forced_slm = self.decision.forced && self.decision.tier == Tier::Slm;
-        if self.decision.tier == Tier::Slm {
+        let chain = self.chain.clone().unwrap_or_default();
+        if self.chain.is_some() && !self.reask_can_attempt(&chain, forced_slm) {
+            return Err(self.budget_spent(&chain));
+        }
+        // A chain that reached the LLM stays there: the SLM had its chances.
+        if self.decision.tier == Tier::Slm && chain.llm_attempts == 0 {
             if let Some(slm) = &self.client.slm {
                 let mut output_budget = self.request.max_output_tokens();
-                for slm_try in 0..retry.slm_attempts {
+                for slm_try in chain.slm_attempts..retry.slm_attempts {
                     if !self.budget_left() {
                         break;
                     }
@@ -319,7 +412,7 @@ impl<'a> Call<'a> {
         let Some(llm) = &self.client.llm else {
             return Err(last_error.unwrap_or(Error::ValidationFailed { reasons: rejections }));
         };
-        for llm_try in 0..retry.llm_attempts {
+        for llm_try in chain.llm_attempts..retry.llm_attempts {
             if !self.budget_left() {
                 break;
             }
@@ -396,6 +489,9 @@ impl<'a> Call<'a> {
         self.next_attempt += 1;
         self.tally.attempted(tier);
         let mut guard = AttemptGuard::new(self.client, &self.id, attempt, tier, config, self.request);
+        if let Some(chain) = &self.chain {
+            guard.reask_of(&chain.root);
+        }
         let validators = self.validators_for(tier);
         let started = Instant::now();
         let fetched = D::fetch(&config.backend, request, !validators.is_empty()).await;

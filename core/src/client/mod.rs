@@ -19,11 +19,13 @@ mod backend;
 mod call;
 mod live;
 mod prepared;
+mod reask;
 mod retry;
 mod settle;
 
 pub use self::backend::{Backend, BackendKind, TierConfig};
 pub use self::prepared::Prepared;
+pub use self::reask::DEFAULT_REASK_WINDOW;
 pub use self::retry::RetryPolicy;
 /// Re-exported from [`crate::types`], where it lives now, so `slmkit::client::assemble` keeps working.
 pub use crate::types::assemble;
@@ -37,7 +39,8 @@ use futures::FutureExt;
 use self::call::{Call, StreamServed, Streamed, Whole};
 use self::live::{live_stream, replay, replay_cached, with_metadata, PendingStore};
 use self::prepared::{within, CacheSlot};
-use crate::cache::{digest, key_for, CacheConfig, CachedAnswer, ResponseCache};
+use self::reask::{Answered, Chain, ReaskKey, ReaskLog};
+use crate::cache::{digest, key_for, CacheConfig, CachedAnswer, RequestDigest, ResponseCache};
 use crate::error::{Error, Result};
 use crate::hints::{bypasses_cache, task_tag};
 use crate::ledger::{AttemptRecord, Ledger, Outcome, Pricing};
@@ -178,6 +181,7 @@ impl ClientBuilder {
                 slm: self.slm,
                 llm: self.llm,
                 validators: self.validators,
+                reasks: ReaskLog::new(self.retry.reask_window),
                 retry: self.retry,
                 ledger: self.ledger,
                 router,
@@ -205,9 +209,20 @@ struct ClientInner {
     router: Router,
     cache: Option<Arc<ResponseCache>>,
     counterfactual: Pricing,
+    /// Answers callers got recently, to tell a re-ask from a new call.
+    reasks: ReaskLog,
     /// Routing and hashing passes, counted for the test that there is one of each per call.
     #[cfg(test)]
     passes: tests::Passes,
+}
+
+impl ClientInner {
+    fn tier_config(&self, tier: Tier) -> Option<&TierConfig> {
+        match tier {
+            Tier::Slm => self.slm.as_ref(),
+            Tier::Llm => self.llm.as_ref(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -231,10 +246,7 @@ impl Client {
 
     /// The backend of `tier`, if configured.
     pub fn tier(&self, tier: Tier) -> Option<&TierConfig> {
-        match tier {
-            Tier::Slm => self.inner.slm.as_ref(),
-            Tier::Llm => self.inner.llm.as_ref(),
-        }
+        self.inner.tier_config(tier)
     }
 
     /// Where `request` would go, and why, with each signal's contribution.
@@ -242,6 +254,22 @@ impl Client {
     /// # Errors
     /// [`Error::InvalidRequest`] for a malformed routing hint.
     pub fn explain(&self, request: &ChatCompletionRequest) -> Result<RouteDecision> {
+        let mut decision = self.route(request)?;
+        if let Some(earlier) = self.reask_key(request, None).and_then(|key| self.inner.reasks.peek(&key)) {
+            decision.reasons.push(format!(
+                "a re-ask of call {} (its answer was given {} attempt(s) into the call's budget of {}): \
+                 sent now, it would reject that answer and be retried",
+                earlier.chain.root,
+                earlier.chain.attempts(),
+                self.inner.retry.max_attempts
+            ));
+        }
+        Ok(decision)
+    }
+
+    /// Where `request` goes: the router's decision, then the request's `model` naming a tier,
+    /// then a missing tier's fallback. Once per call.
+    fn route(&self, request: &ChatCompletionRequest) -> Result<RouteDecision> {
         #[cfg(test)]
         self.inner.passes.routed();
         let mut decision = self.inner.router.decide(request)?;
@@ -260,6 +288,15 @@ impl Client {
             decision.tier = other;
         }
         Ok(decision)
+    }
+
+    /// The re-ask key of `request` (reusing its cache digest when it has one), when re-asks
+    /// are tracked and the request is deterministic.
+    fn reask_key(&self, request: &ChatCompletionRequest, digest: Option<RequestDigest>) -> Option<ReaskKey> {
+        if !self.inner.reasks.enabled() {
+            return None;
+        }
+        ReaskKey::of(request, digest.unwrap_or_else(|| crate::cache::digest(request)))
     }
 
     /// The tier whose local model `model` names (case-insensitive), if any.
@@ -302,7 +339,8 @@ impl Client {
             }
             _ => None,
         };
-        Ok(Prepared { request, slot, timeout: None })
+        let reask = self.reask_key(&request, slot.as_ref().map(|slot| slot.digest));
+        Ok(Prepared { request, slot, timeout: None, reask })
     }
 
     /// Answers `request`: from the cache, or routed, validated, retried and escalated as
@@ -326,40 +364,82 @@ impl Client {
 
     async fn answer(&self, prepared: &Prepared<'_>) -> Result<ChatCompletion> {
         let request = prepared.request();
-        let Some(slot) = &prepared.slot else {
-            let decision = self.explain(request)?;
-            let mut call = Call::new(&self.inner, request, decision, CacheStatus::Disabled);
-            let mut completion = call.run::<Whole>().await?;
-            call.metadata().attach(&mut completion.extra);
-            return Ok(completion);
+        let chain = self.take_reask(prepared).await;
+        // A re-ask never reads the cache (it holds the answer the caller rejected), and
+        // never waits on an identical call in flight (that would be the same answer).
+        let slot = match &prepared.slot {
+            Some(slot) if chain.is_none() => slot,
+            _ => {
+                let decision = self.route(request)?;
+                let store = prepared.slot.as_ref().map(|slot| {
+                    (
+                        slot,
+                        key_for(&slot.digest, decision.tier, &self.identity(decision.tier)),
+                        decision.reasons.clone(),
+                    )
+                });
+                let status = if store.is_some() { CacheStatus::Miss } else { CacheStatus::Disabled };
+                let mut call = Call::new(&self.inner, request, decision, status).resuming(chain);
+                let mut completion = call.run::<Whole>().await?;
+                self.remember(prepared, call.answered());
+                if let Some((slot, key, reasons)) = store {
+                    slot.cache.insert(slot.digest, key, call.cached_answer(completion.clone(), None, reasons)).await;
+                }
+                call.metadata().attach(&mut completion.extra);
+                return Ok(completion);
+            }
         };
         let started = Instant::now();
         if let Some(answer) = slot.cache.lookup(&slot.digest).await {
-            return Ok(self.hit(request, &answer, started));
+            return Ok(self.hit(prepared, &answer, started));
         }
-        let decision = self.explain(request)?;
+        let decision = self.route(request)?;
         let key = key_for(&slot.digest, decision.tier, &self.identity(decision.tier));
         let reasons = decision.reasons.clone();
         // Set only if this caller made the answer; a concurrent identical call may have.
-        let mut made: Option<CallMetadata> = None;
+        let mut made: Option<(CallMetadata, Option<Answered>)> = None;
         let answer = slot
             .cache
             .get_or_run(key, async {
                 let mut call = Call::new(&self.inner, request, decision, CacheStatus::Miss);
                 let completion = call.run::<Whole>().await?;
-                made = Some(call.metadata());
+                made = Some((call.metadata(), call.answered()));
                 Ok(call.cached_answer(completion, None, reasons))
             })
             .await
             .map_err(|shared| Arc::try_unwrap(shared).unwrap_or_else(Error::Shared))?;
         slot.cache.remember(slot.digest, key).await;
         match made {
-            Some(metadata) => {
+            Some((metadata, answered)) => {
+                self.remember(prepared, answered);
                 let mut completion = answer.completion.clone();
                 metadata.attach(&mut completion.extra);
                 Ok(completion)
             }
-            None => Ok(self.hit(request, &answer, started)),
+            None => Ok(self.hit(prepared, &answer, started)),
+        }
+    }
+
+    /// If `prepared` re-sends a request whose answer its caller got moments ago: records that
+    /// the caller rejected the answer, evicts it from the cache, and returns the chain of
+    /// calls the re-ask continues.
+    async fn take_reask(&self, prepared: &Prepared<'_>) -> Option<Chain> {
+        let key = prepared.reask.as_ref()?;
+        let (earlier, after) = self.inner.reasks.take(key)?;
+        self.inner.ledger.record(earlier.rejection(after));
+        if let Some(slot) = &prepared.slot {
+            let keys = [Tier::Slm, Tier::Llm].map(|tier| key_for(key.digest(), tier, &self.identity(tier)));
+            slot.cache.evict(&slot.digest, &keys).await;
+        }
+        let mut chain = earlier.chain;
+        chain.reasks += 1;
+        Some(chain)
+    }
+
+    /// Remembers the answer `prepared`'s caller got, so a re-send can be told for a re-ask.
+    fn remember(&self, prepared: &Prepared<'_>, answered: Option<Answered>) {
+        if let (Some(key), Some(answered)) = (&prepared.reask, answered) {
+            self.inner.reasks.remember(key.clone(), answered);
         }
     }
 
@@ -369,9 +449,12 @@ impl Client {
     /// Bindings call this first so a hit skips the hop to an async runtime thread and back.
     pub fn cached(&self, prepared: &Prepared<'_>) -> Option<ChatCompletion> {
         let slot = prepared.slot.as_ref()?;
+        if prepared.reask.as_ref().is_some_and(|key| self.inner.reasks.contains(key)) {
+            return None; // A re-ask: the cache holds the answer its caller rejected.
+        }
         let started = Instant::now();
         let answer = slot.cache.lookup(&slot.digest).now_or_never().flatten()?;
-        Some(self.hit(prepared.request(), &answer, started))
+        Some(self.hit(prepared, &answer, started))
     }
 
     /// [`Client::cached`] for a request not yet prepared; `None` also for an invalid request
@@ -406,14 +489,15 @@ impl Client {
     async fn answer_stream(&self, prepared: &Prepared<'_>) -> Result<ChunkStream> {
         let request = prepared.request();
         let include_usage = request.include_usage();
-        if let Some(slot) = &prepared.slot {
+        let chain = self.take_reask(prepared).await;
+        if let (Some(slot), None) = (&prepared.slot, &chain) {
             let started = Instant::now();
             if let Some(answer) = slot.cache.lookup(&slot.digest).await {
-                let metadata = self.record_hit(request, &answer, started);
+                let metadata = self.record_hit(prepared, &answer, started);
                 return Ok(replay_cached(&answer, &metadata, include_usage));
             }
         }
-        let decision = self.explain(request)?;
+        let decision = self.route(request)?;
         let store = prepared.slot.as_ref().map(|slot| PendingStore {
             cache: Arc::clone(&slot.cache),
             digest: slot.digest,
@@ -422,8 +506,9 @@ impl Client {
             spent_before: 0.0,
         });
         let status = if store.is_some() { CacheStatus::Miss } else { CacheStatus::Disabled };
-        let mut call = Call::new(&self.inner, request, decision, status);
+        let mut call = Call::new(&self.inner, request, decision, status).resuming(chain);
         let served = call.run::<Streamed>().await?;
+        self.remember(prepared, call.answered());
         let metadata = call.metadata();
         match served {
             StreamServed::Buffered { completion, chunks } => {
@@ -447,17 +532,31 @@ impl Client {
     }
 
     /// A cache hit as the completion the caller gets, recorded in the ledger.
-    fn hit(&self, request: &ChatCompletionRequest, answer: &CachedAnswer, started: Instant) -> ChatCompletion {
-        let metadata = self.record_hit(request, answer, started);
+    fn hit(&self, prepared: &Prepared<'_>, answer: &CachedAnswer, started: Instant) -> ChatCompletion {
+        let metadata = self.record_hit(prepared, answer, started);
         let mut completion = answer.completion.clone();
         metadata.attach(&mut completion.extra);
         completion
     }
 
-    /// Records a cache hit (no backend call; the tokens and cost it saved) and returns the
-    /// response metadata for it.
-    fn record_hit(&self, request: &ChatCompletionRequest, answer: &CachedAnswer, started: Instant) -> CallMetadata {
+    /// Records a cache hit (no backend call; the tokens and cost it saved), remembers it for
+    /// re-asks, and returns the response metadata for it.
+    fn record_hit(&self, prepared: &Prepared<'_>, answer: &CachedAnswer, started: Instant) -> CallMetadata {
+        let request = prepared.request();
         let call_id = new_id("call-");
+        self.remember(
+            prepared,
+            Some(Answered {
+                call_id: call_id.clone(),
+                attempt: 1,
+                tier: answer.tier,
+                backend: "cache".into(),
+                model: answer.model.clone(),
+                task: task_tag(request).map(str::to_owned),
+                counterfactual_usd: answer.counterfactual_llm_cost_usd,
+                chain: Chain::starting(&call_id),
+            }),
+        );
         let usage = answer.completion.usage.unwrap_or_default();
         self.inner.ledger.record(AttemptRecord {
             outcome: Outcome::CacheHit,
@@ -476,6 +575,7 @@ impl Client {
             attempts: Vec::new(),
             reasons: answer.reasons.clone(),
             cache: CacheStatus::Hit,
+            reask: None,
         }
     }
 

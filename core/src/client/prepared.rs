@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::reask::ReaskKey;
 use crate::cache::{RequestDigest, ResponseCache};
 use crate::error::{Error, Result};
 use crate::types::ChatCompletionRequest;
@@ -19,6 +20,8 @@ pub struct Prepared<'r> {
     /// Where this request's answer is looked up and stored, when the cache takes it.
     pub(super) slot: Option<CacheSlot>,
     pub(super) timeout: Option<Duration>,
+    /// How a re-send of this request would be recognised, when re-asks are tracked for it.
+    pub(super) reask: Option<ReaskKey>,
 }
 
 pub(super) struct CacheSlot {

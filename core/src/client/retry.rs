@@ -30,6 +30,10 @@ pub struct RetryPolicy {
     /// token's probability are never sampled, which keeps a small model's retry from drifting
     /// into junk at a raised temperature. Default 0.05.
     pub retry_min_p: Option<f64>,
+    /// How long after an answer an identical deterministic request from the same caller
+    /// counts as a re-ask: the caller rejected the answer, and the re-ask continues the call's
+    /// attempt budget. Default 120 s; zero turns detection off. See `client/reask.rs`.
+    pub reask_window: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -44,6 +48,7 @@ impl Default for RetryPolicy {
             retry_temperature: 0.7,
             retry_top_p: Some(0.9),
             retry_min_p: Some(0.05),
+            reask_window: super::reask::DEFAULT_REASK_WINDOW,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{ClientInner, TierConfig};
+use super::{BackendKind, ClientInner, TierConfig};
 use crate::error::Error;
 use crate::hints::task_tag;
 use crate::ledger::{AttemptRecord, CallEnd, Ledger, Outcome, Pricing};
@@ -103,6 +103,11 @@ impl AttemptGuard {
         }
     }
 
+    /// Marks the attempt as part of a re-ask of call `root`.
+    pub(super) fn reask_of(&mut self, root: &str) {
+        self.record.reask_of = Some(root.to_owned());
+    }
+
     pub(super) fn tier(&self) -> Tier {
         self.record.tier
     }
@@ -124,7 +129,8 @@ impl AttemptGuard {
         self.settled = true;
         let Measured { usage, estimated, latency } = measured;
         let served = matches!(settlement, Settlement::Served);
-        let (cost, energy) = self.pricing.price(usage.prompt_tokens, usage.completion_tokens, latency);
+        let (cost, energy) =
+            self.pricing.price(usage.prompt_tokens, usage.completion_tokens, self.busy(&usage, latency));
         let record = &mut self.record;
         record.outcome = settlement.outcome();
         record.reason = settlement.reason();
@@ -145,6 +151,22 @@ impl AttemptGuard {
             served.then(|| self.counterfactual.price(usage.prompt_tokens, usage.completion_tokens, latency).0);
         self.ledger.record(record.clone());
         cost
+    }
+}
+
+impl AttemptGuard {
+    /// The compute time an attempt is charged energy for. A local answer says what share of
+    /// the engine's time it took; wall-clock time would also count time spent queued, or shared
+    /// with concurrent requests, and four concurrent calls would be charged up to four times
+    /// what the device drew. A local attempt that ended without that figure (failed or
+    /// cancelled) is charged nothing rather than a guess; a remote one its latency (energy
+    /// pricing for a remote tier is a stand-in's estimate anyway).
+    fn busy(&self, usage: &Usage, latency: Duration) -> Duration {
+        match usage.engine_busy {
+            Some(busy) => busy,
+            None if self.record.backend == BackendKind::Local.as_str() => Duration::ZERO,
+            None => latency,
+        }
     }
 }
 

@@ -37,7 +37,9 @@ impl Passes {
 async fn a_call_is_routed_once_off_the_callers_thread_and_hashed_once() {
     let server = TestServer::start().await;
     let backend = Backend::Remote(RemoteBackend::new(RemoteConfig::new(server.base_url(), "m")).unwrap());
-    let client = Client::builder().llm(backend, Pricing::gpt_4o()).build().unwrap();
+    // Re-asks off: this test repeats a request to count the passes a cache hit makes.
+    let no_reasks = RetryPolicy { reask_window: std::time::Duration::ZERO, ..RetryPolicy::default() };
+    let client = Client::builder().llm(backend, Pricing::gpt_4o()).retry(no_reasks).build().unwrap();
     let mut request = ChatCompletionRequest::new(vec![ChatMessage::user("hello")]);
     request.temperature = Some(0.0);
 

@@ -21,6 +21,7 @@
 //!
 //! [retry]
 //! slm_attempts = 3
+//! reask_window_s = 120       # an identical greedy request this soon after an answer rejects it
 //!
 //! [routing]                  # see routing_defaults.toml for every knob
 //! bias = -0.1
@@ -150,6 +151,9 @@ pub struct RetrySection {
     pub retry_top_p: Option<f64>,
     /// `min_p` for local SLM retries (0 to 1; 0 turns it off). Default 0.05.
     pub retry_min_p: Option<f64>,
+    /// Seconds after an answer in which an identical deterministic request from the same
+    /// caller is a re-ask, rejecting that answer (default 120; 0 turns detection off).
+    pub reask_window_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -421,6 +425,10 @@ impl RetrySection {
             retry_temperature: self.retry_temperature.unwrap_or(defaults.retry_temperature),
             retry_top_p: self.retry_top_p.or(defaults.retry_top_p),
             retry_min_p: self.retry_min_p.or(defaults.retry_min_p),
+            reask_window: match self.reask_window_s {
+                Some(seconds) if seconds == 0.0 => Duration::ZERO,
+                other => seconds("reask_window_s", other, defaults.reask_window)?,
+            },
         })
     }
 }

@@ -19,6 +19,20 @@ pub enum Outcome {
     Cancelled,
     /// Served from the response cache: no backend call.
     CacheHit,
+    /// Not an attempt but a verdict on one: the caller re-sent the identical request soon
+    /// after this attempt's answer reached it (a framework's hidden retry after its own parser
+    /// failed), so the answer it served was rejected. Same `call_id` and `attempt` as the
+    /// served record it overrules.
+    RejectedByCaller,
+    /// No backend call: a re-ask arrived after its call's attempt budget was spent.
+    BudgetSpent,
+}
+
+impl Outcome {
+    /// Whether a backend was asked (cache hits, caller verdicts and refusals are not attempts).
+    pub fn is_attempt(self) -> bool {
+        !matches!(self, Outcome::CacheHit | Outcome::RejectedByCaller | Outcome::BudgetSpent)
+    }
 }
 
 /// One attempt of one call.
@@ -55,7 +69,8 @@ pub struct AttemptRecord {
     /// Whether this attempt's answer went back to the caller.
     pub served: bool,
     /// On the served attempt: what the call would have cost sent to the LLM and answered
-    /// first try (the same tokens at LLM prices).
+    /// first try (the same tokens at LLM prices). On a `rejected_by_caller` record: the served
+    /// attempt's figure, withdrawn (the re-ask that replaces the answer carries its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counterfactual_llm_cost_usd: Option<f64>,
     /// On a cache hit: what the cached answer cost when it was made (all its attempts).
@@ -64,6 +79,9 @@ pub struct AttemptRecord {
     /// The call's task tag (e.g. MetaGPT's action name), when it named one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
+    /// On a re-ask's records: the first call of the chain the caller keeps re-sending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reask_of: Option<String>,
     /// Milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
 }
@@ -93,6 +111,7 @@ impl AttemptRecord {
             counterfactual_llm_cost_usd: None,
             saved_cost_usd: None,
             task: task.map(str::to_owned),
+            reask_of: None,
             timestamp_ms: now_ms(),
         }
     }

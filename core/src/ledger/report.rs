@@ -15,11 +15,21 @@ pub struct Report {
     pub served_by_llm: u64,
     pub served_from_cache: u64,
     pub failed_calls: u64,
-    /// Calls served by the SLM over all calls (cache hits count for the tier that first answered).
+    /// Calls whose answer the caller rejected by re-sending the identical request (its hidden
+    /// retry); not counted as served by any tier.
+    pub rejected_by_caller: u64,
+    /// Of those, answers the SLM had made (a cache hit counts for the tier that made it).
+    pub slm_rejected_by_caller: u64,
+    /// Calls that re-sent an earlier call's request (each is also a call of its own).
+    pub reasks: u64,
+    /// Calls whose answer the caller kept that the SLM made, over all calls (cache hits count
+    /// for the tier that first answered).
     pub slm_share: f64,
-    /// Calls whose first attempt went to the SLM.
+    /// Calls whose first attempt went to the SLM (re-asks excluded: they are retries).
     pub slm_first_tried: u64,
-    /// Of those, the share the SLM answered acceptably on its first attempt.
+    /// Of those, the share whose first SLM answer passed validation and was not rejected by
+    /// the caller. Passing validation is not being correct: only `slmkit eval`'s checks say
+    /// that.
     pub slm_first_try_success_rate: f64,
     /// Attempts made per call that the SLM ended up serving (1.0 means no retries).
     pub mean_attempts_per_slm_call: f64,
@@ -60,7 +70,7 @@ impl Report {
         let mut attempts = 0u64;
         for record in records {
             // Cache hits are calls, not attempts: no backend was asked.
-            if record.outcome != Outcome::CacheHit {
+            if record.outcome.is_attempt() {
                 attempts += 1;
             }
             let slot = *index.entry(&record.call_id).or_insert_with(|| {
@@ -76,14 +86,24 @@ impl Report {
             attempts.sort_by_key(|record| record.attempt);
             let first = attempts[0];
             let served = attempts.iter().find(|record| record.served);
-            if first.tier == Tier::Slm && first.outcome != Outcome::CacheHit {
+            let rejected = attempts.iter().any(|record| record.outcome == Outcome::RejectedByCaller);
+            let reask = attempts.iter().any(|record| record.reask_of.is_some());
+            report.reasks += u64::from(reask);
+            if first.tier == Tier::Slm && first.outcome.is_attempt() && !reask {
                 report.slm_first_tried += 1;
-                if first.served {
+                if first.served && !rejected {
                     slm_first_try_successes += 1;
                 }
             }
             let started_on_slm = first.tier == Tier::Slm;
             match served {
+                Some(record) if rejected => {
+                    report.rejected_by_caller += 1;
+                    report.slm_rejected_by_caller += u64::from(record.tier == Tier::Slm);
+                    if started_on_slm && record.tier == Tier::Llm && record.outcome != Outcome::CacheHit {
+                        report.escalations += 1;
+                    }
+                }
                 Some(record) if record.outcome == Outcome::CacheHit => report.served_from_cache += 1,
                 Some(record) if record.tier == Tier::Slm => {
                     report.served_by_slm += 1;
@@ -103,8 +123,17 @@ impl Report {
                 }
             }
             for record in attempts.iter() {
-                report.counterfactual_llm_cost_usd += record.counterfactual_llm_cost_usd.unwrap_or(0.0);
+                // A rejected answer saved nothing: the re-ask that replaces it is priced instead.
+                if !rejected {
+                    report.counterfactual_llm_cost_usd += record.counterfactual_llm_cost_usd.unwrap_or(0.0);
+                }
+                if record.outcome == Outcome::RejectedByCaller || record.outcome == Outcome::BudgetSpent {
+                    continue;
+                }
                 if record.outcome == Outcome::CacheHit {
+                    if rejected {
+                        continue;
+                    }
                     // No backend work: its tokens were spent, and counted, when it was made.
                     report.cache_saved_usd += record.saved_cost_usd.unwrap_or(0.0);
                     continue;
@@ -128,11 +157,12 @@ impl Report {
             }
         }
         let ratio = |part: u64, whole: u64| if whole == 0 { 0.0 } else { part as f64 / whole as f64 };
-        // A cache hit counts for the tier whose answer it replays.
+        // A cache hit counts for the tier whose answer it replays, unless the caller rejected it.
         let cached_slm = calls
             .iter()
             .filter(|(_, attempts)| {
                 attempts.iter().any(|r| r.served && r.outcome == Outcome::CacheHit && r.tier == Tier::Slm)
+                    && !attempts.iter().any(|r| r.outcome == Outcome::RejectedByCaller)
             })
             .count() as u64;
         report.slm_share = ratio(report.served_by_slm + cached_slm, report.calls);
@@ -157,8 +187,19 @@ impl Report {
             ("served from cache", format!("{} (saved ${:.6})", self.served_from_cache, self.cache_saved_usd)),
             ("failed calls", self.failed_calls.to_string()),
             (
-                "SLM first-try success",
-                format!("{:.1}% of {} calls", self.slm_first_try_success_rate * 100.0, self.slm_first_tried),
+                "rejected by the caller (re-sent)",
+                format!(
+                    "{} ({} made by the SLM); {} re-asks",
+                    self.rejected_by_caller, self.slm_rejected_by_caller, self.reasks
+                ),
+            ),
+            (
+                "SLM first try passed validation",
+                format!(
+                    "{:.1}% of {} calls (not a correctness check; caller rejections count as failures)",
+                    self.slm_first_try_success_rate * 100.0,
+                    self.slm_first_tried
+                ),
             ),
             ("mean attempts per SLM-served call", format!("{:.2}", self.mean_attempts_per_slm_call)),
             ("escalations SLM -> LLM", self.escalations.to_string()),
@@ -201,6 +242,12 @@ pub struct Totals {
     pub served_from_cache: u64,
     /// Calls that ended without an answer (every attempt failed, or the caller went away).
     pub failed_calls: u64,
+    /// Answers the caller rejected by re-sending the request. The served counts above keep
+    /// them (they only ever grow); subtract these for the answers that stood.
+    pub rejected_by_caller: u64,
+    /// The counterfactual of rejected answers, withdrawn: subtract it from
+    /// `counterfactual_llm_cost_usd` for the all-LLM cost of the answers that stood.
+    pub withdrawn_counterfactual_usd: f64,
     /// Calls that started on the SLM and went on to the LLM.
     pub escalations: u64,
     pub validation_failures: u64,
@@ -229,6 +276,18 @@ impl Totals {
     /// Counts one attempt record. A call is counted at its first attempt (attempt 1), and by
     /// the tier of the attempt that served it.
     pub(crate) fn add(&mut self, record: &AttemptRecord) {
+        match record.outcome {
+            Outcome::RejectedByCaller => {
+                self.rejected_by_caller += 1;
+                self.withdrawn_counterfactual_usd += record.counterfactual_llm_cost_usd.unwrap_or(0.0);
+                return;
+            }
+            Outcome::BudgetSpent => {
+                self.calls += 1;
+                return;
+            }
+            _ => {}
+        }
         if record.attempt == 1 {
             self.calls += 1;
         }

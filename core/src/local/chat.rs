@@ -36,9 +36,10 @@ impl LocalEngine {
         loop {
             match events.recv().await {
                 Some(Event::Text(piece)) => text.push_str(&piece),
-                Some(Event::Finished { reason, completion_tokens, cached_prompt_tokens }) => {
+                Some(Event::Finished { reason, completion_tokens, cached_prompt_tokens, busy }) => {
                     let usage = Usage::new(prepared.prompt_tokens, completion_tokens)
-                        .with_cached_prompt_tokens(cached_prompt_tokens);
+                        .with_cached_prompt_tokens(cached_prompt_tokens)
+                        .with_engine_busy(busy);
                     return Ok(self.completion(&prepared, text, reason, usage));
                 }
                 Some(Event::Failed(err)) => return Err(err),
@@ -315,9 +316,10 @@ impl StreamState {
                         return Some(Ok(self.chunks.chunk(delta, None)));
                     }
                     Some(Event::Text(text)) => self.held.push_str(&text),
-                    Some(Event::Finished { reason, completion_tokens, cached_prompt_tokens }) => {
+                    Some(Event::Finished { reason, completion_tokens, cached_prompt_tokens, busy }) => {
                         let usage = Usage::new(self.prepared.prompt_tokens, completion_tokens)
-                            .with_cached_prompt_tokens(cached_prompt_tokens);
+                            .with_cached_prompt_tokens(cached_prompt_tokens)
+                            .with_engine_busy(busy);
                         let closing = self.closing_chunks(reason, usage);
                         self.phase = Phase::Draining(closing.into_iter());
                     }

@@ -14,10 +14,11 @@
 //! same long prefix waits for it instead of reading it a second time.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::session::{LlamaStateSeqFlags, SeqState};
@@ -110,6 +111,11 @@ pub(crate) enum Event {
         completion_tokens: u32,
         /// Prompt tokens whose KV state was reused from an earlier request.
         cached_prompt_tokens: u32,
+        /// This request's share of the engine's compute time: its part of each batched decode
+        /// (split by the tokens it put in the batch) and its own sampling. Time spent queued or
+        /// waiting for a slot is not in it, so the shares never add up to more than the time
+        /// the engine was busy.
+        busy: Duration,
     },
     Failed(Error),
 }
@@ -124,6 +130,8 @@ struct EngineShared {
     model: LocalModel,
     jobs: Mutex<Option<SyncSender<Job>>>,
     queued: Arc<AtomicUsize>,
+    /// Nanoseconds the worker has spent decoding and sampling, since it started.
+    busy_ns: Arc<AtomicU64>,
     queue_capacity: usize,
     context_window: u32,
     worker: Mutex<Option<JoinHandle<()>>>,
@@ -224,6 +232,7 @@ impl LocalEngine {
         let (jobs_tx, jobs_rx) = sync_channel::<Job>(options.queue_capacity);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
         let queued = Arc::new(AtomicUsize::new(0));
+        let busy_ns = Arc::new(AtomicU64::new(0));
         let worker_config = WorkerConfig {
             slots: options.slots,
             context_window,
@@ -235,9 +244,10 @@ impl LocalEngine {
         };
         let loaded = model.shared();
         let worker_queued = Arc::clone(&queued);
+        let worker_busy = Arc::clone(&busy_ns);
         let worker = std::thread::Builder::new()
             .name(format!("slmkit-engine-{}", model.name()))
-            .spawn(move || run_worker(loaded, worker_config, jobs_rx, ready_tx, worker_queued))
+            .spawn(move || run_worker(loaded, worker_config, jobs_rx, ready_tx, worker_queued, worker_busy))
             .map_err(|err| Error::Io { context: "cannot start the engine thread".into(), source: err })?;
         match ready_rx.recv() {
             Ok(Ok(())) => {}
@@ -255,6 +265,7 @@ impl LocalEngine {
                 model,
                 jobs: Mutex::new(Some(jobs_tx)),
                 queued,
+                busy_ns,
                 queue_capacity: options.queue_capacity,
                 context_window,
                 worker: Mutex::new(Some(worker)),
@@ -276,6 +287,12 @@ impl LocalEngine {
     /// Requests waiting for a slot right now.
     pub fn queued(&self) -> usize {
         self.shared.queued.load(Ordering::Relaxed)
+    }
+
+    /// The time the engine has spent decoding and sampling since it started: the sum of every
+    /// request's `busy` share, and the most any energy estimate may be charged for.
+    pub fn busy_time(&self) -> Duration {
+        Duration::from_nanos(self.shared.busy_ns.load(Ordering::Relaxed))
     }
 
     /// Queues a job; its events arrive on the returned receiver.
@@ -330,6 +347,8 @@ struct Active {
     next_token: Option<LlamaToken>,
     completion_tokens: u32,
     max_tokens: u32,
+    /// This request's share of the engine's compute time so far (see [`Event::Finished`]).
+    busy: Duration,
     utf8: Utf8Assembler,
     stops: StopScanner,
     events: UnboundedSender<Event>,
@@ -362,6 +381,7 @@ fn run_worker(
     jobs: Receiver<Job>,
     ready: std::sync::mpsc::Sender<Result<()>>,
     queued: Arc<AtomicUsize>,
+    busy_ns: Arc<AtomicU64>,
 ) {
     let context = match create_context(&model, &config) {
         Ok(context) => context,
@@ -382,6 +402,7 @@ fn run_worker(
         batch: LlamaBatch::new(config.batch_size as usize, 1),
         batch_size: config.batch_size as usize,
         clock: 0,
+        busy_ns,
     };
     let mut queue_open = true;
     loop {
@@ -444,6 +465,8 @@ struct Worker<'model> {
     batch: LlamaBatch<'static>,
     batch_size: usize,
     clock: u64,
+    /// Shared with [`LocalEngine::busy_time`].
+    busy_ns: Arc<AtomicU64>,
 }
 
 impl Worker<'_> {
@@ -457,7 +480,11 @@ impl Worker<'_> {
         if job.events.is_closed() {
             return;
         }
-        let (grammar, sampler) = match build_samplers(&self.model, &job.sampling, &job.constraint) {
+        let building_started = Instant::now();
+        let built = build_samplers(&self.model, &job.sampling, &job.constraint);
+        let building = building_started.elapsed();
+        self.busy_ns.fetch_add(u64::try_from(building.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        let (grammar, sampler) = match built {
             Ok(samplers) => samplers,
             Err(err) => {
                 let _ = job.events.send(Event::Failed(err));
@@ -492,6 +519,7 @@ impl Worker<'_> {
             next_token: None,
             completion_tokens: 0,
             max_tokens: job.max_tokens,
+            busy: building,
             utf8: Utf8Assembler::default(),
             stops: StopScanner::new(job.stops),
             events: job.events,
@@ -625,6 +653,8 @@ impl Worker<'_> {
         self.resolve_waits();
         self.batch.clear();
         let mut logits_at: Vec<(usize, i32)> = Vec::new();
+        // How many of the batch's tokens each sequence put in: its share of the decode's time.
+        let mut batched = vec![0u32; self.sequences.len()];
         for (index, sequence) in self.sequences.iter_mut().enumerate() {
             let Some(active) = &sequence.active else { continue };
             if let Some(token) = active.next_token {
@@ -632,6 +662,7 @@ impl Worker<'_> {
                 if self.batch.add(token, position, &[sequence.seq_id], true).is_ok() {
                     logits_at.push((index, self.batch.n_tokens() - 1));
                     sequence.tokens.push(token);
+                    batched[index] += 1;
                 }
             }
         }
@@ -651,6 +682,7 @@ impl Worker<'_> {
                     break;
                 }
                 sequence.tokens.push(token);
+                batched[index] += 1;
                 if is_last {
                     logits_at.push((index, self.batch.n_tokens() - 1));
                 }
@@ -660,7 +692,10 @@ impl Worker<'_> {
         if self.batch.n_tokens() == 0 {
             return;
         }
-        if let Err(err) = self.context.decode(&mut self.batch) {
+        let decode_started = Instant::now();
+        let decoded = self.context.decode(&mut self.batch);
+        self.share_busy_time(decode_started.elapsed(), &batched);
+        if let Err(err) = decoded {
             // The failed batch's KV state is unknown: drop every sequence in it.
             for index in 0..self.sequences.len() {
                 if let Some(active) = self.sequences[index].active.take() {
@@ -676,8 +711,29 @@ impl Worker<'_> {
         }
     }
 
+    /// Splits `elapsed` over the sequences in the batch, by the tokens each put in it.
+    fn share_busy_time(&mut self, elapsed: Duration, batched: &[u32]) {
+        self.busy_ns.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        let total: u32 = batched.iter().sum();
+        if total == 0 {
+            return;
+        }
+        for (sequence, &tokens) in self.sequences.iter_mut().zip(batched) {
+            if let (Some(active), true) = (sequence.active.as_mut(), tokens > 0) {
+                active.busy += elapsed.mul_f64(f64::from(tokens) / f64::from(total));
+            }
+        }
+    }
+
     fn sample_into(&mut self, index: usize, batch_index: i32) {
-        match self.sample(index, batch_index) {
+        let sampling_started = Instant::now();
+        let sampled = self.sample(index, batch_index);
+        let elapsed = sampling_started.elapsed();
+        self.busy_ns.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        if let Some(active) = self.sequences[index].active.as_mut() {
+            active.busy += elapsed;
+        }
+        match sampled {
             Sampled::Continues => {}
             Sampled::Finished(reason) => self.finish(index, reason),
             Sampled::Ended => self.release(index),
@@ -743,6 +799,7 @@ impl Worker<'_> {
             reason,
             completion_tokens: active.completion_tokens,
             cached_prompt_tokens: active.cached_prompt_tokens as u32,
+            busy: active.busy,
         });
         self.release(index);
     }
