@@ -265,6 +265,8 @@ export interface SlmkitMetadata {
   attempts: Array<{ attempt: number; tier: 'slm' | 'llm'; model: string; outcome: string; reason?: string }>;
   reasons: Array<string>;
   cache: string;
+  /** Set when this call re-sent an earlier call's request: the caller rejected that answer. */
+  reask?: { of: string; number: number };
   [key: string]: unknown;
 }
 
@@ -451,7 +453,15 @@ export interface AttemptRecord {
   tier: 'slm' | 'llm';
   backend: string;
   model: string;
-  outcome: 'ok' | 'validation_failed' | 'error' | 'timeout' | 'cancelled' | 'cache_hit';
+  outcome:
+    | 'ok'
+    | 'validation_failed'
+    | 'error'
+    | 'timeout'
+    | 'cancelled'
+    | 'cache_hit'
+    | 'rejected_by_caller'
+    | 'budget_spent';
   reason?: string;
   error_kind?: string;
   status?: number;
@@ -464,6 +474,10 @@ export interface AttemptRecord {
   energy_j?: number;
   served: boolean;
   counterfactual_llm_cost_usd?: number;
+  saved_cost_usd?: number;
+  task?: string;
+  /** On a re-ask's records: the first call of the chain the caller keeps re-sending. */
+  reask_of?: string;
   timestamp_ms: number;
 }
 

@@ -185,7 +185,11 @@ test('a response-cache hit is answered without reaching the server, and accounte
   const params = { model: 'm', messages: [{ role: 'user', content: 'cache me' }], temperature: 0 };
   const before = (await server.requests()).length;
   const first = await client.chat.completions.create(params);
-  const hits = await Promise.all([client.chat.completions.create(params), client.chat.completions.create(params)]);
+  // Other agents' identical requests are hits; the same caller re-sending one at once would be
+  // a re-ask (a rejection of the first answer), which never reads the cache.
+  const hits = await Promise.all(
+    ['architect', 'engineer'].map((user) => client.chat.completions.create({ ...params, user })),
+  );
   assert.equal((await server.requests()).length, before + 1, 'only the first call reached the server');
   assert.equal(first.slmkit.cache, 'miss');
   for (const hit of hits) {

@@ -287,7 +287,9 @@ def test_pricing_and_the_cache_through_constructor_arguments(server: Server) -> 
     client = slmkit.OpenAI(llm=llm, cache={"enabled": True, "max_entries": 10})
     server.script({"kind": "reply", "content": "priced", "prompt_tokens": 3, "completion_tokens": 1})
     first = client.chat.completions.create(model="m", messages=user("price me"), temperature=0)
-    again = client.chat.completions.create(model="m", messages=user("price me"), temperature=0)
+    # Another agent's identical request is a hit; the same caller re-sending it at once would be
+    # a re-ask (the caller rejecting the first answer), which never reads the cache.
+    again = client.chat.completions.create(model="m", messages=user("price me"), temperature=0, user="another-agent")
     assert first.slmkit is not None and again.slmkit is not None
     assert (first.slmkit["cache"], again.slmkit["cache"]) == ("miss", "hit")
     assert again.choices[0].message.content == "priced"

@@ -69,6 +69,11 @@ pub async fn run(
     ledger: Option<&Path>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let (mut config, note) = demo_config(config)?;
+    // The trace's repeated calls are deliberate repeats later in the run (what the cache is
+    // for), not a framework re-sending a request because it rejected the answer, and a replay
+    // cannot tell the two apart: re-ask detection is off unless the config turns it on.
+    // (`make eval-metagpt` runs a real MetaGPT, whose re-asks are real.)
+    config.retry.reask_window_s.get_or_insert(0.0);
     if let Some(path) = ledger {
         config.ledger.path = Some(path.to_owned());
     }
