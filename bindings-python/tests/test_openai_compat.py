@@ -95,7 +95,15 @@ def test_local_stream_parses_and_matches(local: slmkit.OpenAI) -> None:
     whole = local.chat.completions.create(messages=user("hi"), max_tokens=24, seed=5, temperature=0)
     chunks = list(
         local.chat.completions.create(
-            messages=user("hi"), max_tokens=24, seed=5, temperature=0, stream=True, stream_options={"include_usage": True}
+            # Another caller (`user`): the same caller re-sending the request at once would be a
+            # re-ask, retried with a new seed, so it would not match.
+            messages=user("hi"),
+            max_tokens=24,
+            seed=5,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+            user="stream-check",
         )
     )
     parsed = check_chunks(chunks)

@@ -269,7 +269,7 @@ fn openai_error(status: StatusCode, message: &str, kind: &str, code: Option<&str
 /// raise for it), where OpenAI clients ignore them.
 fn error_json(err: &Error) -> Value {
     let status = StatusCode::from_u16(err.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let kind = if status.is_client_error() { "invalid_request_error" } else { "server_error" };
+    let kind = error_type(err, status);
     let param = match err {
         Error::InvalidRequest { param, .. } => param.clone(),
         Error::InvalidSchema { param, .. } => Some(param.clone()),
@@ -278,6 +278,17 @@ fn error_json(err: &Error) -> Value {
     let mut body = json!({"error": {"message": err.to_string(), "type": kind, "param": param, "code": err.kind()}});
     body[METADATA_FIELD] = json!({"kind": err.kind(), "openai_class": err.openai_class()});
     body
+}
+
+/// The OpenAI error object's `type`: what openai clients and retry logic read besides the status.
+fn error_type(err: &Error, status: StatusCode) -> &'static str {
+    match err.kind() {
+        "timeout" => "timeout",
+        "rate_limit" => "rate_limit_exceeded",
+        "overloaded" | "engine_stopped" => "server_overloaded",
+        _ if status.is_client_error() => "invalid_request_error",
+        _ => "server_error",
+    }
 }
 
 fn error_response(err: &Error) -> Response {
@@ -330,6 +341,10 @@ async fn answer(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
         Ok(request) => request,
         Err(err) => return error_response(&err),
     };
+    // The body's own hints are checked before a header's may replace one of them.
+    if let Err(err) = slmkit::hints::check(&request) {
+        return error_response(&err);
+    }
     apply_header_hints(&mut request, headers);
     if request.is_stream() {
         match state.client.create_stream(&request).await {

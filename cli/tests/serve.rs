@@ -289,3 +289,69 @@ async fn metrics_counters_stay_monotonic_when_the_ledger_evicts() {
     }
     assert_eq!(last, 5, "every call counted, though the ledger keeps 2 records");
 }
+
+/// Upstream failures keep their meaning through the server: a timeout is a 504 typed
+/// `timeout`, and 429s that outlast the retries are a 429 typed `rate_limit_exceeded` (not
+/// `invalid_request_error`, which tells an openai client the request itself was wrong).
+#[tokio::test]
+async fn upstream_timeouts_and_rate_limits_keep_their_types() {
+    let llm = TestServer::start().await;
+    let config = format!(
+        "[llm]\nbackend = \"remote\"\nbase_url = \"{}\"\nmodel = \"big\"\napi_key = \"k\"\nrequest_timeout_s = 0.3\n\
+         [retry]\nllm_attempts = 1\n",
+        llm.base_url()
+    );
+    let running = start(&config, ServerConfig::default()).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/chat/completions", running.base);
+    let body = json!({"messages": [{"role": "user", "content": "hello"}]});
+
+    llm.push([Behavior::reply_text("late").delayed(2_000)]);
+    let timed_out = http.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(timed_out.status(), 504);
+    let error: Value = timed_out.json().await.unwrap();
+    assert_eq!((error["error"]["type"].as_str(), error["error"]["code"].as_str()), (Some("timeout"), Some("timeout")));
+
+    llm.push([Behavior::status(429)]);
+    let limited = http.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(limited.status(), 429);
+    let error: Value = limited.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "rate_limit_exceeded");
+}
+
+/// Hints are checked the same way wherever they come from: a body hint that is not an object
+/// of known string hints is a 400 naming it, instead of being ignored (and taking a header
+/// hint with it).
+#[tokio::test]
+async fn malformed_body_hints_are_rejected_like_malformed_header_hints() {
+    let llm = TestServer::start().await;
+    let running = start(
+        &format!("[llm]\nbackend = \"remote\"\nbase_url = \"{}\"\nmodel = \"big\"\napi_key = \"k\"\n", llm.base_url()),
+        ServerConfig::default(),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/chat/completions", running.base);
+    let user = json!([{"role": "user", "content": "hello"}]);
+    for (hint, param) in [
+        (json!("str"), "slmkit"),
+        (json!({"route": 12}), "slmkit.route"),
+        (json!({"route": "banana"}), "slmkit.route"),
+        (json!({"colour": "red"}), "slmkit.colour"),
+    ] {
+        let response = http
+            .post(&url)
+            .header("X-Slmkit-Route", "llm")
+            .json(&json!({"messages": user, "slmkit": hint}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{hint}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["param"], param, "{hint}");
+    }
+    let header =
+        http.post(&url).header("X-Slmkit-Route", "banana").json(&json!({"messages": user})).send().await.unwrap();
+    assert_eq!(header.status(), 400);
+    assert_eq!(llm.request_count(), 0);
+}

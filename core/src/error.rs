@@ -152,7 +152,9 @@ impl Error {
         match self {
             Error::InvalidRequest { .. } | Error::InvalidSchema { .. } | Error::ContextLength { .. } => 400,
             Error::Api { status, .. } => *status,
-            Error::Timeout { .. } => 408,
+            // A deadline slmkit gave up on (the upstream's, or the call's own): the gateway
+            // timed out, not the client's request, so not 408.
+            Error::Timeout { .. } => 504,
             Error::Overloaded { .. } | Error::EngineStopped => 503,
             Error::Connection { .. } | Error::MalformedResponse { .. } => 502,
             Error::StreamInterrupted { source, .. } => source.status_code(),

@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 
+use crate::error::{Error, Result};
 use crate::types::ChatCompletionRequest;
 
 /// The request field that carries slmkit's hints (and the response field that carries its
@@ -36,4 +37,91 @@ pub fn task_tag(request: &ChatCompletionRequest) -> Option<&str> {
 /// must not get the same answer back.
 pub fn bypasses_cache(request: &ChatCompletionRequest) -> bool {
     hint(request, "cache") == Some("bypass")
+}
+
+/// The hints slmkit reads, and the values each may take (`None`: any string).
+const KNOWN_HINTS: [(&str, Option<&[&str]>); 3] =
+    [("route", Some(&["slm", "llm", "auto"])), ("task", None), ("cache", Some(&["bypass", "use"]))];
+
+/// Checks every hint a request carries, in the body and in `metadata`, before anything reads
+/// one: `slmkit` must be an object of known hints with string values from their sets. A hint
+/// that cannot be read would otherwise be ignored, and, through `slmkit serve`, a header hint
+/// dropped with it.
+///
+/// # Errors
+/// [`Error::InvalidRequest`] naming the hint.
+pub fn check(request: &ChatCompletionRequest) -> Result<()> {
+    if let Some(hints) = request.extra.get(HINT_FIELD) {
+        let Some(hints) = hints.as_object() else {
+            return Err(Error::invalid_request(
+                format!("{HINT_FIELD} must be an object of hints, e.g. {{\"route\": \"llm\"}}, got {hints}"),
+                Some(HINT_FIELD),
+            ));
+        };
+        for (name, value) in hints {
+            check_one(name, value, &format!("{HINT_FIELD}.{name}"))?;
+        }
+    }
+    for (key, value) in request.metadata.iter().flatten() {
+        if let Some(name) = key.strip_prefix(HINT_METADATA_PREFIX) {
+            check_one(name, value, &format!("metadata.{key}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn check_one(name: &str, value: &Value, param: &str) -> Result<()> {
+    let Some((_, allowed)) = KNOWN_HINTS.iter().find(|(known, _)| *known == name) else {
+        let known: Vec<&str> = KNOWN_HINTS.iter().map(|(known, _)| *known).collect();
+        return Err(Error::invalid_request(
+            format!("unknown slmkit hint {name:?}; the hints are {}", known.join(", ")),
+            Some(param),
+        ));
+    };
+    let Some(text) = value.as_str() else {
+        return Err(Error::invalid_request(format!("the {name} hint must be a string, got {value}"), Some(param)));
+    };
+    match allowed {
+        Some(allowed) if !allowed.contains(&text) => Err(Error::invalid_request(
+            format!("the {name} hint {text:?} is not one of {}", allowed.join(", ")),
+            Some(param),
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn with(body: Value) -> ChatCompletionRequest {
+        let mut base = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        for (key, value) in body.as_object().unwrap() {
+            base[key] = value.clone();
+        }
+        serde_json::from_value(base).unwrap()
+    }
+
+    fn param_of(body: Value) -> Option<String> {
+        match check(&with(body)) {
+            Ok(()) => None,
+            Err(Error::InvalidRequest { param, .. }) => param,
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn hints_are_checked_in_the_body_and_in_metadata() {
+        assert!(check(&with(json!({"slmkit": {"route": "llm", "task": "WritePRD", "cache": "bypass"}}))).is_ok());
+        assert!(check(&with(json!({"metadata": {"slmkit_route": "slm", "team": 5}}))).is_ok());
+        assert_eq!(param_of(json!({"slmkit": "str"})).as_deref(), Some("slmkit"));
+        assert_eq!(param_of(json!({"slmkit": {"route": 12}})).as_deref(), Some("slmkit.route"));
+        assert_eq!(param_of(json!({"slmkit": {"route": "banana"}})).as_deref(), Some("slmkit.route"));
+        assert_eq!(param_of(json!({"slmkit": {"rout": "llm"}})).as_deref(), Some("slmkit.rout"));
+        assert_eq!(param_of(json!({"metadata": {"slmkit_route": "fast"}})).as_deref(), Some("metadata.slmkit_route"));
+    }
 }

@@ -331,6 +331,7 @@ impl Client {
 
     fn prepared<'r>(&self, request: Cow<'r, ChatCompletionRequest>) -> Result<Prepared<'r>> {
         request.validate()?;
+        crate::hints::check(&request)?;
         let slot = match &self.inner.cache {
             Some(cache) if !bypasses_cache(&request) && cache.admits(&request) => {
                 #[cfg(test)]
