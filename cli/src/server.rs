@@ -38,6 +38,13 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How long in-flight requests may run after SIGTERM/SIGINT. Default 30 s.
     pub shutdown_grace_s: f64,
+    /// Whether `/metrics` (call counts and cost) answers without the API key. Default: public
+    /// when there is no key, behind it when there is one.
+    pub metrics_public: Option<bool>,
+    /// Web origins (e.g. `https://app.example.com`) whose pages may call the API. Browsers
+    /// send `Origin` on cross-site requests; any other origin gets a 403, so a page a user
+    /// happens to open cannot make a loopback server spend money. Default: none.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +56,8 @@ impl Default for ServerConfig {
             api_key_env: None,
             max_body_bytes: 8 << 20,
             shutdown_grace_s: 30.0,
+            metrics_public: None,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -109,6 +118,7 @@ struct AppState {
     latency: Histogram,
     requests: AtomicU64,
     errors: AtomicU64,
+    allowed_origins: Vec<String>,
 }
 
 /// The HTTP application around `client`.
@@ -120,16 +130,26 @@ pub fn app(client: Client, server: &ServerConfig) -> Router {
         latency: Histogram::default(),
         requests: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        allowed_origins: server.allowed_origins.iter().map(|origin| origin.trim_end_matches('/').to_owned()).collect(),
     });
-    let api = Router::new()
+    let mut api = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(models))
-        .route("/v1/slmkit/report", get(report))
-        .route_layer(middleware::from_fn_with_state(Arc::clone(&state), authorize));
+        .route("/v1/slmkit/report", get(report));
+    let metrics_public = server.metrics_public.unwrap_or(server.api_key.is_none());
+    let mut open = Router::new().route("/healthz", get(|| async { Json(json!({"status": "ok"})) }));
+    if metrics_public {
+        open = open.route("/metrics", get(metrics));
+    } else {
+        api = api.route("/metrics", get(metrics));
+    }
+    // Layers run outside in: the browser guard first, then the key.
+    let api = api
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&state), authorize))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&state), browser_guard));
     Router::new()
         .merge(api)
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/metrics", get(metrics))
+        .merge(open)
         .fallback(|| async {
             openai_error(StatusCode::NOT_FOUND, "no such route", "invalid_request_error", Some("not_found"))
         })
@@ -238,6 +258,46 @@ fn key_matches(expected: &[u8; 32], presented: Option<&str>) -> bool {
     let difference = expected.iter().zip(presented.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
     // Keep the optimiser from turning the fold back into an early-exit comparison.
     std::hint::black_box(difference) == 0
+}
+
+/// Refuses what only a browser would send: a request from a web origin not allowed (a page
+/// the user opened, posting to this server), or a POST whose body is not declared JSON
+/// (`text/plain` and form posts are the content types a page may send cross-site without a
+/// CORS preflight). API clients send JSON and no `Origin`.
+async fn browser_guard(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    if let Some(origin) = request.headers().get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
+        if !state.allowed_origins.iter().any(|allowed| allowed == origin) {
+            return openai_error(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "requests from the web origin {origin:?} are not allowed; list it in [server] allowed_origins"
+                ),
+                "invalid_request_error",
+                Some("origin_not_allowed"),
+            );
+        }
+    }
+    if request.method() == axum::http::Method::POST {
+        let json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|media| {
+                let media = media.trim().to_ascii_lowercase();
+                media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
+            });
+        if !json {
+            return openai_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "the request body must be sent as Content-Type: application/json",
+                "invalid_request_error",
+                Some("unsupported_media_type"),
+            );
+        }
+    }
+    next.run(request).await
 }
 
 async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {

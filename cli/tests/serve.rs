@@ -182,7 +182,9 @@ async fn bearer_auth_models_health_metrics_and_report() {
     let report = authorized_json("/slmkit/report").await;
     assert_eq!(report["calls"], 2);
     assert_eq!(report["served_from_cache"], 1);
-    let metrics = http.get(format!("{root}/metrics")).send().await.unwrap().text().await.unwrap();
+    // With a key set, /metrics is behind it too (it shows call counts and cost).
+    let metrics =
+        http.get(format!("{root}/metrics")).bearer_auth("serve-secret").send().await.unwrap().text().await.unwrap();
     for expected in [
         "slmkit_calls_total{route=\"llm\"} 1",
         "slmkit_cache_hits_total 1",
@@ -354,4 +356,66 @@ async fn malformed_body_hints_are_rejected_like_malformed_header_hints() {
         http.post(&url).header("X-Slmkit-Route", "banana").json(&json!({"messages": user})).send().await.unwrap();
     assert_eq!(header.status(), 400);
     assert_eq!(llm.request_count(), 0);
+}
+
+/// A web page cannot drive the server: a cross-site form or `text/plain` POST (no CORS
+/// preflight) gets a 415, any request carrying a web `Origin` not listed gets a 403, and a
+/// listed origin passes.
+#[tokio::test]
+async fn browser_requests_need_json_and_an_allowed_origin() {
+    let llm = TestServer::start().await;
+    let config =
+        format!("[llm]\nbackend = \"remote\"\nbase_url = \"{}\"\nmodel = \"big\"\napi_key = \"k\"\n", llm.base_url());
+    let server = ServerConfig { allowed_origins: vec!["https://app.example.com".into()], ..ServerConfig::default() };
+    let running = start(&config, server).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/chat/completions", running.base);
+    let body = json!({"messages": [{"role": "user", "content": "hello"}]}).to_string();
+
+    let plain = http.post(&url).header("content-type", "text/plain").body(body.clone()).send().await.unwrap();
+    assert_eq!(plain.status(), 415);
+    let untyped = http.post(&url).body(body.clone()).send().await.unwrap();
+    assert_eq!(untyped.status(), 415);
+    let foreign = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("origin", "https://evil.example")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 403);
+    let error: Value = foreign.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "origin_not_allowed");
+    assert_eq!(llm.request_count(), 0, "nothing reached the paid tier");
+
+    let allowed = http
+        .post(&url)
+        .header("content-type", "application/json; charset=utf-8")
+        .header("origin", "https://app.example.com")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 200);
+}
+
+/// `/metrics` shows call counts and cost: behind the key when there is one (unless made public).
+#[tokio::test]
+async fn metrics_need_the_key_when_auth_is_on() {
+    let llm = TestServer::start().await;
+    let config =
+        format!("[llm]\nbackend = \"remote\"\nbase_url = \"{}\"\nmodel = \"big\"\napi_key = \"k\"\n", llm.base_url());
+    let http = reqwest::Client::new();
+    let keyed = ServerConfig { api_key: Some("secret".into()), ..ServerConfig::default() };
+    let running = start(&config, keyed.clone()).await;
+    let metrics = running.base.replace("/v1", "/metrics");
+    assert_eq!(http.get(&metrics).send().await.unwrap().status(), 401);
+    assert_eq!(http.get(&metrics).bearer_auth("secret").send().await.unwrap().status(), 200);
+    assert_eq!(http.get(running.base.replace("/v1", "/healthz")).send().await.unwrap().status(), 200);
+
+    let public = start(&config, ServerConfig { metrics_public: Some(true), ..keyed }).await;
+    assert_eq!(http.get(public.base.replace("/v1", "/metrics")).send().await.unwrap().status(), 200);
+    let open = start(&config, ServerConfig::default()).await;
+    assert_eq!(http.get(open.base.replace("/v1", "/metrics")).send().await.unwrap().status(), 200);
 }
