@@ -460,8 +460,7 @@ export interface AttemptRecord {
     | 'timeout'
     | 'cancelled'
     | 'cache_hit'
-    | 'rejected_by_caller'
-    | 'budget_spent';
+    | 'rejected_by_caller';
   reason?: string;
   error_kind?: string;
   status?: number;

@@ -13,7 +13,7 @@ use slmkit::ledger::Report;
 use slmkit::metadata::CallMetadata;
 use slmkit::types::{ChatCompletionRequest, ChatMessage};
 use slmkit::{
-    Backend, Client, EngineOptions, Error, LocalEngine, LocalModel, ModelOptions, Outcome, Pricing, RemoteBackend,
+    Backend, Client, EngineOptions, LocalEngine, LocalModel, ModelOptions, Outcome, Pricing, RemoteBackend,
     RemoteConfig, RetryPolicy, Tier,
 };
 use slmkit_testserver::{Behavior, TestServer};
@@ -94,10 +94,12 @@ async fn identical_resends_are_reasks_that_continue_the_first_calls_budget() {
         assert_eq!(retry.body["temperature"], 0.7);
     }
 
-    // The sixth send finds the budget spent: a typed error, and the call is still in the ledger.
-    let err = client.create(&request).await.unwrap_err();
-    assert!(matches!(&err, Error::ValidationFailed { reasons } if reasons[0].contains("budget")), "{err:?}");
-    assert_eq!(slm.request_count() + llm.request_count(), 5);
+    // The sixth send finds the budget spent: it still gets one attempt, on the LLM, and says so.
+    let sixth = client.create(&request).await.unwrap();
+    let meta = metadata(&sixth);
+    assert_eq!((meta.tier, meta.reask.as_ref().map(|reask| reask.number)), (Some(Tier::Llm), Some(5)));
+    assert!(meta.reasons.iter().any(|reason| reason.contains("budget (5 attempts) is spent")), "{meta:?}");
+    assert_eq!((slm.request_count(), llm.request_count()), (3, 3));
 
     let records = client.ledger().records();
     let rejected: Vec<_> = records.iter().filter(|record| record.outcome == Outcome::RejectedByCaller).collect();
@@ -105,18 +107,20 @@ async fn identical_resends_are_reasks_that_continue_the_first_calls_budget() {
     assert!(rejected.iter().all(|record| !record.served && record.cost_usd == 0.0));
     assert_eq!(rejected[0].call_id, first_meta.call_id);
     let reask_records = records.iter().filter(|record| record.reask_of.as_deref() == Some(&first_meta.call_id));
-    assert_eq!(reask_records.filter(|record| record.outcome.is_attempt()).count(), 4);
-    assert!(records.iter().any(|record| record.outcome == Outcome::BudgetSpent));
+    assert_eq!(reask_records.filter(|record| record.outcome.is_attempt()).count(), 5);
 
     let report = Report::from_records(&records);
     assert_eq!(report.calls, 6, "one call per request the caller sent");
-    assert_eq!(report.attempts, 5);
+    assert_eq!(report.attempts, 6);
     assert_eq!((report.rejected_by_caller, report.slm_rejected_by_caller, report.reasks), (5, 3, 5));
-    assert_eq!((report.served_by_slm, report.served_by_llm, report.failed_calls), (0, 0, 1));
+    assert_eq!((report.served_by_slm, report.served_by_llm, report.failed_calls), (0, 1, 0));
+    assert_eq!(report.escalations, 0, "each re-ask is a call of its own; the chain's first call started on the SLM");
     assert_eq!(report.slm_first_tried, 1);
     assert_eq!(report.slm_first_try_success_rate, 0.0, "a rejected first answer is no success");
-    assert_eq!(report.counterfactual_llm_cost_usd, 0.0, "no answer stood, so nothing was saved");
-    assert!(report.savings_usd < 0.0, "five paid attempts, nothing kept: a loss, not a saving");
+    // Only the answer that stood (the sixth, from the LLM) is priced against the LLM.
+    let kept = records.iter().find(|record| record.served && record.call_id == meta.call_id).unwrap();
+    assert_eq!(report.counterfactual_llm_cost_usd, kept.counterfactual_llm_cost_usd.unwrap());
+    assert!(report.savings_usd < 0.0, "six paid attempts for one kept LLM answer: a loss, not a saving");
     assert!(report.to_table().contains("rejected by the caller"));
 }
 

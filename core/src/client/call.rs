@@ -18,7 +18,7 @@ use super::{Backend, ClientInner, TierConfig};
 use crate::cache::{AnswerOrigin, CachedAnswer};
 use crate::error::{Error, Result};
 use crate::hints::task_tag;
-use crate::ledger::{AttemptRecord, CallEnd, Outcome};
+use crate::ledger::Outcome;
 use crate::metadata::{AttemptSummary, CacheStatus, CallMetadata, Reask};
 use crate::routing::RouteDecision;
 use crate::tier::Tier;
@@ -194,6 +194,9 @@ pub(super) struct Call<'a> {
     /// For a re-ask: the chain it continues, with the attempts its earlier calls used (and
     /// this re-ask counted in `reasks`).
     chain: Option<Chain>,
+    /// A re-ask that found its chain's budget spent: it gets one attempt, so a re-sent request
+    /// is never refused (a caller looping over the same request is not always re-asking).
+    overdraft: bool,
 }
 
 /// What one attempt produced.
@@ -227,6 +230,7 @@ impl<'a> Call<'a> {
             counterfactual_usd: 0.0,
             tally: CallTally::new(client.ledger.clone()),
             chain: None,
+            overdraft: false,
         }
     }
 
@@ -306,6 +310,9 @@ impl<'a> Call<'a> {
     }
 
     fn budget_left(&self) -> bool {
+        if self.overdraft {
+            return self.next_attempt == 1;
+        }
         let before = self.chain.as_ref().map_or(0, Chain::attempts);
         before + self.next_attempt <= self.client.retry.max_attempts
     }
@@ -324,30 +331,6 @@ impl<'a> Call<'a> {
         slm_left || llm_left
     }
 
-    /// Ends a re-ask that arrived with its chain's budget spent: recorded, with no attempt.
-    fn budget_spent(&mut self, chain: &Chain) -> Error {
-        let retry = &self.client.retry;
-        let reason = format!(
-            "re-ask {} of call {}: the caller rejected every answer, and the call's attempt budget \
-             ({} attempts, {} on the SLM and {} on the LLM) is spent",
-            chain.reasks, chain.root, retry.max_attempts, chain.slm_attempts, chain.llm_attempts
-        );
-        let tier = self.decision.tier;
-        let (backend, model) = match self.client.tier_config(tier) {
-            Some(config) => (config.backend.kind().as_str(), config.backend.model()),
-            None => ("", String::new()),
-        };
-        self.client.ledger.record(AttemptRecord {
-            outcome: Outcome::BudgetSpent,
-            reason: Some(reason.clone()),
-            reask_of: Some(chain.root.clone()),
-            ..AttemptRecord::new(&self.id, 1, tier, backend, &model, task_tag(self.request))
-        });
-        self.client.ledger.end_call(CallEnd { failed: true, escalated: false });
-        self.decision.reasons.push(reason.clone());
-        Error::ValidationFailed { reasons: vec![reason] }
-    }
-
     /// Runs the call to an accepted answer or its final error.
     pub(super) async fn run<D: Delivery>(&mut self) -> Result<D::Served> {
         let retry = self.client.retry.clone();
@@ -355,14 +338,30 @@ impl<'a> Call<'a> {
         let mut last_error: Option<Error> = None;
         let forced_slm = self.decision.forced && self.decision.tier == Tier::Slm;
         let chain = self.chain.clone().unwrap_or_default();
-        if self.chain.is_some() && !self.reask_can_attempt(&chain, forced_slm) {
-            return Err(self.budget_spent(&chain));
+        self.overdraft = self.chain.is_some() && !self.reask_can_attempt(&chain, forced_slm);
+        let overdraft_on_llm = self.overdraft && self.client.llm.is_some() && !forced_slm;
+        if self.overdraft {
+            self.decision.reasons.push(format!(
+                "the call's attempt budget ({} attempts) is spent: this re-ask gets one attempt, on the {}",
+                retry.max_attempts,
+                if overdraft_on_llm { Tier::Llm } else { Tier::Slm }
+            ));
         }
+        // SLM tries are numbered across the chain, so every re-ask on the SLM gets a new seed.
+        let slm_tries = match self.overdraft {
+            true => chain.slm_attempts..chain.slm_attempts + 1,
+            false => chain.slm_attempts..retry.slm_attempts,
+        };
         // A chain that reached the LLM stays there: the SLM had its chances.
-        if self.decision.tier == Tier::Slm && chain.llm_attempts == 0 {
+        let slm_first = self.decision.tier == Tier::Slm
+            && match self.overdraft {
+                true => !overdraft_on_llm,
+                false => chain.llm_attempts == 0,
+            };
+        if slm_first {
             if let Some(slm) = &self.client.slm {
                 let mut output_budget = self.request.max_output_tokens();
-                for slm_try in chain.slm_attempts..retry.slm_attempts {
+                for slm_try in slm_tries {
                     if !self.budget_left() {
                         break;
                     }
@@ -412,7 +411,11 @@ impl<'a> Call<'a> {
         let Some(llm) = &self.client.llm else {
             return Err(last_error.unwrap_or(Error::ValidationFailed { reasons: rejections }));
         };
-        for llm_try in chain.llm_attempts..retry.llm_attempts {
+        let llm_tries = match self.overdraft {
+            true => 0..1,
+            false => chain.llm_attempts..retry.llm_attempts,
+        };
+        for llm_try in llm_tries {
             if !self.budget_left() {
                 break;
             }

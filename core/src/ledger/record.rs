@@ -24,14 +24,12 @@ pub enum Outcome {
     /// failed), so the answer it served was rejected. Same `call_id` and `attempt` as the
     /// served record it overrules.
     RejectedByCaller,
-    /// No backend call: a re-ask arrived after its call's attempt budget was spent.
-    BudgetSpent,
 }
 
 impl Outcome {
-    /// Whether a backend was asked (cache hits, caller verdicts and refusals are not attempts).
+    /// Whether a backend was asked (cache hits and caller verdicts are not attempts).
     pub fn is_attempt(self) -> bool {
-        !matches!(self, Outcome::CacheHit | Outcome::RejectedByCaller | Outcome::BudgetSpent)
+        !matches!(self, Outcome::CacheHit | Outcome::RejectedByCaller)
     }
 }
 

@@ -127,7 +127,7 @@ impl Report {
                 if !rejected {
                     report.counterfactual_llm_cost_usd += record.counterfactual_llm_cost_usd.unwrap_or(0.0);
                 }
-                if record.outcome == Outcome::RejectedByCaller || record.outcome == Outcome::BudgetSpent {
+                if record.outcome == Outcome::RejectedByCaller {
                     continue;
                 }
                 if record.outcome == Outcome::CacheHit {
@@ -280,10 +280,6 @@ impl Totals {
             Outcome::RejectedByCaller => {
                 self.rejected_by_caller += 1;
                 self.withdrawn_counterfactual_usd += record.counterfactual_llm_cost_usd.unwrap_or(0.0);
-                return;
-            }
-            Outcome::BudgetSpent => {
-                self.calls += 1;
                 return;
             }
             _ => {}
