@@ -1,7 +1,8 @@
 //! An OpenAI-compatible chat-completions server on loopback, for tests in every language.
 //!
 //! Each request takes the next [`Behavior`] from a script (pushed in-process or with
-//! `POST /_script`); with the script empty it answers with an echo of the last user message.
+//! `POST /_script`); with the script empty it answers with its default behaviour: an echo of
+//! the last user message, unless `POST /_default` set another.
 //! Behaviours cover the faults a real endpoint shows: error statuses with `Retry-After`, a
 //! slow first byte, a stream cut midway, malformed JSON and malformed SSE.
 
@@ -148,6 +149,8 @@ pub struct Received {
 #[derive(Default)]
 struct Shared {
     script: Mutex<VecDeque<Behavior>>,
+    /// What an empty script does; `None` is the echo.
+    default: Mutex<Option<Behavior>>,
     received: Mutex<Vec<Received>>,
 }
 
@@ -197,6 +200,11 @@ impl TestServer {
         lock(&self.shared.script).extend(behaviors);
     }
 
+    /// What to do when the script is empty (initially [`Behavior::echo`]).
+    pub fn set_default(&self, behavior: Behavior) {
+        *lock(&self.shared.default) = Some(behavior);
+    }
+
     /// Every request received so far.
     pub fn received(&self) -> Vec<Received> {
         lock(&self.shared.received).clone()
@@ -217,12 +225,18 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(|| async { Json(json!({"object": "list", "data": [{"id": "test-model", "object": "model", "created": 0, "owned_by": "slmkit-testserver"}]})) }))
         .route("/_script", post(push_script))
+        .route("/_default", post(set_default))
         .route("/_requests", get(list_requests))
         .with_state(shared)
 }
 
 async fn push_script(State(shared): State<Arc<Shared>>, Json(behaviors): Json<Vec<Behavior>>) -> StatusCode {
     lock(&shared.script).extend(behaviors);
+    StatusCode::NO_CONTENT
+}
+
+async fn set_default(State(shared): State<Arc<Shared>>, Json(behavior): Json<Behavior>) -> StatusCode {
+    *lock(&shared.default) = Some(behavior);
     StatusCode::NO_CONTENT
 }
 
@@ -237,7 +251,8 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, headers: HeaderMap,
         return error_response(400, "the request body is not JSON", None);
     };
     lock(&shared.received).push(Received { body: request.clone(), authorization: authorization.clone() });
-    let mut behavior = lock(&shared.script).pop_front().unwrap_or_else(Behavior::echo);
+    let scripted = lock(&shared.script).pop_front();
+    let mut behavior = scripted.or_else(|| lock(&shared.default).clone()).unwrap_or_else(Behavior::echo);
     if behavior == Behavior::FormatExample {
         behavior = match format_example(&last_user_text(&request)) {
             Some(example) => Behavior::reply_text(&example),
@@ -465,6 +480,35 @@ mod tests {
     fn the_behaviour_is_scriptable_by_name() {
         let parsed: Vec<Behavior> = serde_json::from_str(r#"[{"kind": "format_example"}]"#).unwrap();
         assert_eq!(parsed, vec![Behavior::format_example()]);
+    }
+
+    #[tokio::test]
+    async fn the_default_behaviour_answers_once_the_script_is_empty() {
+        let server = TestServer::start().await;
+        let origin = format!("http://{}", server.addr);
+        let client = reqwest::Client::new();
+        let status = client
+            .post(format!("{origin}/_default"))
+            .json(&json!({"kind": "format_example"}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 204);
+        server.push([Behavior::reply_text("[CONTENT]{\"broken\": }[/CONTENT]")]);
+        let request = json!({"model": "m", "messages": [{"role": "user", "content": PROMPT}]});
+        let url = format!("{}/chat/completions", server.base_url());
+        let mut answers = Vec::new();
+        for _ in 0..3 {
+            let answer: Value = client.post(&url).json(&request).send().await.unwrap().json().await.unwrap();
+            answers.push(answer["choices"][0]["message"]["content"].as_str().unwrap().to_owned());
+        }
+        let example = format_example(PROMPT).unwrap();
+        assert_eq!(answers, ["[CONTENT]{\"broken\": }[/CONTENT]", example.as_str(), example.as_str()]);
+        server.set_default(Behavior::echo());
+        let answer: Value = client.post(&url).json(&request).send().await.unwrap().json().await.unwrap();
+        assert!(answer["choices"][0]["message"]["content"].as_str().unwrap().starts_with("echo: "));
+        assert_eq!(server.request_count(), 4);
     }
 
     #[tokio::test]
