@@ -16,7 +16,9 @@ Importing MetaGPT takes 10-25 s on 2 cores, so the tests keep one worker for the
 
 Options: `--task-hints` passes the calling MetaGPT action's name to slmkit as
 `metadata.slmkit_task` (what `examples/python/metagpt/slmkit_provider.py` does in-process;
-config2.yaml alone cannot); `--no-retry-wait` makes ActionNode's re-ask (tenacity, up to 6
+config2.yaml alone cannot); `--request-log FILE` appends one JSON line per request MetaGPT
+sends (the calling action, a digest of the messages, whether it repeats the previous request
+of that action: a re-ask); `--no-retry-wait` makes ActionNode's re-ask (tenacity, up to 6
 tries) wait 0 s instead of 1-20 s, which changes no request, only the time between them.
 """
 
@@ -53,6 +55,28 @@ def install_task_hints() -> None:
         task = calling_action(skip=2)
         if task:
             kwargs.setdefault("extra_body", {})["metadata"] = {"slmkit_task": task}
+        return kwargs
+
+    OpenAILLM._cons_kwargs = _cons_kwargs  # type: ignore[method-assign]
+
+
+def log_requests(path: str) -> None:
+    """Every request OpenAILLM sends, appended to `path`: action, messages digest, re-ask flag."""
+    import hashlib
+
+    from metagpt.provider.openai_api import OpenAILLM
+
+    original = OpenAILLM._cons_kwargs
+    last: Dict[str, str] = {}
+
+    def _cons_kwargs(self: Any, messages: List[Dict[str, Any]], timeout: Any = None, **extra: Any) -> Dict[str, Any]:
+        kwargs: Dict[str, Any] = original(self, messages, timeout=timeout, **extra)
+        action = calling_action(skip=2) or "unknown"
+        digest = hashlib.sha256(json.dumps(messages, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        entry = {"time": time.time(), "action": action, "messages": digest, "reask": last.get(action) == digest}
+        last[action] = digest
+        with open(path, "a") as log:
+            log.write(json.dumps(entry) + "\n")
         return kwargs
 
     OpenAILLM._cons_kwargs = _cons_kwargs  # type: ignore[method-assign]
@@ -154,11 +178,14 @@ def main() -> None:
     parser.add_argument("text", nargs="?", default="")
     parser.add_argument("--task-hints", action="store_true")
     parser.add_argument("--no-retry-wait", action="store_true")
+    parser.add_argument("--request-log")
     args = parser.parse_args()
     if not os.environ.get("METAGPT_PROJECT_ROOT"):
         sys.exit("drive.py: set METAGPT_PROJECT_ROOT to a folder with config/config2.yaml")
     if args.task_hints:
         install_task_hints()
+    if args.request_log:
+        log_requests(args.request_log)
     if args.no_retry_wait:
         no_retry_wait()
 
