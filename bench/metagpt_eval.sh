@@ -27,11 +27,12 @@ out="$root/bench/results"
 mkdir -p "$out"
 
 cargo build --quiet -p slmkit-cli
-slmkit="$CARGO_TARGET_DIR/debug/slmkit"
+work="$(mktemp -d -t slmkit-eval-metagpt-XXXXXX)"
+# A copy: every run uses the binary built here, even if the target directory changes meanwhile.
+slmkit="$work/slmkit"
+cp "$CARGO_TARGET_DIR/debug/slmkit" "$slmkit"
 "$slmkit" pull qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.5b-instruct >/dev/null
 venv="$(bash "$root/tests/e2e/metagpt/install.sh")"
-
-work="$(mktemp -d -t slmkit-eval-metagpt-XXXXXX)"
 serve_pid=""
 cleanup() {
   [ -z "$serve_pid" ] || kill "$serve_pid" 2>/dev/null || true
