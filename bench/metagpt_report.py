@@ -72,7 +72,12 @@ def run_section(name: str, date: str, slmkit: str) -> Dict[str, Any]:
     lines.append(
         "- Files: "
         + ", ".join(f"{kind} {'yes' if docs.get(kind) else 'no'}" for kind in ("prd", "system_design", "task"))
-        + f"; wall time {result.get('wall_s', '?')} s; MetaGPT {'returned' if result.get('ok') else 'raised: ' + str(result.get('error'))}."
+        + (
+            f"; wall time {result.get('wall_s', '?')} s; MetaGPT "
+            + ("returned." if result.get("ok") else f"raised: {result.get('error')}.")
+            if result
+            else "; the run was stopped before MetaGPT finished (no result)."
+        )
     )
     sent = len(requests)
     reasks = sum(1 for r in requests if r["reask"])
