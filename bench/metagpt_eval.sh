@@ -116,8 +116,15 @@ EOF
       [ -f "$file" ] && cp "$file" "$docs/$kind.json"
     done
   done
-  printf '%s\n' "$result" | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); r["wall_s"]=int(sys.argv[1]); print(json.dumps(r))' \
-    "$seconds" >"$out/metagpt-$date-$run.result.json"
+  # drive.py's last line is its JSON result; a run stopped early has none.
+  printf '%s\n' "$result" | python3 -c '
+import json, sys
+try:
+    r = json.loads(sys.stdin.read())
+except ValueError:
+    r = {"ok": False, "error": "stopped before drive.py printed its result"}
+r["wall_s"] = int(sys.argv[1])
+print(json.dumps(r))' "$seconds" >"$out/metagpt-$date-$run.result.json"
   grep -E "ERROR|RetryError" "$dir/metagpt.log" | cut -c1-400 >"$out/metagpt-$date-$run.errors.txt" || true
   echo "metagpt_eval: run '$run' took ${seconds}s: $result" >&2
 done

@@ -68,6 +68,9 @@ def run_section(name: str, date: str, slmkit: str) -> Dict[str, Any]:
         counts["caller rejections"] += sum(1 for a in attempts if a["outcome"] == "rejected_by_caller")
 
     docs = result.get("docs") or {}
+    if not result:  # a stopped run: the documents the eval copied before stopping it
+        folder = Path(f"{stem}.docs")
+        docs = {kind: [str(folder / f"{kind}.json")] for kind in ("prd", "system_design", "task") if (folder / f"{kind}.json").exists()}
     lines = [f"### Run `{name}`", ""]
     lines.append(
         "- Files: "
