@@ -11,7 +11,7 @@ export CARGO_TERM_COLOR ?= never
 
 APT_PACKAGES := cmake clang libclang-dev
 
-.PHONY: help setup demo test test-rust test-python test-node test-e2e route-score lint bench fixtures clean models
+.PHONY: help setup demo test test-rust test-python test-node test-e2e route-score lint bench eval-metagpt fixtures clean models
 
 # Real models the tests run on, pulled through `slmkit pull` into the Hugging Face cache
 # (~/.cache/huggingface/hub, or $$HF_HUB_CACHE) once and verified by sha256.
@@ -24,6 +24,7 @@ help:
 	@echo "make test     set up and run every test suite"
 	@echo "make lint     clippy -D warnings, rustfmt and rustdoc checks"
 	@echo "make bench    benchmarks (not part of make test)"
+	@echo "make eval-metagpt  a real MetaGPT run on the real models (10-20 min; not part of make test)"
 	@echo "make models   pull the real models the tests run on (cached)"
 	@echo "make fixtures regenerate the tiny GGUF test models (needs Python)"
 
@@ -67,7 +68,8 @@ test-python:
 test-node:
 	bash bindings-node/test.sh
 
-## slmkit serve on port 0 against real clients: openai (Python and npm), LangChain, MetaGPT's calls.
+## slmkit serve on port 0 against real clients: openai (Python and npm), LangChain, and MetaGPT
+## 0.8.2 itself (in its own cached venv, tests/e2e/metagpt/install.sh).
 test-e2e: test-python test-node
 	bash tests/e2e/run.sh
 
@@ -112,6 +114,12 @@ bench: setup
 	bench/.venv-litellm/bin/python bindings-python/bench.py
 	[ -d bindings-node/node_modules ] || bash bindings-node/test.sh
 	node bindings-node/bench.mjs
+
+## MetaGPT's generate_repo (PRD, design, tasks) through slmkit serve with Qwen2.5-Coder-0.5B as the
+## SLM and the 1.5B standing in for the LLM, with and without the action as a routing hint; writes
+## bench/results/metagpt-DATE.md from the ledgers. CPU heavy (niced); not part of make test.
+eval-metagpt: setup
+	bash bench/metagpt_eval.sh
 
 fixtures:
 	python3 -m venv .venv-fixtures && .venv-fixtures/bin/pip install -q -r scripts/requirements-fixtures.txt

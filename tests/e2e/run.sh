@@ -2,9 +2,12 @@
 # `slmkit serve` end to end with real clients, as the Makefile runs it from the repository root:
 # builds `slmkit` and `slmkit-testserver` (dev profile, the shared target directory), adds the
 # pinned packages of tests/e2e/requirements.txt (LangChain, PyYAML) to the repository's .venv,
-# then runs pytest on test_serve.py (openai, LangChain, MetaGPT's config2.yaml calls) and
-# node --test on serve.test.mjs (the openai npm package). Every server starts on port 0 and is
-# killed by the tests' fixtures. Safe to run again; warm, it takes well under a minute.
+# installs MetaGPT 0.8.2 into its own cached venv (metagpt/install.sh: cold about a minute and
+# 1 GB, warm instant), then runs pytest on test_serve.py (openai, LangChain, MetaGPT's
+# config2.yaml calls) and test_metagpt.py (MetaGPT itself: an Action, an ActionNode,
+# generate_repo), and node --test on serve.test.mjs (the openai npm package). Every server
+# starts on port 0 and is killed by the tests' fixtures. Safe to run again; warm, it takes
+# about a minute.
 #
 # It reuses what the bindings' suites set up, and runs after them:
 #   bash bindings-python/test.sh   -> .venv with pytest and openai
@@ -40,8 +43,13 @@ if [ ! -f "$stamp" ] || ! cmp -s "$requirements" "$stamp"; then
   cp "$requirements" "$stamp"
 fi
 
+# MetaGPT in its own venv (its pins clash with the repository's .venv); the path goes to
+# test_metagpt.py, which drives MetaGPT there.
+metagpt_venv="$(bash "$here/metagpt/install.sh")"
+export SLMKIT_METAGPT_PYTHON_BIN="$metagpt_venv/bin/python"
+
 status=0
 # -p no:cacheprovider: no .pytest_cache in the tree.
-"$venv/bin/python" -m pytest -q -p no:cacheprovider "$here/test_serve.py" "$@" || status=$?
+"$venv/bin/python" -m pytest -q -p no:cacheprovider "$here/test_serve.py" "$here/test_metagpt.py" "$@" || status=$?
 node --test "$here/serve.test.mjs" || status=$?
 exit "$status"

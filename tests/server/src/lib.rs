@@ -1,7 +1,8 @@
 //! An OpenAI-compatible chat-completions server on loopback, for tests in every language.
 //!
 //! Each request takes the next [`Behavior`] from a script (pushed in-process or with
-//! `POST /_script`); with the script empty it answers with an echo of the last user message.
+//! `POST /_script`); with the script empty it answers with its default behaviour: an echo of
+//! the last user message, unless `POST /_default` set another.
 //! Behaviours cover the faults a real endpoint shows: error statuses with `Retry-After`, a
 //! slow first byte, a stream cut midway, malformed JSON and malformed SSE.
 
@@ -61,6 +62,10 @@ pub enum Behavior {
     MalformedJson,
     /// A stream whose bytes are not valid server-sent events (invalid UTF-8).
     MalformedSse,
+    /// A completion whose content is the block under the last `## format example` heading of
+    /// the last user message (up to the next `## ` heading), as MetaGPT's ActionNode prompts
+    /// carry it (`[CONTENT]{...}[/CONTENT]`); an echo when the prompt has no such block.
+    FormatExample,
 }
 
 impl Behavior {
@@ -123,6 +128,11 @@ impl Behavior {
         self
     }
 
+    /// An answer with the prompt's format example (see [`Behavior::FormatExample`]).
+    pub fn format_example() -> Self {
+        Behavior::FormatExample
+    }
+
     /// An error status with an OpenAI-style error body.
     pub fn status(status: u16) -> Self {
         Behavior::Status { status, body: None, retry_after: None }
@@ -139,6 +149,8 @@ pub struct Received {
 #[derive(Default)]
 struct Shared {
     script: Mutex<VecDeque<Behavior>>,
+    /// What an empty script does; `None` is the echo.
+    default: Mutex<Option<Behavior>>,
     received: Mutex<Vec<Received>>,
 }
 
@@ -188,6 +200,11 @@ impl TestServer {
         lock(&self.shared.script).extend(behaviors);
     }
 
+    /// What to do when the script is empty (initially [`Behavior::echo`]).
+    pub fn set_default(&self, behavior: Behavior) {
+        *lock(&self.shared.default) = Some(behavior);
+    }
+
     /// Every request received so far.
     pub fn received(&self) -> Vec<Received> {
         lock(&self.shared.received).clone()
@@ -208,12 +225,18 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(|| async { Json(json!({"object": "list", "data": [{"id": "test-model", "object": "model", "created": 0, "owned_by": "slmkit-testserver"}]})) }))
         .route("/_script", post(push_script))
+        .route("/_default", post(set_default))
         .route("/_requests", get(list_requests))
         .with_state(shared)
 }
 
 async fn push_script(State(shared): State<Arc<Shared>>, Json(behaviors): Json<Vec<Behavior>>) -> StatusCode {
     lock(&shared.script).extend(behaviors);
+    StatusCode::NO_CONTENT
+}
+
+async fn set_default(State(shared): State<Arc<Shared>>, Json(behavior): Json<Behavior>) -> StatusCode {
+    *lock(&shared.default) = Some(behavior);
     StatusCode::NO_CONTENT
 }
 
@@ -228,7 +251,14 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, headers: HeaderMap,
         return error_response(400, "the request body is not JSON", None);
     };
     lock(&shared.received).push(Received { body: request.clone(), authorization: authorization.clone() });
-    let behavior = lock(&shared.script).pop_front().unwrap_or_else(Behavior::echo);
+    let scripted = lock(&shared.script).pop_front();
+    let mut behavior = scripted.or_else(|| lock(&shared.default).clone()).unwrap_or_else(Behavior::echo);
+    if behavior == Behavior::FormatExample {
+        behavior = match format_example(&last_user_text(&request)) {
+            Some(example) => Behavior::reply_text(&example),
+            None => Behavior::echo(),
+        };
+    }
     let stream = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
     match behavior {
         Behavior::Status { status, body, retry_after } => {
@@ -249,6 +279,7 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, headers: HeaderMap,
         }
         Behavior::MalformedJson => sse(vec![Bytes::from_static(b"data: {\"id\": \"chatcmpl-1\", \"choi\n\n")], None, 0),
         Behavior::MalformedSse => sse(vec![Bytes::from_static(b"data: \xff\xfe\xfd broken\n\n")], None, 0),
+        Behavior::FormatExample => unreachable!("replaced by a reply above"),
         Behavior::Reply {
             content,
             tool_calls,
@@ -301,6 +332,17 @@ fn last_user_text(request: &Value) -> String {
         }
         _ => String::new(),
     }
+}
+
+/// The block under the last `## format example` heading of `prompt`, up to the next line that
+/// starts a `## ` heading, trimmed; `None` without one.
+pub fn format_example(prompt: &str) -> Option<String> {
+    const HEADING: &str = "## format example";
+    let start = prompt.rfind(HEADING)? + HEADING.len();
+    let rest = &prompt[start..];
+    let end = rest.find("\n## ").unwrap_or(rest.len());
+    let block = rest[..end].trim();
+    (!block.is_empty()).then(|| block.to_owned())
 }
 
 struct Reply {
@@ -405,4 +447,95 @@ fn sse(frames: Vec<Bytes>, cut_after: Option<usize>, delay_ms: u64) -> Response 
         .header("cache-control", "no-cache")
         .body(Body::from_stream(body))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// MetaGPT 0.8.2's ActionNode prompt (SIMPLE_TEMPLATE), abridged.
+    const PROMPT: &str = "\n## context\nWrite a PRD for a CLI snake game\n\n-----\n\n## format example\n[CONTENT]\n{\n    \"Language\": \"en_us\",\n    \"Requirements\": [\"a\", \"b\"]\n}\n[/CONTENT]\n\n## nodes: \"<node>: <type>  # <instruction>\"\n- Language: <class 'str'>  # Provide the language\n\n## constraint\nFormat: output wrapped inside [CONTENT][/CONTENT] like format example, nothing else.\n";
+
+    #[test]
+    fn format_example_takes_the_block_under_its_heading() {
+        let example = format_example(PROMPT).unwrap();
+        assert_eq!(
+            example,
+            "[CONTENT]\n{\n    \"Language\": \"en_us\",\n    \"Requirements\": [\"a\", \"b\"]\n}\n[/CONTENT]"
+        );
+    }
+
+    #[test]
+    fn format_example_without_a_heading_is_none() {
+        assert_eq!(format_example("## context\nno example here"), None);
+        assert_eq!(format_example("## format example\n\n## nodes\n"), None);
+        // The last block wins (the context may quote an earlier prompt); it may end the prompt.
+        assert_eq!(
+            format_example("## format example\nold\n## format example\n[CONTENT]x[/CONTENT]").unwrap(),
+            "[CONTENT]x[/CONTENT]"
+        );
+    }
+
+    #[test]
+    fn the_behaviour_is_scriptable_by_name() {
+        let parsed: Vec<Behavior> = serde_json::from_str(r#"[{"kind": "format_example"}]"#).unwrap();
+        assert_eq!(parsed, vec![Behavior::format_example()]);
+    }
+
+    #[tokio::test]
+    async fn the_default_behaviour_answers_once_the_script_is_empty() {
+        let server = TestServer::start().await;
+        let origin = format!("http://{}", server.addr);
+        let client = reqwest::Client::new();
+        let status = client
+            .post(format!("{origin}/_default"))
+            .json(&json!({"kind": "format_example"}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 204);
+        server.push([Behavior::reply_text("[CONTENT]{\"broken\": }[/CONTENT]")]);
+        let request = json!({"model": "m", "messages": [{"role": "user", "content": PROMPT}]});
+        let url = format!("{}/chat/completions", server.base_url());
+        let mut answers = Vec::new();
+        for _ in 0..3 {
+            let answer: Value = client.post(&url).json(&request).send().await.unwrap().json().await.unwrap();
+            answers.push(answer["choices"][0]["message"]["content"].as_str().unwrap().to_owned());
+        }
+        let example = format_example(PROMPT).unwrap();
+        assert_eq!(answers, ["[CONTENT]{\"broken\": }[/CONTENT]", example.as_str(), example.as_str()]);
+        server.set_default(Behavior::echo());
+        let answer: Value = client.post(&url).json(&request).send().await.unwrap().json().await.unwrap();
+        assert!(answer["choices"][0]["message"]["content"].as_str().unwrap().starts_with("echo: "));
+        assert_eq!(server.request_count(), 4);
+    }
+
+    #[tokio::test]
+    async fn format_example_is_served_whole_and_streamed_and_echoes_without_one() {
+        let server = TestServer::start().await;
+        server.push([Behavior::format_example(), Behavior::format_example(), Behavior::format_example()]);
+        let url = format!("{}/chat/completions", server.base_url());
+        let ask = |prompt: &str, stream: bool| serde_json::json!({"model": "m", "stream": stream, "messages": [{"role": "system", "content": "sys"}, {"role": "user", "content": prompt}]});
+        let client = reqwest::Client::new();
+        let whole: Value = client.post(&url).json(&ask(PROMPT, false)).send().await.unwrap().json().await.unwrap();
+        let expected = format_example(PROMPT).unwrap();
+        assert_eq!(whole["choices"][0]["message"]["content"], expected.as_str());
+
+        let streamed = client.post(&url).json(&ask(PROMPT, true)).send().await.unwrap().text().await.unwrap();
+        let text: String = streamed
+            .lines()
+            .filter_map(|line| line.strip_prefix("data: "))
+            .filter(|data| *data != "[DONE]")
+            .filter_map(|data| {
+                serde_json::from_str::<Value>(data).unwrap()["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect();
+        assert_eq!(text, expected);
+
+        let echo: Value = client.post(&url).json(&ask("plain", false)).send().await.unwrap().json().await.unwrap();
+        assert_eq!(echo["choices"][0]["message"]["content"], "echo: plain");
+    }
 }
