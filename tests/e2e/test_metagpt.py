@@ -421,7 +421,6 @@ def test_generate_repo_prd_design_tasks(mg: Stack) -> None:
     assert_ledger_counts_what_was_sent(mg)
 
 
-@pytest.mark.xfail(strict=True, reason="needs re-ask detection from main")
 def test_reask_after_an_unparseable_answer(mg: Stack) -> None:
     # The LLM tier's first answer passes slmkit's [CONTENT] validator but not MetaGPT's parse,
     # so MetaGPT (tenacity in ActionNode._aask_v1) sends the identical request again.
