@@ -51,5 +51,5 @@ pub mod tasks;
 
 pub use check::{Check, Verdict};
 pub use report::{EvalResult, Summary, TaskResult};
-pub use run::{preflight, run_tasks, EvalOptions};
+pub use run::{preflight, run_tasks, EvalOptions, PREFLIGHT_TIMEOUT};
 pub use tasks::{parse_tasks, read_tasks, Task};

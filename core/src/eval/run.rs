@@ -22,6 +22,23 @@ pub struct EvalOptions {
     pub bare: bool,
 }
 
+/// How long [`Client::evaluate`] waits to reach a remote endpoint that answers first.
+pub const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Client {
+    /// Runs `tasks` (see [`crate::eval::parse_tasks`] / [`crate::eval::read_tasks`]) through
+    /// this client, one at a time, and adds up the results: the call the bindings'
+    /// `evaluate` make. The ledger keeps every attempt, as for any call.
+    ///
+    /// # Errors
+    /// As [`preflight`]: a remote endpoint that answers first and cannot be reached. Failed
+    /// calls are not errors: each counts as a wrong task, with its reason.
+    pub async fn evaluate(&self, tasks: &[Task], options: &EvalOptions) -> Result<EvalResult> {
+        preflight(self, PREFLIGHT_TIMEOUT).await?;
+        Ok(run_tasks(self, tasks, options, |_| {}).await)
+    }
+}
+
 /// The longest answer kept in a [`TaskResult`], in characters.
 const ANSWER_CHARS: usize = 2000;
 
