@@ -325,6 +325,14 @@ async fn a_run_adds_up_per_kind_and_counts_a_failed_call_wrong_with_its_reason()
     assert!(bare.tasks.iter().all(|task| task.attempts == 1 && !task.escalated && task.error.is_none()), "{bare:?}");
     assert!(bare.tasks.iter().all(|task| task.served_by == Some(Tier::Slm) && task.slm_first_try));
     assert_eq!(server.request_count(), 3, "a bare run never reaches the LLM");
+    let bare_tool = bare.tasks.iter().find(|task| task.id == "tool").unwrap();
+    assert!(!bare_tool.correct, "without the grammar the tiny model makes no tool call: {bare_tool:?}");
+
+    // Any other pipeline value is refused before an attempt.
+    let mut odd = tasks[0].request.clone();
+    odd.extra.insert("slmkit".into(), json!({"pipeline": "naked"}));
+    let err = client.create(&odd).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidRequest { .. }) && err.to_string().contains("naked"), "{err}");
     let compared = EvalResult::compare(&result, &bare);
     assert!(
         compared.contains("pipeline") && compared.contains("bare") && compared.contains("accuracy: classify"),
