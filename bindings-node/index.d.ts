@@ -497,6 +497,72 @@ export interface RouteDecision {
   [key: string]: unknown;
 }
 
+/** How one group of eval tasks (a kind, or all) went: the core's `eval::Summary`. */
+export interface EvalSummary {
+  tasks: number;
+  correct: number;
+  accuracy: number;
+  errors: number;
+  slm_first_try: number;
+  slm_first_try_rate: number;
+  slm_first_try_correct: number;
+  mean_attempts: number;
+  escalations: number;
+  latency_p50_ms: number;
+  latency_p90_ms: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  cost_usd: number;
+  energy_j: number;
+  counterfactual_llm_cost_usd: number;
+  net_saving_usd: number;
+  saving_share: number;
+}
+
+/** One eval task's result. */
+export interface EvalTaskResult {
+  id: string;
+  kind: string;
+  line: number;
+  correct: boolean;
+  reason?: string;
+  error?: string;
+  error_kind?: string;
+  answer?: string;
+  served_by?: 'slm' | 'llm';
+  cache?: 'hit' | 'miss' | 'disabled';
+  attempts: number;
+  slm_first_try: boolean;
+  escalated: boolean;
+  latency_ms: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  cost_usd: number;
+  energy_j: number;
+  counterfactual_llm_cost_usd: number;
+}
+
+/** An eval run: what `slmkit eval --out` writes; `table()` gives its table. */
+export interface EvalResult {
+  mode: 'pipeline' | 'bare';
+  slm: string | null;
+  llm: string | null;
+  tasks_file: string | null;
+  overall: EvalSummary;
+  kinds: { [kind: string]: EvalSummary };
+  tasks: Array<EvalTaskResult>;
+  table(): string;
+}
+
+/** One line of an eval task file (tests/eval/FORMAT.md). */
+export interface EvalTask {
+  id: string;
+  kind: string;
+  request: { [key: string]: unknown };
+  check: { type: string; [key: string]: unknown };
+  note?: string;
+}
+
 declare class OpenAI {
   constructor(options?: ClientOptions);
   apiKey: string | null;
@@ -507,6 +573,8 @@ declare class OpenAI {
   ledger: Ledger;
   /** Where `params` would be sent, and why, without sending it. */
   explain(params: ChatCompletionCreateParamsBase): RouteDecision;
+  /** Runs checkable agent tasks (a JSONL file's path, or task objects) and adds them up. */
+  evaluate(tasks: string | Array<EvalTask>, options?: { bare?: boolean }): Promise<EvalResult>;
 }
 
 // ----------------------------------------------------------------------------------------

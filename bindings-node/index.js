@@ -497,6 +497,33 @@ class OpenAI {
       throw convertError(thrown);
     }
   }
+
+  /**
+   * Runs checkable agent tasks through this client, one at a time, and adds up the results
+   * per task kind and overall (what `slmkit eval` prints). `tasks`: a JSONL file's path, or
+   * an array of task objects (`{id, kind, request, check}`; tests/eval/FORMAT.md).
+   * `options.bare`: the bare model (the SLM alone, one attempt, no validators, no grammar).
+   * Resolves to the result (`slmkit eval --out`'s JSON), whose `table()` gives the table.
+   * Rejects with a `BadRequestError` naming the line of a bad task, or an
+   * `APIConnectionError` when a remote endpoint that answers first cannot be reached; a call
+   * that fails during the run counts as a wrong task instead.
+   */
+  async evaluate(tasks, options = {}) {
+    const isPath = typeof tasks === 'string';
+    if (!isPath && !Array.isArray(tasks)) {
+      throw new TypeError('tasks must be a JSONL file path or an array of task objects');
+    }
+    const text = isPath ? tasks : tasks.map((task) => JSON.stringify(task)).join('\n');
+    let answer;
+    try {
+      answer = JSON.parse(await this._native.evaluate(text, isPath, Boolean(options?.bare)));
+    } catch (thrown) {
+      throw convertError(thrown);
+    }
+    const { result, table } = answer;
+    Object.defineProperty(result, 'table', { value: () => table, enumerable: false });
+    return result;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

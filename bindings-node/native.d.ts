@@ -44,6 +44,12 @@ export declare class NativeClient {
   ledgerTable(): string
   /** Every attempt recorded so far (JSON array). */
   ledgerRecords(): string
+  /**
+   * Runs checkable agent tasks (`slmkit eval`'s format) through the client, one at a time,
+   * off the event loop. `tasks` is a JSONL file's path when `is_path`, else its text.
+   * Resolves to `{"result": <the eval result>, "table": "<its table>"}` (JSON).
+   */
+  evaluate(tasks: string, isPath: boolean, bare: boolean): Promise<string>
 }
 
 /**

@@ -307,6 +307,32 @@ impl NativeClient {
     pub fn ledger_records(&self) -> napi::Result<String> {
         serde_json::to_string(&self.client.ledger().records()).map_err(json_error)
     }
+
+    /// Runs checkable agent tasks (`slmkit eval`'s format) through the client, one at a time,
+    /// off the event loop. `tasks` is a JSONL file's path when `is_path`, else its text.
+    /// Resolves to `{"result": <the eval result>, "table": "<its table>"}` (JSON).
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn evaluate<'env>(
+        &self,
+        env: &'env Env,
+        tasks: String,
+        is_path: bool,
+        bare: bool,
+    ) -> napi::Result<PromiseRaw<'env, String>> {
+        let client = self.client.clone();
+        // Every line is checked before anything runs, here on the caller's thread (it is cheap).
+        let parsed = match is_path {
+            true => slmkit::eval::read_tasks(&tasks),
+            false => slmkit::eval::parse_tasks(&tasks, "tasks"),
+        };
+        env.spawn_future(async move {
+            let tasks = parsed.map_err(to_napi)?;
+            let options = slmkit::eval::EvalOptions { bare };
+            let result = client.evaluate(&tasks, &options).await.map_err(to_napi)?;
+            let table = result.to_table();
+            serde_json::to_string(&serde_json::json!({"result": result, "table": table})).map_err(json_error)
+        })
+    }
 }
 
 /// A stream of chunks. Closing it, or cancelling its call's token, drops the core stream,

@@ -177,6 +177,30 @@ impl NativeClient {
         to_json(&self.client(py)?.ledger().records())
     }
 
+    /// Runs checkable agent tasks (`slmkit eval`'s format: a JSONL file at `tasks_path`, or
+    /// the same lines as `tasks_text`) through the client, one at a time, with the GIL
+    /// released; returns the result as JSON and its table.
+    #[pyo3(signature = (*, tasks_path=None, tasks_text=None, bare=false))]
+    fn evaluate(
+        &self,
+        py: Python<'_>,
+        tasks_path: Option<PathBuf>,
+        tasks_text: Option<String>,
+        bare: bool,
+    ) -> PyResult<(String, String)> {
+        let client = self.client(py)?;
+        let tasks = match (tasks_path, tasks_text) {
+            (Some(path), None) => slmkit::eval::read_tasks(path),
+            (None, Some(text)) => slmkit::eval::parse_tasks(&text, "tasks"),
+            _ => return Err(PyValueError::new_err("give the tasks as a path or as JSONL text, not both")),
+        }
+        .map_err(|err| to_py(py, &err))?;
+        let options = slmkit::eval::EvalOptions { bare };
+        let result = wait(py, async move { client.evaluate(&tasks, &options).await })?;
+        let result = result.map_err(|err| to_py(py, &err))?;
+        Ok((to_json(&result)?, result.to_table()))
+    }
+
     fn __repr__(&self) -> String {
         let built = self.built.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         format!("<slmkit native {:?}>", built.1)

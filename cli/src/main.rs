@@ -1,6 +1,6 @@
-//! `slmkit`: the demo, an OpenAI-compatible server, router scoring and ledger reports.
+//! `slmkit`: the demo, an OpenAI-compatible server, task evals, router scoring and ledger reports.
 
-use slmkit_cli::{demo, server};
+use slmkit_cli::{demo, eval, server};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,6 +62,43 @@ enum Command {
         /// Also print every call's decision with its score and strongest signals.
         #[arg(long)]
         explain: bool,
+    },
+    /// Run a file of checkable agent tasks (JSONL; see tests/eval/FORMAT.md) through the client
+    /// and report accuracy, SLM first-try success, attempts, escalations, latency, tokens, cost,
+    /// energy and the saving against all-LLM, per task kind and overall.
+    Eval {
+        /// The task file (not needed with --compare).
+        #[arg(required_unless_present = "compare")]
+        tasks: Option<PathBuf>,
+        /// A config file with the tiers (default: Qwen2.5-Coder-0.5B as the SLM, and an LLM from
+        /// OPENAI_BASE_URL / OPENAI_API_KEY or Qwen2.5-Coder-1.5B standing in).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The SLM: a model reference (catalog name, hf:…, path) or an http(s)://…/v1 endpoint.
+        #[arg(long)]
+        slm: Option<String>,
+        /// The LLM: a model reference or an http(s)://…/v1 endpoint.
+        #[arg(long)]
+        llm: Option<String>,
+        /// No SLM tier (evaluate the LLM alone).
+        #[arg(long, conflicts_with = "slm")]
+        no_slm: bool,
+        /// No LLM tier (the SLM with its validators and retries; failures count as wrong).
+        #[arg(long, conflicts_with = "llm")]
+        no_llm: bool,
+        /// The bare model: the SLM alone, one attempt, no validators, no grammar enforcement
+        /// (a schema or forced tool call goes only into the prompt).
+        #[arg(long)]
+        bare: bool,
+        /// Write the result as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also append the ledger to this JSONL file.
+        #[arg(long)]
+        ledger: Option<PathBuf>,
+        /// Show two results (written with --out) side by side instead of running.
+        #[arg(long, num_args = 2, value_names = ["A_JSON", "B_JSON"], conflicts_with_all = ["tasks", "bare", "out"])]
+        compare: Option<Vec<PathBuf>>,
     },
     /// Download models into the cache (catalog names, hf:ORG/REPO/FILE.gguf[@rev], https:// URLs)
     /// and print their paths.
@@ -135,6 +172,16 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 println!();
             }
             println!("{}", evaluate(&router, &calls)?);
+        }
+        Command::Eval { tasks, config, slm, llm, no_slm, no_llm, bare, out, ledger, compare } => {
+            match (compare.as_deref(), tasks) {
+                (Some([a, b]), _) => eval::compare(a, b)?,
+                (_, Some(tasks)) => {
+                    let args = eval::EvalArgs { tasks, config, slm, llm, no_slm, no_llm, bare, out, ledger };
+                    eval::run(args).await?;
+                }
+                _ => return Err("slmkit eval needs a task file, or --compare A.json B.json".into()),
+            }
         }
         Command::Pull { references } => {
             let paths = tokio::task::spawn_blocking(move || slmkit_cli::models::pull(&references)).await??;

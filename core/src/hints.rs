@@ -1,4 +1,5 @@
-//! slmkit's per-call hints: `{"slmkit": {"route": "llm", "task": "WriteCode", "cache": "bypass"}}`
+//! slmkit's per-call hints: `{"slmkit": {"route": "llm", "task": "WriteCode", "cache": "bypass",
+//! "pipeline": "bare"}}`
 //! in the request body, or `metadata.slmkit_<name>`. The router, the cache key and the remote
 //! backend (which strips them before a request leaves) all read them from here.
 
@@ -39,9 +40,29 @@ pub fn bypasses_cache(request: &ChatCompletionRequest) -> bool {
     hint(request, "cache") == Some("bypass")
 }
 
+/// Whether the caller asked for the bare model: `{"slmkit": {"pipeline": "bare"}}` (the other
+/// value is `"full"`, the default). A bare call goes to the SLM alone, for one attempt, with no
+/// validators and, on the local engine, no grammar: a `response_format` schema or a forced
+/// tool call is stated in the prompt instead of enforced while decoding. It exists to measure
+/// what the pipeline adds over the model (`slmkit eval --bare`).
+///
+/// Why a hint rather than an engine or config option: one client (one loaded model) can then
+/// answer both ways side by side; the hint is part of the cache key ([`crate::cache`]), so a
+/// bare answer never serves a full call; and turning it off for one call weakens no other.
+/// The cost is that any caller can opt out of the checks for its own calls; it is the
+/// caller's answer that goes unchecked. A remote SLM still enforces `response_format` itself
+/// if its server does: only the local engine's grammar can be switched off.
+pub fn is_bare(request: &ChatCompletionRequest) -> bool {
+    hint(request, "pipeline") == Some("bare")
+}
+
 /// The hints slmkit reads, and the values each may take (`None`: any string).
-const KNOWN_HINTS: [(&str, Option<&[&str]>); 3] =
-    [("route", Some(&["slm", "llm", "auto"])), ("task", None), ("cache", Some(&["bypass", "use"]))];
+const KNOWN_HINTS: [(&str, Option<&[&str]>); 4] = [
+    ("route", Some(&["slm", "llm", "auto"])),
+    ("task", None),
+    ("cache", Some(&["bypass", "use"])),
+    ("pipeline", Some(&["full", "bare"])),
+];
 
 /// Checks every hint a request carries, in the body and in `metadata`, before anything reads
 /// one: `slmkit` must be an object of known hints with string values from their sets. A hint

@@ -11,7 +11,8 @@
 //!   ([`validate`]), retry, escalate, and record every attempt in the [`ledger`]; what it did
 //!   goes back in each response's [`metadata`];
 //! - [`config`]: the TOML file that configures all of it;
-//! - [`models`]: model references (paths, `hf:`, URLs, catalog names) pulled into a cache.
+//! - [`models`]: model references (paths, `hf:`, URLs, catalog names) pulled into a cache;
+//! - [`eval`]: checkable agent tasks run through a client and scored (`slmkit eval`).
 //!
 //! ARCHITECTURE.md at the repository root maps the modules and the call path.
 //!
@@ -33,6 +34,7 @@ pub mod cache;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod eval;
 pub mod hints;
 pub mod ledger;
 pub mod local;

@@ -646,8 +646,20 @@ fn json_size(value: &Value) -> usize {
 /// A forced route in the request: `{"slmkit": {"route": ...}}` or `metadata.slmkit_route`.
 ///
 /// # Errors
-/// [`Error::InvalidRequest`] for a value other than `slm`, `llm` or `auto`.
+/// [`Error::InvalidRequest`] for a value other than `slm`, `llm` or `auto`, or a `pipeline`
+/// hint other than `full` or `bare` (a bare call is forced to the SLM).
 pub fn forced_route(request: &ChatCompletionRequest) -> Result<Option<Tier>> {
+    match hint(request, "pipeline") {
+        None | Some("full") => {}
+        // The bare model is the SLM's (see `crate::hints::is_bare`).
+        Some("bare") => return Ok(Some(Tier::Slm)),
+        Some(other) => {
+            return Err(Error::invalid_request(
+                format!("pipeline hint {other:?} is not one of \"full\" or \"bare\""),
+                Some("slmkit.pipeline"),
+            ))
+        }
+    }
     match hint(request, "route") {
         None | Some("auto") => Ok(None),
         Some("slm") => Ok(Some(Tier::Slm)),

@@ -81,5 +81,12 @@ async function check(): Promise<void> {
     if (err instanceof APIError) console.log(err.kind);
   }
   console.log(client.explain(params).tier, client.ledger.report(), client.ledger.records()[0]?.outcome);
+  const evaluated = await client.evaluate(
+    [{ id: 'a', kind: 'k', request: { messages: [] }, check: { type: 'regex', pattern: 'x' } }],
+    { bare: true },
+  );
+  const accuracy: number = evaluated.overall.accuracy + (evaluated.kinds['k']?.accuracy ?? 0);
+  const firstTry: boolean | undefined = evaluated.tasks[0]?.slm_first_try;
+  console.log(accuracy, firstTry, evaluated.table(), (await client.evaluate('tasks.jsonl')).mode);
 }
 void check;

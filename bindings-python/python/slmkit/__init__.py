@@ -10,7 +10,7 @@ attempt.
 where a call would go.
 """
 
-from ._client import AsyncOpenAI, AsyncStream, Ledger, OpenAI, Report, Stream, Validator
+from ._client import AsyncOpenAI, AsyncStream, EvalResult, Ledger, OpenAI, Report, Stream, Validator
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -54,6 +54,7 @@ __all__ = [
     "ConflictError",
     "ContextLengthError",
     "InternalServerError",
+    "EvalResult",
     "Ledger",
     "ModelFetchError",
     "ModelLoadError",

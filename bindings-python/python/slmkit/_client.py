@@ -201,6 +201,30 @@ class Report(Dict[str, Any]):
         return self._table
 
 
+class EvalResult(Dict[str, Any]):
+    """An eval run (``slmkit eval``'s JSON): a dict (``result["overall"]["accuracy"]``,
+    ``result["kinds"]``, ``result["tasks"]``); ``str()`` gives the table."""
+
+    def __init__(self, data: Mapping[str, Any], table: str) -> None:
+        super().__init__(data)
+        self._table = table
+
+    def __str__(self) -> str:
+        return self._table
+
+
+EvalTasks = Union[str, "os.PathLike[str]", Iterable[Mapping[str, Any]]]
+
+
+def _evaluate(native: _slmkit.NativeClient, tasks: EvalTasks, bare: bool) -> EvalResult:
+    if isinstance(tasks, (str, os.PathLike)):
+        result, table = native.evaluate(tasks_path=os.fspath(tasks), bare=bare)
+    else:
+        text = "\n".join(json.dumps(task, default=_json_default) for task in tasks)
+        result, table = native.evaluate(tasks_text=text, bare=bare)
+    return EvalResult(json.loads(result), table)
+
+
 class Ledger:
     """Every attempt the client made, priced; ``report()`` adds them up."""
 
@@ -515,6 +539,22 @@ class OpenAI(_ClientBase):
     def _attach(self) -> None:
         self.chat = SyncChat(Completions(self._native))
 
+    def evaluate(self, tasks: EvalTasks, *, bare: bool = False) -> EvalResult:
+        """Runs checkable agent tasks through this client, one at a time, and adds up the
+        results per task kind and overall (what ``slmkit eval`` prints).
+
+        Args:
+            tasks: a JSONL file's path, or the tasks as dicts (``{"id", "kind", "request",
+                "check"}``; the format is in ``tests/eval/FORMAT.md``).
+            bare: ask the bare model: the SLM alone, one attempt, no validators, no grammar.
+
+        Raises:
+            BadRequestError: a bad task (the message names its line) or unknown check type.
+            APIConnectionError: a remote endpoint that answers first cannot be reached. A
+                call that fails during the run is not raised: its task counts as wrong.
+        """
+        return _evaluate(self._native, tasks, bare)
+
     def close(self) -> None:
         """For compatibility with ``openai.OpenAI``; nothing to release."""
 
@@ -532,6 +572,10 @@ class AsyncOpenAI(_ClientBase):
 
     def _attach(self) -> None:
         self.chat = AsyncChat(AsyncCompletions(self._native))
+
+    async def evaluate(self, tasks: EvalTasks, *, bare: bool = False) -> EvalResult:
+        """As ``OpenAI.evaluate``, on a worker thread so the event loop keeps running."""
+        return await asyncio.to_thread(_evaluate, self._native, tasks, bare)
 
     async def close(self) -> None:
         """For compatibility with ``openai.AsyncOpenAI``; nothing to release."""

@@ -17,7 +17,7 @@ use super::settle::{usage_or_estimate, AttemptGuard, CallTally, Measured, Settle
 use super::{Backend, ClientInner, TierConfig};
 use crate::cache::{AnswerOrigin, CachedAnswer};
 use crate::error::{Error, Result};
-use crate::hints::task_tag;
+use crate::hints::{is_bare, task_tag};
 use crate::ledger::Outcome;
 use crate::metadata::{AttemptSummary, CacheStatus, CallMetadata, Reask};
 use crate::routing::RouteDecision;
@@ -333,7 +333,12 @@ impl<'a> Call<'a> {
 
     /// Runs the call to an accepted answer or its final error.
     pub(super) async fn run<D: Delivery>(&mut self) -> Result<D::Served> {
-        let retry = self.client.retry.clone();
+        let mut retry = self.client.retry.clone();
+        if is_bare(self.request) {
+            // The bare model: one attempt, no retries (see `crate::hints::is_bare`).
+            retry.slm_attempts = retry.slm_attempts.min(1);
+            retry.llm_attempts = retry.llm_attempts.min(1);
+        }
         let mut rejections: Vec<String> = Vec::new();
         let mut last_error: Option<Error> = None;
         let forced_slm = self.decision.forced && self.decision.tier == Tier::Slm;
@@ -476,7 +481,7 @@ impl<'a> Call<'a> {
     }
 
     fn validators_for(&self, tier: Tier) -> Vec<Arc<dyn Validator>> {
-        if tier != Tier::Slm {
+        if tier != Tier::Slm || is_bare(self.request) {
             return Vec::new();
         }
         self.client.validators.iter().filter(|validator| validator.applies_to(self.request)).cloned().collect()

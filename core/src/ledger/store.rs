@@ -37,6 +37,8 @@ struct Memory {
     records: VecDeque<AttemptRecord>,
     memory_limit: usize,
     totals: Totals,
+    /// Records ever recorded, evicted ones included: the mark [`Ledger::records_since`] takes.
+    recorded: u64,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -79,7 +81,7 @@ impl Ledger {
     }
 
     fn new(memory_limit: usize, file: Option<FileWriter>) -> Self {
-        let memory = Memory { records: VecDeque::new(), memory_limit, totals: Totals::default() };
+        let memory = Memory { records: VecDeque::new(), memory_limit, totals: Totals::default(), recorded: 0 };
         Ledger { inner: Arc::new(Shared { memory: Mutex::new(memory), file }) }
     }
 
@@ -95,6 +97,7 @@ impl Ledger {
         }
         let mut memory = self.memory();
         memory.totals.add(&record);
+        memory.recorded += 1;
         memory.records.push_back(record);
         while memory.records.len() > memory.memory_limit {
             memory.records.pop_front();
@@ -109,6 +112,22 @@ impl Ledger {
     /// The records in memory, oldest first.
     pub fn records(&self) -> Vec<AttemptRecord> {
         self.memory().records.iter().cloned().collect()
+    }
+
+    /// How many records have been recorded so far (evicted ones included): a mark for
+    /// [`Ledger::records_since`].
+    pub fn recorded(&self) -> u64 {
+        self.memory().recorded
+    }
+
+    /// The records recorded after `mark` (a [`Ledger::recorded`] reading) that are still in
+    /// memory, oldest first. How `slmkit eval` finds a failed call's attempts, which no
+    /// response names.
+    pub fn records_since(&self, mark: u64) -> Vec<AttemptRecord> {
+        let memory = self.memory();
+        let first_in_memory = memory.recorded - memory.records.len() as u64;
+        let skip = usize::try_from(mark.saturating_sub(first_in_memory)).unwrap_or(usize::MAX);
+        memory.records.iter().skip(skip).cloned().collect()
     }
 
     /// The report over the records in memory.

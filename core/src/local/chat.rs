@@ -9,9 +9,11 @@ use super::model::ToolSupport;
 use super::output::parse_tool_calls;
 use super::template::arguments_value;
 use crate::error::{Error, Result};
+use crate::hints::is_bare;
 use crate::types::{
     new_id, unix_now, AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage,
-    Choice, ChunkChoice, ChunkStream, ContentPart, Delta, FinishReason, MessageContent, Role, Tool, ToolCall, Usage,
+    Choice, ChunkChoice, ChunkStream, ContentPart, Delta, FinishReason, MessageContent, ResponseFormat, Role, Tool,
+    ToolCall, ToolChoice, ToolChoiceMode, Usage,
 };
 
 /// A request turned into what the worker needs, plus what the response needs.
@@ -86,12 +88,22 @@ impl LocalEngine {
         reject_non_text(&request, self.model().name())?;
         let prompted_tools = self.model().tool_support() == ToolSupport::Prompt && !request.active_tools().is_empty();
         let syntax = if prompted_tools { ToolCallSyntax::BareJson } else { self.model().tool_syntax() };
-        let (constraint, kind) = constraint_for(&request, syntax)?;
+        let (mut constraint, kind) = constraint_for(&request, syntax)?;
+        let bare = is_bare(&request);
+        let mut messages = std::borrow::Cow::Borrowed(&request.messages);
+        if bare {
+            // The bare model: nothing is enforced while decoding; what the grammar would have
+            // enforced is asked for in the prompt, as a plain llama.cpp caller would ask.
+            constraint = OutputConstraint::None;
+            if let Some(instruction) = bare_instruction(&request) {
+                messages = std::borrow::Cow::Owned(with_system_note(&request.messages, &instruction));
+            }
+        }
         let prompt_text = if prompted_tools {
-            let messages = with_prompted_tools(&request.messages, request.active_tools());
+            let messages = with_prompted_tools(&messages, request.active_tools());
             self.model().render_prompt(&messages, &[])?
         } else {
-            self.model().render_prompt(&request.messages, request.active_tools())?
+            self.model().render_prompt(&messages, request.active_tools())?
         };
         let prompt = self.model().tokenize(&prompt_text);
         let prompt_tokens = prompt.len() as u32;
@@ -221,6 +233,44 @@ fn with_prompted_tools(messages: &[ChatMessage], tools: &[Tool]) -> Vec<ChatMess
             }
             _ => rewritten.push(message.clone()),
         }
+    }
+    rewritten
+}
+
+/// What a bare call (see [`is_bare`]) states in its prompt instead of enforcing by grammar:
+/// the `response_format` schema, or the tool call the caller forced. `None` when the request
+/// asks for neither.
+fn bare_instruction(request: &ChatCompletionRequest) -> Option<String> {
+    if !request.active_tools().is_empty() {
+        return match &request.tool_choice {
+            Some(ToolChoice::Named(named)) => {
+                Some(format!("Answer with a call of the function {}.", named.function.name))
+            }
+            Some(ToolChoice::Mode(ToolChoiceMode::Required)) => Some("Answer with a function call.".to_owned()),
+            _ => None,
+        };
+    }
+    match &request.response_format {
+        None | Some(ResponseFormat::Text) => None,
+        Some(ResponseFormat::JsonObject) => Some("Answer with only a JSON object.".to_owned()),
+        Some(ResponseFormat::JsonSchema { json_schema }) => Some(match &json_schema.schema {
+            Some(schema) => format!("Answer with only a JSON value matching this JSON Schema:\n{schema}"),
+            None => "Answer with only a JSON object.".to_owned(),
+        }),
+    }
+}
+
+/// `messages` with `note` appended to the system message (or in a new one, first).
+fn with_system_note(messages: &[ChatMessage], note: &str) -> Vec<ChatMessage> {
+    let mut rewritten = messages.to_vec();
+    match rewritten.first_mut() {
+        Some(first) if matches!(first.role, Role::System | Role::Developer) => {
+            *first = ChatMessage {
+                content: Some(MessageContent::Text(format!("{}\n\n{note}", first.text()))),
+                ..first.clone()
+            };
+        }
+        _ => rewritten.insert(0, ChatMessage::system(note)),
     }
     rewritten
 }
