@@ -56,8 +56,11 @@ pub async fn run_tasks(
     mut progress: impl FnMut(&TaskResult),
 ) -> EvalResult {
     let mut results = Vec::with_capacity(tasks.len());
+    // Each run is its own caller: a second run of the same tasks on this client is not a
+    // re-ask of the first run's answers (which would reject them and retry every task).
+    let caller = crate::types::new_id("slmkit-eval-");
     for task in tasks {
-        let result = run_task(client, task, options).await;
+        let result = run_task(client, task, options, &caller).await;
         progress(&result);
         results.push(result);
     }
@@ -65,8 +68,9 @@ pub async fn run_tasks(
     EvalResult::new(if options.bare { "bare" } else { "pipeline" }, name(Tier::Slm), name(Tier::Llm), results)
 }
 
-async fn run_task(client: &Client, task: &Task, options: &EvalOptions) -> TaskResult {
+async fn run_task(client: &Client, task: &Task, options: &EvalOptions, caller: &str) -> TaskResult {
     let mut request = task.request.clone();
+    request.user.get_or_insert_with(|| caller.to_owned());
     if options.bare {
         match request.extra.get_mut(HINT_FIELD) {
             Some(Value::Object(hints)) => {
