@@ -23,7 +23,6 @@ comes from the MetaGPT config's ``base_url`` / ``api_key`` / ``model``.
 from __future__ import annotations
 
 import contextvars
-import json
 import sys
 from collections import Counter, defaultdict
 from typing import Any, Dict, List, Optional, Union
@@ -69,8 +68,6 @@ class SlmkitLLM(BaseLLM):  # type: ignore[misc]
         # call_id (from each answer's slmkit metadata) -> the action that made the call.
         self._task_of_call: Dict[str, str] = {}
         self.calls_by_action: Counter[str] = Counter()
-        # Per action: the last messages sent and how many times in a row they were sent.
-        self._last_ask: Dict[str, tuple[str, int]] = {}
 
     def _cons_kwargs(self, messages: List[Dict[str, Any]], timeout: Any, task: Optional[str]) -> Dict[str, Any]:
         kwargs: Dict[str, Any] = {
@@ -81,18 +78,11 @@ class SlmkitLLM(BaseLLM):  # type: ignore[misc]
             "timeout": self.get_timeout(timeout),
         }
         if task:
-            hint: Dict[str, Any] = {"task": task}
-            # MetaGPT re-asks the same prompt when it cannot parse the answer. At temperature
-            # 0 slmkit's response cache would return the same unparseable answer each time;
-            # numbering the re-ask changes the cache key (hints are part of it), so the re-ask
-            # really asks again, and the ledger shows it as a separate call.
-            asked = json.dumps(messages, sort_keys=True, default=str)
-            previous, repeats = self._last_ask.get(task, ("", 0))
-            repeats = repeats + 1 if asked == previous else 0
-            self._last_ask[task] = (asked, repeats)
-            if repeats:
-                hint["reask"] = repeats
-            kwargs["extra_body"] = {"slmkit": hint}
+            # MetaGPT re-asks the identical prompt when it cannot parse the answer; slmkit
+            # recognises the re-send itself (the answer is recorded as rejected by the caller,
+            # never served again from the cache, and the re-ask is retried), so nothing here
+            # needs to tell the two apart.
+            kwargs["extra_body"] = {"slmkit": {"task": task}}
         return kwargs
 
     def _task(self) -> str:
