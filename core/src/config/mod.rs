@@ -426,7 +426,7 @@ impl RetrySection {
             retry_top_p: self.retry_top_p.or(defaults.retry_top_p),
             retry_min_p: self.retry_min_p.or(defaults.retry_min_p),
             reask_window: match self.reask_window_s {
-                Some(seconds) if seconds == 0.0 => Duration::ZERO,
+                Some(0.0) => Duration::ZERO,
                 other => seconds("reask_window_s", other, defaults.reask_window)?,
             },
         })

@@ -276,13 +276,10 @@ impl Totals {
     /// Counts one attempt record. A call is counted at its first attempt (attempt 1), and by
     /// the tier of the attempt that served it.
     pub(crate) fn add(&mut self, record: &AttemptRecord) {
-        match record.outcome {
-            Outcome::RejectedByCaller => {
-                self.rejected_by_caller += 1;
-                self.withdrawn_counterfactual_usd += record.counterfactual_llm_cost_usd.unwrap_or(0.0);
-                return;
-            }
-            _ => {}
+        if record.outcome == Outcome::RejectedByCaller {
+            self.rejected_by_caller += 1;
+            self.withdrawn_counterfactual_usd += record.counterfactual_llm_cost_usd.unwrap_or(0.0);
+            return;
         }
         if record.attempt == 1 {
             self.calls += 1;
