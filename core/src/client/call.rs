@@ -166,6 +166,19 @@ impl Delivery for Streamed {
     }
 }
 
+/// Whether nothing is left for `validators` to decide once an answer from `backend` is complete:
+/// none applies, or a local engine decodes under a grammar that makes each of them pass.
+///
+/// Such a stream flows to the caller live. If it is cut off by `max_tokens` before the grammar
+/// could close the JSON, the caller gets it as it is, with finish_reason `length` (as OpenAI
+/// serves a cut-off structured stream), instead of a retry with a larger budget: the ledger
+/// records the attempt as served, and the cache does not keep it (see `live.rs`).
+fn grammar_settles(backend: &Backend, request: &ChatCompletionRequest, validators: &[Arc<dyn Validator>]) -> bool {
+    validators.is_empty()
+        || (matches!(backend, Backend::Local(_))
+            && validators.iter().all(|validator| validator.enforced_by_grammar(request)))
+}
+
 /// Whether a chunk carries part of the answer (not just the role or usage).
 fn carries_output(chunk: &ChatCompletionChunk) -> bool {
     chunk.choices.iter().any(|choice| {
@@ -398,7 +411,10 @@ impl<'a> Call<'a> {
         let mut guard = AttemptGuard::new(self.client, &self.id, attempt, tier, config, self.request);
         let validators = self.validators_for(tier);
         let started = Instant::now();
-        let fetched = D::fetch(&config.backend, request, !validators.is_empty()).await;
+        let hold = !grammar_settles(&config.backend, request, &validators);
+        // Validators apply but the grammar settles them: a live answer is trusted to it.
+        guard.grammar_trusted = !hold && !validators.is_empty();
+        let fetched = D::fetch(&config.backend, request, hold).await;
         let latency = started.elapsed();
         let (completion, kept) = match fetched {
             Ok(Fetched::Complete(completion, kept)) => (completion, kept),
