@@ -427,11 +427,11 @@ async fn qwen_fast_sampling_gives_the_full_grammar_greedy_output() {
         let full = full_engine.create(&request).await.unwrap();
         assert_eq!(fast.choices[0].message.content, full.choices[0].message.content, "{name}");
         assert_eq!(
-            serde_json::to_value(&fast.choices[0].message.tool_calls.as_ref().map(|calls| {
+            serde_json::to_value(fast.choices[0].message.tool_calls.as_ref().map(|calls| {
                 calls.iter().map(|call| (&call.function.name, &call.function.arguments)).collect::<Vec<_>>()
             }))
             .unwrap(),
-            serde_json::to_value(&full.choices[0].message.tool_calls.as_ref().map(|calls| {
+            serde_json::to_value(full.choices[0].message.tool_calls.as_ref().map(|calls| {
                 calls.iter().map(|call| (&call.function.name, &call.function.arguments)).collect::<Vec<_>>()
             }))
             .unwrap(),
