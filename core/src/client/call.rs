@@ -45,7 +45,8 @@ pub(super) trait Delivery {
     /// A stream still flowing; [`Infallible`] for whole calls, which never have one.
     type Live: Send;
 
-    /// Asks `backend` once. `hold` is false when no validator applies, so a stream may flow
+    /// Asks `backend` once. `hold` is false when no validator applies, or when a local engine's
+    /// output grammar settles every one that does ([`grammar_settles`]), so a stream may flow
     /// to the caller as soon as it carries content.
     fn fetch<'a>(
         backend: &'a Backend,
