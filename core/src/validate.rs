@@ -21,6 +21,15 @@ pub trait Validator: Send + Sync {
     /// validation only when some validator applies.
     fn applies_to(&self, request: &ChatCompletionRequest) -> bool;
 
+    /// Whether the output grammar a local engine decodes `request` under makes this check
+    /// pass on every complete answer. When it does for every validator that applies, a local
+    /// SLM's stream flows to the caller live instead of being buffered for validation. False
+    /// unless the validator knows better; only the JSON and schema checks do.
+    fn enforced_by_grammar(&self, request: &ChatCompletionRequest) -> bool {
+        let _ = request;
+        false
+    }
+
     /// Judges `answer`, an answer to `request`.
     fn check<'a>(
         &'a self,
@@ -67,6 +76,11 @@ impl Validator for JsonParses {
         matches!(request.response_format, Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. }))
     }
 
+    /// Both formats decode under a JSON grammar (an object's for json_object).
+    fn enforced_by_grammar(&self, request: &ChatCompletionRequest) -> bool {
+        decodes_under_format_grammar(request)
+    }
+
     fn check<'a>(
         &'a self,
         request: &'a ChatCompletionRequest,
@@ -96,6 +110,11 @@ impl Validator for JsonSchemaMatches {
         requested_schema(request).is_some()
     }
 
+    /// Only for schemas whose every keyword llama.cpp's converter turns into grammar rules.
+    fn enforced_by_grammar(&self, request: &ChatCompletionRequest) -> bool {
+        decodes_under_format_grammar(request) && requested_schema(request).is_some_and(grammar_enforces)
+    }
+
     fn check<'a>(
         &'a self,
         request: &'a ChatCompletionRequest,
@@ -108,6 +127,36 @@ impl Validator for JsonSchemaMatches {
         };
         ready(verdict)
     }
+}
+
+/// Whether a local engine decodes `request` under its `response_format`'s grammar alone, and
+/// nothing else ends the output early: tools in play take over the grammar, and a stop string
+/// could cut the JSON short while the answer still reads as finished.
+fn decodes_under_format_grammar(request: &ChatCompletionRequest) -> bool {
+    matches!(request.response_format, Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. }))
+        && request.active_tools().is_empty()
+        && request.stop_sequences().is_empty()
+}
+
+/// Whether every keyword of `schema` is one llama.cpp's schema-to-grammar converter enforces
+/// exactly, so any complete output of its grammar validates. Conservative: a keyword it ignores
+/// or enforces only in part (`pattern`, `format`, `oneOf`'s "exactly one", number ranges,
+/// `$ref`, `allOf`, `uniqueItems`, ...) makes it false.
+fn grammar_enforces(schema: &Value) -> bool {
+    const TYPES: [&str; 7] = ["object", "array", "string", "integer", "number", "boolean", "null"];
+    let Value::Object(keywords) = schema else { return schema == &Value::Bool(true) };
+    let integer = keywords.get("type").and_then(Value::as_str) == Some("integer");
+    keywords.iter().all(|(keyword, value)| match keyword.as_str() {
+        "title" | "description" | "$schema" | "$comment" | "examples" | "default" | "required" | "enum" | "const"
+        | "minLength" | "maxLength" | "minItems" | "maxItems" => true,
+        "type" => value.as_str().is_some_and(|name| TYPES.contains(&name)),
+        "properties" => value.as_object().is_some_and(|properties| properties.values().all(grammar_enforces)),
+        "additionalProperties" => value.is_boolean() || grammar_enforces(value),
+        "items" => grammar_enforces(value),
+        "anyOf" => value.as_array().is_some_and(|alternatives| alternatives.iter().all(grammar_enforces)),
+        "minimum" | "maximum" | "exclusiveMinimum" | "exclusiveMaximum" => integer,
+        _ => false,
+    })
 }
 
 fn requested_schema(request: &ChatCompletionRequest) -> Option<&Value> {
@@ -402,5 +451,53 @@ mod tests {
         assert!(!ToolCallRepeated.applies_to(&request));
         request.messages.truncate(1);
         assert!(!ToolCallRepeated.applies_to(&request));
+    }
+
+    fn formatted(format: ResponseFormat) -> ChatCompletionRequest {
+        let mut request = ChatCompletionRequest::new(vec![ChatMessage::user("x")]);
+        request.response_format = Some(format);
+        request
+    }
+
+    #[test]
+    fn only_schemas_the_grammar_fully_enforces_are_trusted_to_it() {
+        let enforced = json!({
+            "type": "object",
+            "title": "ticket",
+            "properties": {
+                "intent": {"enum": ["refund", "bug"]},
+                "priority": {"type": "integer", "minimum": 1, "maximum": 5},
+                "tags": {"type": "array", "items": {"type": "string", "maxLength": 8}, "maxItems": 3},
+                "who": {"anyOf": [{"type": "string"}, {"type": "null"}]}
+            },
+            "required": ["intent"],
+            "additionalProperties": false
+        });
+        let request = formatted(ResponseFormat::json_schema("t", enforced.clone()));
+        assert!(JsonSchemaMatches.enforced_by_grammar(&request));
+        assert!(JsonParses.enforced_by_grammar(&request));
+        for (path, keyword) in [
+            ("/properties/who", json!({"type": "string", "pattern": "^[a-z]+$"})),
+            ("/properties/who", json!({"type": "string", "format": "email"})),
+            ("/properties/who", json!({"type": "number", "minimum": 0.5})),
+            ("/properties/who", json!({"oneOf": [{"type": "string"}, {"type": "null"}]})),
+            ("/properties/who", json!({"$ref": "#/$defs/x"})),
+            ("/properties/tags", json!({"type": "array", "uniqueItems": true})),
+        ] {
+            let mut schema = enforced.clone();
+            *schema.pointer_mut(path).unwrap() = keyword.clone();
+            let request = formatted(ResponseFormat::json_schema("t", schema));
+            assert!(!JsonSchemaMatches.enforced_by_grammar(&request), "{keyword}");
+        }
+        assert!(JsonParses.enforced_by_grammar(&formatted(ResponseFormat::JsonObject)));
+        assert!(!JsonParses.enforced_by_grammar(&formatted(ResponseFormat::Text)));
+        // A stop string could end the JSON early; tools take the grammar over.
+        let mut stopped = formatted(ResponseFormat::json_schema("t", enforced.clone()));
+        stopped.stop = Some(crate::types::Stop::One("}".into()));
+        assert!(!JsonSchemaMatches.enforced_by_grammar(&stopped) && !JsonParses.enforced_by_grammar(&stopped));
+        let mut with_tools = formatted(ResponseFormat::json_schema("t", enforced));
+        with_tools.tools = Some(vec![crate::types::Tool::function("f", "d", json!({"type": "object"}))]);
+        assert!(!JsonSchemaMatches.enforced_by_grammar(&with_tools));
+        assert!(!NonEmpty.enforced_by_grammar(&formatted(ResponseFormat::JsonObject)), "the default is false");
     }
 }

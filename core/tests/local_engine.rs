@@ -147,13 +147,18 @@ fn ticket_schema() -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_schema_output_validates_on_20_seeds() {
+async fn json_schema_output_validates_on_50_seeds() {
+    // Random weights: the fast path's first pick is rejected on most steps, so redraws and
+    // full masks, with and without top_p, are all exercised.
     let engine = engine();
     let schema = ticket_schema();
     let validator = jsonschema::validator_for(&schema).unwrap();
-    for seed in 0..20 {
+    for seed in 0..50 {
         let mut req = seeded("Extract the ticket fields: 'my card was charged twice'", seed);
         req.max_tokens = Some(200);
+        if seed % 2 == 1 {
+            req.top_p = Some(0.9);
+        }
         req.response_format = Some(ResponseFormat::json_schema("ticket", schema.clone()));
         let completion = engine.create(&req).await.unwrap();
         assert_eq!(completion.choices[0].finish_reason, FinishReason::Stop, "seed {seed}: {}", completion.content());
@@ -685,4 +690,113 @@ async fn earlier_turns_stay_cached_across_an_unrelated_request() {
         cached_tokens(&continued)
     );
     assert!(cached_tokens(&continued) > cached_tokens(&other));
+}
+
+/// Greedy requests of every constrained kind (and free text), for comparing sampling paths.
+fn constrained_greedy_requests() -> Vec<(&'static str, ChatCompletionRequest)> {
+    let greedy = |text: &str| ChatCompletionRequest { temperature: Some(0.0), max_tokens: Some(120), ..request(text) };
+    let mut schema = greedy("Extract the ticket fields: 'my card was charged twice'");
+    schema.response_format = Some(ResponseFormat::json_schema("ticket", ticket_schema()));
+    let mut object = greedy("Reply in JSON");
+    object.response_format = Some(ResponseFormat::JsonObject);
+    let mut named = greedy("Where is order 1234?");
+    named.tools = Some(tools());
+    named.tool_choice = Some(ToolChoice::named("get_order"));
+    let mut required = greedy("Escalate this to billing");
+    required.tools = Some(tools());
+    required.tool_choice = Some(ToolChoice::Mode(ToolChoiceMode::Required));
+    vec![
+        ("free text", greedy("Say something")),
+        ("json_schema", schema),
+        ("json_object", object),
+        ("named tool", named),
+        ("required tool", required),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fast_sampling_path_gives_the_full_grammar_greedy_output() {
+    let options = EngineOptions { slots: 1, context_per_slot: Some(2048), ..EngineOptions::default() };
+    let fast = engine_with(options.clone());
+    let full = engine_with(EngineOptions { full_grammar: true, ..options });
+    for (name, request) in constrained_greedy_requests() {
+        let (a, b) = (fast.create(&request).await.unwrap(), full.create(&request).await.unwrap());
+        assert_eq!(a.choices[0].message.content, b.choices[0].message.content, "{name}");
+        let calls = |completion: &slmkit::types::ChatCompletion| {
+            let calls = completion.choices[0].message.tool_calls.clone().unwrap_or_default();
+            calls.into_iter().map(|call| (call.function.name, call.function.arguments)).collect::<Vec<_>>()
+        };
+        assert_eq!(calls(&a), calls(&b), "{name}");
+        assert_eq!(a.choices[0].finish_reason, b.choices[0].finish_reason, "{name}");
+        assert_eq!(a.usage.unwrap().completion_tokens, b.usage.unwrap().completion_tokens, "{name}");
+        if name.ends_with("tool") {
+            assert_eq!(a.choices[0].finish_reason, FinishReason::ToolCalls, "{name}: {:?}", a.choices[0].message);
+        }
+    }
+    // The random weights make the model's favourite token one the grammar rejects on most
+    // steps: the comparison above went through the rejection paths, not just the fast one.
+    let profile = slmkit::local::take_sampling_profile();
+    assert!(profile.rejections > 0 && profile.full_masks > 0, "{profile:?}");
+}
+
+/// A local SLM whose JSON answers the grammar guarantees streams live: the first content
+/// chunk reaches the caller while the attempt is still open (the ledger records an attempt
+/// when it settles, and a buffered stream settles before its first chunk is released).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grammar_enforced_json_stream_flows_live_and_others_are_buffered() {
+    use slmkit::{Backend, Client, Outcome, Pricing};
+    let client = Client::builder()
+        .slm(Backend::Local(engine_with(EngineOptions::default())), Pricing::local_default())
+        .build()
+        .unwrap();
+    let streamed = |schema: Value, max_tokens: u32| {
+        let mut req = seeded("Extract the ticket fields: 'my card was charged twice'", 7);
+        req.max_tokens = Some(max_tokens);
+        req.response_format = Some(ResponseFormat::json_schema("ticket", schema));
+        req.stream = Some(true);
+        req
+    };
+    // Settled when the first content chunk arrives, and the text it streamed.
+    async fn first_chunk_then_rest(client: &Client, request: &ChatCompletionRequest) -> (usize, String, FinishReason) {
+        let mut stream = client.create_stream(request).await.unwrap();
+        let mut settled_at_first = None;
+        let mut text = String::new();
+        let mut finish = None;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.unwrap();
+            for choice in &chunk.choices {
+                if let Some(content) = choice.delta.content.as_deref().filter(|c| !c.is_empty()) {
+                    settled_at_first.get_or_insert(client.ledger().records().len());
+                    text.push_str(content);
+                }
+                finish = choice.finish_reason.or(finish);
+            }
+        }
+        (settled_at_first.expect("content"), text, finish.expect("a finish reason"))
+    }
+
+    let (settled, text, finish) = first_chunk_then_rest(&client, &streamed(ticket_schema(), 200)).await;
+    assert_eq!(settled, 0, "the first chunk came before the attempt settled: live");
+    assert_eq!(finish, FinishReason::Stop);
+    let value: Value = serde_json::from_str(&text).unwrap();
+    assert!(jsonschema::validator_for(&ticket_schema()).unwrap().is_valid(&value), "{value}");
+    let records = client.ledger().records();
+    assert_eq!((records.len(), records[0].outcome, records[0].reason.clone()), (1, Outcome::Ok, None));
+
+    // A keyword the grammar does not enforce: validated first, so buffered.
+    let mut unenforced = ticket_schema();
+    unenforced["minProperties"] = json!(1);
+    let (settled, _, _) = first_chunk_then_rest(&client, &streamed(unenforced, 200)).await;
+    assert_eq!(settled, 2, "the attempt settled before its first chunk: buffered");
+
+    // Cut off by max_tokens: the caller gets the partial JSON with finish_reason length, the
+    // ledger says so, and the answer is not cached as a valid one.
+    let (settled, text, finish) = first_chunk_then_rest(&client, &streamed(ticket_schema(), 4)).await;
+    assert_eq!((settled, finish), (2, FinishReason::Length));
+    assert!(serde_json::from_str::<Value>(&text).is_err(), "{text}");
+    let records = client.ledger().records();
+    assert_eq!(records.len(), 3);
+    assert_eq!(records[2].outcome, Outcome::Ok);
+    let reason = records[2].reason.as_deref().unwrap_or_else(|| panic!("{records:#?}"));
+    assert!(reason.contains("cut off by max_tokens"), "{reason}");
 }

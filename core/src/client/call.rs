@@ -47,7 +47,8 @@ pub(super) trait Delivery {
     /// A stream still flowing; [`Infallible`] for whole calls, which never have one.
     type Live: Send;
 
-    /// Asks `backend` once. `hold` is false when no validator applies, so a stream may flow
+    /// Asks `backend` once. `hold` is false when no validator applies, or when a local engine's
+    /// output grammar settles every one that does ([`grammar_settles`]), so a stream may flow
     /// to the caller as soon as it carries content.
     fn fetch<'a>(
         backend: &'a Backend,
@@ -166,6 +167,19 @@ impl Delivery for Streamed {
         guard.ttft = Some(live.ttft);
         StreamServed::Live(LiveStart { held: live.held, rest: live.rest, guard, started: live.started })
     }
+}
+
+/// Whether nothing is left for `validators` to decide once an answer from `backend` is complete:
+/// none applies, or a local engine decodes under a grammar that makes each of them pass.
+///
+/// Such a stream flows to the caller live. If it is cut off by `max_tokens` before the grammar
+/// could close the JSON, the caller gets it as it is, with finish_reason `length` (as OpenAI
+/// serves a cut-off structured stream), instead of a retry with a larger budget: the ledger
+/// records the attempt as served, and the cache does not keep it (see `live.rs`).
+fn grammar_settles(backend: &Backend, request: &ChatCompletionRequest, validators: &[Arc<dyn Validator>]) -> bool {
+    validators.is_empty()
+        || (matches!(backend, Backend::Local(_))
+            && validators.iter().all(|validator| validator.enforced_by_grammar(request)))
 }
 
 /// Whether a chunk carries part of the answer (not just the role or usage).
@@ -502,7 +516,10 @@ impl<'a> Call<'a> {
         }
         let validators = self.validators_for(tier);
         let started = Instant::now();
-        let fetched = D::fetch(&config.backend, request, !validators.is_empty()).await;
+        let hold = !grammar_settles(&config.backend, request, &validators);
+        // Validators apply but the grammar settles them: a live answer is trusted to it.
+        guard.grammar_trusted = !hold && !validators.is_empty();
+        let fetched = D::fetch(&config.backend, request, hold).await;
         let latency = started.elapsed();
         let (completion, kept) = match fetched {
             Ok(Fetched::Complete(completion, kept)) => (completion, kept),

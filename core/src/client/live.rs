@@ -12,7 +12,7 @@ use super::settle::{AttemptGuard, CallTally, Measured, Settlement};
 use crate::cache::{AnswerOrigin, CacheKey, CachedAnswer, RequestDigest, ResponseCache};
 use crate::error::{Error, Result};
 use crate::metadata::{mark_cached, CallMetadata};
-use crate::types::{assemble, chunks_of, is_usage_only, ChatCompletionChunk, ChunkStream, Usage};
+use crate::types::{assemble, chunks_of, is_usage_only, ChatCompletionChunk, ChunkStream, FinishReason, Usage};
 
 /// Puts the call's metadata on the first chunk.
 pub(super) fn with_metadata(mut chunks: Vec<ChatCompletionChunk>, metadata: &CallMetadata) -> Vec<ChatCompletionChunk> {
@@ -87,6 +87,7 @@ pub(super) fn live_stream(
 struct Observed {
     usage: Option<Usage>,
     output_chars: usize,
+    finish_reason: Option<FinishReason>,
 }
 
 struct LiveStream {
@@ -109,6 +110,9 @@ impl LiveStream {
         }
         for choice in &chunk.choices {
             self.observed.output_chars += choice.delta.content.as_deref().map_or(0, str::len);
+            if let Some(reason) = choice.finish_reason {
+                self.observed.finish_reason = Some(reason);
+            }
         }
     }
 
@@ -143,6 +147,14 @@ impl LiveStream {
                     }));
                 }
                 None => {
+                    // A grammar-trusted answer is valid once complete; cut off by max_tokens it
+                    // may be half a JSON value. The caller has it, with finish_reason `length`;
+                    // the ledger says so, and the cache does not keep it.
+                    let cut_off = guard.grammar_trusted && self.observed.finish_reason == Some(FinishReason::Length);
+                    if cut_off {
+                        guard.note = Some("served live unvalidated, and cut off by max_tokens".into());
+                        self.stored = None;
+                    }
                     let measured = self.measured(&guard);
                     let cost = guard.settle(Settlement::Served, measured);
                     self.tally.served();

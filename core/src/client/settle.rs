@@ -71,6 +71,11 @@ pub(super) struct AttemptGuard {
     /// Time to the first content, for streams.
     pub ttft: Option<Duration>,
     pub estimated_prompt_tokens: u32,
+    /// The answer streams live without validation because the output grammar settles every
+    /// validator that applies (see `call::grammar_settles`).
+    pub grammar_trusted: bool,
+    /// Recorded as the reason of an attempt that settles without one of its own.
+    pub note: Option<String>,
     started: Instant,
     settled: bool,
 }
@@ -98,6 +103,8 @@ impl AttemptGuard {
             counterfactual: client.counterfactual.clone(),
             ttft: None,
             estimated_prompt_tokens: estimate_prompt_tokens(request),
+            grammar_trusted: false,
+            note: None,
             started: Instant::now(),
             settled: false,
         }
@@ -133,7 +140,7 @@ impl AttemptGuard {
             self.pricing.price(usage.prompt_tokens, usage.completion_tokens, self.busy(&usage, latency));
         let record = &mut self.record;
         record.outcome = settlement.outcome();
-        record.reason = settlement.reason();
+        record.reason = settlement.reason().or_else(|| self.note.take());
         record.error_kind = settlement.error().map(|err| err.kind().to_owned());
         record.status = match settlement.error() {
             Some(Error::Api { status, .. }) => Some(*status),

@@ -30,6 +30,7 @@ pub fn tier(section: &TierSection) -> Result<(Backend, Pricing)> {
                     queue_capacity: queue.unwrap_or(defaults.queue_capacity),
                     prefix_cache_tokens: prefix_cache.or(defaults.prefix_cache_tokens),
                     batch_size: defaults.batch_size,
+                    ..defaults
                 },
             )?;
             Ok((Backend::Local(engine), pricing.clone().unwrap_or_else(Pricing::local_default)))

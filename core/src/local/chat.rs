@@ -120,6 +120,7 @@ impl LocalEngine {
             top_p: request.top_p,
             min_p: min_p_of(&request)?,
             seed: request.seed.map(fold_seed).unwrap_or_else(rand::random),
+            full_grammar: self.full_grammar(),
         };
         let mut stops = request.stop_sequences();
         for marker in self.model().stop_markers() {

@@ -30,8 +30,10 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::grammar::OutputConstraint;
 use super::model::{backend, LoadedModel, LocalModel};
-use super::output::{keeps_utf8_valid, Scan, StopScanner, Utf8Assembler};
+use super::output::{Scan, StopScanner, Utf8Assembler};
 use super::prefix_store::{common_prefix, PrefixStore};
+pub(crate) use super::sampling::Sampling;
+use super::sampling::{build_samplers, pick, timed, GrammarSamplers, Picking, Stage};
 use crate::error::{Error, Result};
 use crate::types::FinishReason;
 
@@ -58,6 +60,10 @@ pub struct EngineOptions {
     pub threads: Option<u32>,
     /// Tokens per llama.cpp decode call. Default 512.
     pub batch_size: u32,
+    /// Masks every candidate with the output grammar before sampling, instead of checking the
+    /// sampled token first. Slower, same greedy output: for tests and benches only.
+    #[doc(hidden)]
+    pub full_grammar: bool,
 }
 
 impl Default for EngineOptions {
@@ -69,6 +75,7 @@ impl Default for EngineOptions {
             queue_capacity: 64,
             threads: None,
             batch_size: 512,
+            full_grammar: false,
         }
     }
 }
@@ -81,16 +88,6 @@ const DEFAULT_PREFIX_CACHE_WINDOWS: u32 = 4;
 /// A request waits for another that is reading the same prompt prefix only when the wait saves
 /// at least this many tokens of prompt processing.
 const MIN_SHARED_WAIT: usize = 32;
-
-/// What a job needs from the sampler.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Sampling {
-    /// 0 means greedy.
-    pub temperature: f64,
-    pub top_p: Option<f64>,
-    pub min_p: Option<f64>,
-    pub seed: u32,
-}
 
 pub(crate) struct Job {
     pub prompt: Vec<LlamaToken>,
@@ -134,6 +131,7 @@ struct EngineShared {
     busy_ns: Arc<AtomicU64>,
     queue_capacity: usize,
     context_window: u32,
+    full_grammar: bool,
     worker: Mutex<Option<JoinHandle<()>>>,
     /// The process that started the worker thread (see `Drop`).
     owner_pid: u32,
@@ -268,6 +266,7 @@ impl LocalEngine {
                 busy_ns,
                 queue_capacity: options.queue_capacity,
                 context_window,
+                full_grammar: options.full_grammar,
                 worker: Mutex::new(Some(worker)),
                 owner_pid: std::process::id(),
             }),
@@ -282,6 +281,11 @@ impl LocalEngine {
     /// The context window of one request: prompt plus output.
     pub fn context_window(&self) -> u32 {
         self.shared.context_window
+    }
+
+    /// Whether jobs use the full-grammar sampling path ([`EngineOptions::full_grammar`]).
+    pub(crate) fn full_grammar(&self) -> bool {
+        self.shared.full_grammar
     }
 
     /// Requests waiting for a slot right now.
@@ -341,9 +345,13 @@ struct Active {
     cached_prompt_tokens: usize,
     /// Set while the request waits for another to finish reading a prefix they share.
     waiting_for: Option<SharedPrefix>,
-    /// Kept apart from `sampler` so the UTF-8 mask can run between the two.
+    /// Kept apart from `sampler` so the sampled token can be checked against it alone (see
+    /// [`pick`]) and the UTF-8 mask can run between the two.
     grammar: Option<LlamaSampler>,
     sampler: LlamaSampler,
+    /// Whether the chain is greedy, and whether to always mask with the grammar before
+    /// sampling ([`EngineOptions::full_grammar`]).
+    picking: Picking,
     next_token: Option<LlamaToken>,
     completion_tokens: u32,
     max_tokens: u32,
@@ -403,6 +411,7 @@ fn run_worker(
         batch_size: config.batch_size as usize,
         clock: 0,
         busy_ns,
+        grammars: GrammarSamplers::default(),
     };
     let mut queue_open = true;
     loop {
@@ -467,6 +476,8 @@ struct Worker<'model> {
     clock: u64,
     /// Shared with [`LocalEngine::busy_time`].
     busy_ns: Arc<AtomicU64>,
+    /// Parsed output grammars, cloned for each request that uses one.
+    grammars: GrammarSamplers,
 }
 
 impl Worker<'_> {
@@ -481,7 +492,7 @@ impl Worker<'_> {
             return;
         }
         let building_started = Instant::now();
-        let built = build_samplers(&self.model, &job.sampling, &job.constraint);
+        let built = build_samplers(&self.model, &job.sampling, &job.constraint, &mut self.grammars);
         let building = building_started.elapsed();
         self.busy_ns.fetch_add(u64::try_from(building.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
         let (grammar, sampler) = match built {
@@ -516,6 +527,7 @@ impl Worker<'_> {
             prompt: job.prompt,
             grammar,
             sampler,
+            picking: Picking::of(&job.sampling),
             next_token: None,
             completion_tokens: 0,
             max_tokens: job.max_tokens,
@@ -744,24 +756,27 @@ impl Worker<'_> {
     fn sample(&mut self, index: usize, batch_index: i32) -> Sampled {
         let vocab = self.model.llama().vocab();
         let Some(active) = &mut self.sequences[index].active else { return Sampled::Continues };
-        let mut candidates = self.context.token_data_array_ith(batch_index);
-        if let Some(grammar) = &mut active.grammar {
-            candidates.apply_sampler(grammar);
-        }
-        mask_invalid_utf8(&mut candidates, active.utf8.pending(), &self.model);
-        candidates.apply_sampler(&mut active.sampler);
-        let Some(token) = candidates.selected_token() else {
+        let picked = pick(
+            &self.context,
+            batch_index,
+            &self.model,
+            active.grammar.as_mut(),
+            &mut active.sampler,
+            active.utf8.pending(),
+            active.picking,
+        );
+        let Some(token) = picked else {
             let _ = active.events.send(Event::Failed(Error::Inference("the sampler selected no token".into())));
             return Sampled::Ended;
         };
+        let started = std::time::Instant::now();
         active.sampler.accept(token);
-        if let Some(grammar) = &mut active.grammar {
-            if grammar.try_accept(token).is_err() {
-                let _ = active
-                    .events
-                    .send(Event::Failed(Error::Inference("the grammar rejected the sampled token".into())));
-                return Sampled::Ended;
-            }
+        let rejected = active.grammar.as_mut().is_some_and(|grammar| grammar.try_accept(token).is_err());
+        timed(Stage::Accept, started);
+        if rejected {
+            let _ =
+                active.events.send(Event::Failed(Error::Inference("the grammar rejected the sampled token".into())));
+            return Sampled::Ended;
         }
         if vocab.is_eog(token) {
             return Sampled::Finished(FinishReason::Stop);
@@ -817,75 +832,4 @@ enum Sampled {
 /// less the last prompt token, which is always decoded again because its logits start generation.
 fn reusable_prefix(tokens: &[LlamaToken], prompt: &[LlamaToken]) -> usize {
     common_prefix(tokens, prompt).min(prompt.len().saturating_sub(1))
-}
-
-/// Rules out tokens that would make the output invalid UTF-8. Byte-level vocabularies can
-/// spell any byte sequence, and llama.cpp's grammars accept malformed sequences inside
-/// strings; left alone, a lone byte would surface as U+FFFD and break a schema's maxLength.
-fn mask_invalid_utf8(
-    candidates: &mut llama_cpp_2::token::data_array::LlamaTokenDataArray,
-    pending: &[u8],
-    model: &LocalModel,
-) {
-    // llama.cpp lays the candidates out by token id. With no character pending, only tokens
-    // that are not complete UTF-8 on their own can break the text: checking just those keeps
-    // the mask off the per-token hot path of a 150k-token vocabulary.
-    let by_id = !candidates.sorted && candidates.data.len() == model.piece_count();
-    let suspects: Box<dyn Iterator<Item = usize> + '_> = if pending.is_empty() && by_id {
-        Box::new(model.partial_utf8_tokens().iter().map(|token| token.0 as usize))
-    } else {
-        Box::new(0..candidates.data.len())
-    };
-    let mut masked = Vec::new();
-    for index in suspects {
-        let Some(candidate) = candidates.data.get(index) else { continue };
-        let piece = model.piece(candidate.id());
-        // Control tokens (end of turn) have no bytes and are always fine.
-        if candidate.logit() != f32::NEG_INFINITY && !piece.is_empty() && !keeps_utf8_valid(pending, piece) {
-            masked.push((index, candidate.logit()));
-        }
-    }
-    for (index, _) in &masked {
-        candidates.data[*index].set_logit(f32::NEG_INFINITY);
-    }
-    // Never mask everything: a stuck sampler is worse than one replacement character.
-    if !masked.is_empty() && candidates.data.iter().all(|candidate| candidate.logit() == f32::NEG_INFINITY) {
-        for (index, logit) in masked {
-            candidates.data[index].set_logit(logit);
-        }
-    }
-}
-
-/// The grammar sampler (if any) and the sampling chain.
-fn build_samplers(
-    model: &LocalModel,
-    sampling: &Sampling,
-    constraint: &OutputConstraint,
-) -> Result<(Option<LlamaSampler>, LlamaSampler)> {
-    let grammar_error =
-        |err: llama_cpp_2::GrammarError| Error::Inference(format!("llama.cpp rejected the output grammar: {err}"));
-    let grammar = match constraint {
-        OutputConstraint::None => None,
-        OutputConstraint::Grammar(grammar) => {
-            Some(LlamaSampler::grammar(model.llama(), grammar, "root").map_err(grammar_error)?)
-        }
-        OutputConstraint::LazyGrammar { grammar, trigger } => Some(
-            LlamaSampler::grammar_lazy(model.llama(), grammar, "root", [trigger.as_bytes()], &[])
-                .map_err(grammar_error)?,
-        ),
-    };
-    let mut chain = Vec::new();
-    if sampling.temperature <= 0.0 {
-        chain.push(LlamaSampler::greedy());
-    } else {
-        if let Some(top_p) = sampling.top_p {
-            chain.push(LlamaSampler::top_p(top_p as f32, 1));
-        }
-        if let Some(min_p) = sampling.min_p {
-            chain.push(LlamaSampler::min_p(min_p as f32, 1));
-        }
-        chain.push(LlamaSampler::temp(sampling.temperature as f32));
-        chain.push(LlamaSampler::dist(sampling.seed));
-    }
-    Ok((grammar, LlamaSampler::chain_simple(chain)))
 }

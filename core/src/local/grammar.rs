@@ -1,7 +1,12 @@
 //! Grammars that make structured output a property of decoding rather than a hope.
 //!
 //! `response_format` and forced tool calls become GBNF grammars (through llama.cpp's own
-//! JSON-schema converter) that the sampler enforces token by token.
+//! JSON-schema converter) that the sampler enforces token by token. Converted grammars are
+//! kept per schema ([`BoundedLru`]), so a schema repeated across requests is converted once.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{json, Value};
 
@@ -21,7 +26,7 @@ pub(crate) const TOOL_CALL_OPEN: &str = "<tool_call>";
 pub(crate) const TOOL_CALL_CLOSE: &str = "</tool_call>";
 
 /// The constraint a request puts on decoding.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum OutputConstraint {
     /// Free text.
     None,
@@ -106,13 +111,87 @@ pub fn check_schema(schema: &Value, param: &str) -> Result<()> {
         .map_err(|err| Error::InvalidSchema { param: param.to_owned(), reason: err.to_string() })
 }
 
-/// A GBNF grammar for JSON values matching `schema`.
+/// Converted schemas kept for later requests.
+const CONVERTED_SCHEMAS: usize = 256;
+/// Their schemas' and grammars' text, in bytes.
+const CONVERTED_SCHEMA_BYTES: usize = 16 << 20;
+
+type SchemaGrammars = Mutex<BoundedLru<String, Arc<str>>>;
+
+fn converted() -> &'static SchemaGrammars {
+    static CONVERTED: OnceLock<SchemaGrammars> = OnceLock::new();
+    CONVERTED.get_or_init(|| Mutex::new(BoundedLru::new(CONVERTED_SCHEMAS, CONVERTED_SCHEMA_BYTES)))
+}
+
+/// A GBNF grammar for JSON values matching `schema`: checking and converting a schema takes
+/// milliseconds, so each one is converted once (see [`converted`]); only schemas that passed
+/// are kept.
 fn schema_grammar(schema: &Value, param: &str) -> Result<String> {
+    let key = schema.to_string();
+    if let Some(grammar) = converted().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&key) {
+        return Ok(grammar.to_string());
+    }
     check_schema(schema, param)?;
-    llama_cpp_2::json_schema_to_grammar(&schema.to_string()).map_err(|err| Error::InvalidSchema {
+    let grammar = llama_cpp_2::json_schema_to_grammar(&key).map_err(|err| Error::InvalidSchema {
         param: param.to_owned(),
         reason: format!("llama.cpp cannot turn it into a grammar: {err}"),
-    })
+    })?;
+    let bytes = key.len() + grammar.len();
+    converted().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(key, Arc::from(grammar.as_str()), bytes);
+    Ok(grammar)
+}
+
+/// A least-recently-used map bounded by entry count and by the bytes its entries declare.
+/// Meant for tens to hundreds of entries: eviction scans them.
+pub(crate) struct BoundedLru<K, V> {
+    entries: HashMap<K, (V, usize, u64)>,
+    max_entries: usize,
+    max_bytes: usize,
+    bytes: usize,
+    clock: u64,
+}
+
+impl<K: Eq + Hash + Clone, V> BoundedLru<K, V> {
+    pub(crate) fn new(max_entries: usize, max_bytes: usize) -> Self {
+        BoundedLru { entries: HashMap::new(), max_entries, max_bytes, bytes: 0, clock: 0 }
+    }
+
+    /// The value under `key`, now the most recently used.
+    pub(crate) fn get(&mut self, key: &K) -> Option<&V> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.entries.get_mut(key).map(|(value, _, used)| {
+            *used = clock;
+            &*value
+        })
+    }
+
+    /// Stores `value` (declared `bytes` large), evicting the least recently used entries
+    /// beyond the bounds. A value larger than the byte bound alone is not stored.
+    pub(crate) fn insert(&mut self, key: K, value: V, bytes: usize) {
+        if bytes > self.max_bytes || self.max_entries == 0 {
+            return;
+        }
+        self.clock += 1;
+        if let Some((_, old, _)) = self.entries.insert(key, (value, bytes, self.clock)) {
+            self.bytes -= old;
+        }
+        self.bytes += bytes;
+        while self.entries.len() > self.max_entries || self.bytes > self.max_bytes {
+            let Some(oldest) = self.entries.iter().min_by_key(|(_, (_, _, used))| *used).map(|(key, _)| key.clone())
+            else {
+                break;
+            };
+            if let Some((_, size, _)) = self.entries.remove(&oldest) {
+                self.bytes -= size;
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
 }
 
 /// A grammar for one call of one of `tools`, its arguments matching that tool's parameters.
@@ -166,6 +245,39 @@ mod tests {
         assert!(matches!(err, Error::InvalidSchema { .. }), "{err}");
         let err = check_schema(&json!(42), "p").unwrap_err();
         assert!(err.to_string().contains("object or a boolean"), "{err}");
+    }
+
+    #[test]
+    fn lru_evicts_the_least_recently_used_by_count_and_by_bytes() {
+        let mut lru = BoundedLru::new(2, 10);
+        lru.insert("a", 1, 3);
+        lru.insert("b", 2, 3);
+        assert_eq!(lru.get(&"a"), Some(&1)); // "b" is now the least recently used
+        lru.insert("c", 3, 3);
+        assert_eq!(lru.get(&"a"), Some(&1));
+        assert_eq!(lru.get(&"b"), None);
+        assert_eq!(lru.get(&"c"), Some(&3));
+        lru.insert("d", 4, 8); // 3 + 3 + 8 > 10: both older entries go
+        assert_eq!(lru.len(), 1);
+        assert_eq!(lru.get(&"d"), Some(&4));
+        lru.insert("e", 5, 11); // larger than the bound alone: not kept, nothing evicted
+        assert_eq!(lru.len(), 1);
+        assert_eq!(lru.get(&"e"), None);
+        lru.insert("d", 6, 2); // replacing an entry accounts its new size
+        lru.insert("f", 7, 8);
+        assert_eq!(lru.get(&"d"), Some(&6));
+        assert_eq!(lru.get(&"f"), Some(&7));
+    }
+
+    #[test]
+    fn a_converted_schema_is_reused_and_an_invalid_one_is_not_kept() {
+        let schema = json!({"type": "object", "properties": {"lru_probe_field": {"type": "integer"}}});
+        let first = schema_grammar(&schema, "p").unwrap();
+        assert!(converted().lock().unwrap().get(&schema.to_string()).is_some());
+        assert_eq!(schema_grammar(&schema, "p").unwrap(), first);
+        let invalid = json!({"type": "nonsense", "lru_probe": true});
+        assert!(schema_grammar(&invalid, "p").is_err());
+        assert!(converted().lock().unwrap().get(&invalid.to_string()).is_none());
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod grammar;
 mod model;
 mod output;
 mod prefix_store;
+mod sampling;
 mod template;
 
 /// Re-exported from [`crate::types`], where it lives now, so `slmkit::local::ChunkStream` keeps working.
@@ -17,3 +18,5 @@ pub use crate::types::ChunkStream;
 pub use engine::{EngineOptions, LocalEngine};
 pub use grammar::check_schema;
 pub use model::{LocalModel, ModelOptions, ToolSupport};
+#[doc(hidden)]
+pub use sampling::{take_sampling_profile, SamplingProfile};
