@@ -160,6 +160,8 @@ def test_provider_implements_base_llm_and_tags_actions(provider: types.ModuleTyp
     # MetaGPT's parse retries are visible per action.
     table = llm.attempts_by_action()
     assert table["WritePRD"]["calls"] == 3 and table["WritePRD"]["attempts"] == 3
+    # Each re-send told slmkit that MetaGPT rejected the answer before it.
+    assert table["WritePRD"]["rejected_by_caller"] == 2
     assert table["WriteCode"] == {"calls": 1, "attempts": 1, "llm_ok": 1}
     assert llm.costs == [(10, 2), (10, 2), (10, 5), (8, 4)]
     # The action name travels as the routing hint.

@@ -141,12 +141,17 @@ class SlmkitLLM(BaseLLM):  # type: ignore[misc]
 
     def attempts_by_action(self) -> Dict[str, Dict[str, int]]:
         """Per MetaGPT action: calls made (MetaGPT's parse retries included), slmkit attempts
-        (slmkit's own retries and escalations included), and how they ended."""
+        (slmkit's own retries and escalations included), how they ended, and how many answers
+        MetaGPT rejected by re-sending the request (``rejected_by_caller``)."""
         table: Dict[str, Dict[str, int]] = defaultdict(lambda: Counter())
         for task, calls in self.calls_by_action.items():
             table[task]["calls"] += calls
         for record in self.aclient.ledger.records():
             task = self._task_of_call.get(record["call_id"], "unknown")
+            if record["outcome"] == "rejected_by_caller":
+                # A verdict on an earlier attempt, not an attempt of its own.
+                table[task]["rejected_by_caller"] += 1
+                continue
             table[task]["attempts"] += 1
             table[task][f"{record['tier']}_{record['outcome']}"] += 1
         return {task: dict(counts) for task, counts in table.items()}
