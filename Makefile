@@ -91,8 +91,11 @@ BENCH_MODELS := qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.5b-instruct
 bench: setup
 	cargo bench -p slmkit --bench routing
 	cargo bench -p slmkit --bench overhead
+	@# Built from source without -march=native and without pip's wheel cache: a wheel built on
+	@# another machine's CPU dies here with an illegal instruction on its first decode.
 	[ -x bench/.venv-llamacpp/bin/python ] || { python3 -m venv bench/.venv-llamacpp && \
-	  bench/.venv-llamacpp/bin/pip install -q 'llama-cpp-python==0.3.36' -r scripts/requirements-fixtures.txt; }
+	  CMAKE_ARGS="-DGGML_NATIVE=OFF" bench/.venv-llamacpp/bin/pip install -q --no-cache-dir \
+	    'llama-cpp-python==0.3.36' -r scripts/requirements-fixtures.txt; }
 	$(SLMKIT) pull $(BENCH_MODELS)
 	model05=$$($(SLMKIT) pull qwen2.5-coder-0.5b-instruct 2>/dev/null) && \
 	  cargo bench -p slmkit --bench decode_shapes -- "$$model05" 2
