@@ -177,10 +177,13 @@ test('SLM stream matches the whole answer, usage on the last chunk', async () =>
   const params = { model: 'gpt-4o', messages: user('hi from the node stream'), max_tokens: 24, seed: 5, temperature: 0 };
   const whole = await client.chat.completions.create(params);
   const chunks = [];
+  // Asked as another caller (`user`): the same caller re-sending the request right after its
+  // answer would be a re-ask, retried with a new seed, and would not match.
   for await (const chunk of await client.chat.completions.create({
     ...params,
     stream: true,
     stream_options: { include_usage: true },
+    user: 'streamer',
   })) {
     chunks.push(chunk);
   }

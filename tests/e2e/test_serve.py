@@ -283,7 +283,11 @@ def test_stream_with_usage_on_the_last_chunk(client: openai.OpenAI) -> None:
 def test_slm_stream_with_usage_matches_the_whole_answer(client: openai.OpenAI) -> None:
     params: Dict[str, Any] = dict(model="gpt-4o", messages=user("hi from the stream"), max_tokens=24, seed=5, temperature=0)
     whole = client.chat.completions.create(**params)
-    chunks = list(client.chat.completions.create(**params, stream=True, stream_options={"include_usage": True}))
+    # Asked as another caller (`user`): the same caller re-sending the request right after its
+    # answer would be a re-ask, retried with a new seed, and would not match.
+    chunks = list(
+        client.chat.completions.create(**params, stream=True, stream_options={"include_usage": True}, user="streamer")
+    )
     assert slmkit_info(chunks[0])["tier"] == "slm"
     text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
     assert text == whole.choices[0].message.content
