@@ -274,10 +274,7 @@ impl<'a> Call<'a> {
                 Tier::Llm => chain.llm_attempts += 1,
             }
         }
-        let backend = match served.tier {
-            Tier::Slm => self.client.slm.as_ref(),
-            Tier::Llm => self.client.llm.as_ref(),
-        };
+        let backend = self.client.tier_config(served.tier);
         Some(Answered {
             call_id: self.id.clone(),
             attempt: served.attempt,

@@ -494,7 +494,7 @@ impl Worker<'_> {
         let building_started = Instant::now();
         let built = build_samplers(&self.model, &job.sampling, &job.constraint, &mut self.grammars);
         let building = building_started.elapsed();
-        self.busy_ns.fetch_add(u64::try_from(building.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.count_busy(building);
         let (grammar, sampler) = match built {
             Ok(samplers) => samplers,
             Err(err) => {
@@ -723,9 +723,14 @@ impl Worker<'_> {
         }
     }
 
+    /// Adds `elapsed` to the engine's busy time ([`LocalEngine::busy_time`]).
+    fn count_busy(&self, elapsed: Duration) {
+        self.busy_ns.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
     /// Splits `elapsed` over the sequences in the batch, by the tokens each put in it.
     fn share_busy_time(&mut self, elapsed: Duration, batched: &[u32]) {
-        self.busy_ns.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.count_busy(elapsed);
         let total: u32 = batched.iter().sum();
         if total == 0 {
             return;
@@ -741,7 +746,7 @@ impl Worker<'_> {
         let sampling_started = Instant::now();
         let sampled = self.sample(index, batch_index);
         let elapsed = sampling_started.elapsed();
-        self.busy_ns.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.count_busy(elapsed);
         if let Some(active) = self.sequences[index].active.as_mut() {
             active.busy += elapsed;
         }
