@@ -332,7 +332,7 @@ fn error_json(err: &Error) -> Value {
     let kind = error_type(err, status);
     let param = match err {
         Error::InvalidRequest { param, .. } => param.clone(),
-        Error::InvalidSchema { param, .. } => Some(param.clone()),
+        Error::InvalidSchema { param, .. } | Error::RequestTooLarge { param, .. } => Some(param.clone()),
         _ => None,
     };
     let mut body = json!({"error": {"message": err.to_string(), "type": kind, "param": param, "code": err.kind()}});

@@ -115,6 +115,20 @@ pub enum TierSection {
         gpu_layers: Option<u32>,
         #[serde(default)]
         pricing: Option<Pricing>,
+        /// A request schema's size as JSON, in bytes (default 256 KiB); see
+        /// [`SchemaLimits`](crate::schema::SchemaLimits).
+        #[serde(default)]
+        max_schema_bytes: Option<usize>,
+        /// `enum` values over a request's schemas (default 4096).
+        #[serde(default)]
+        max_schema_enum_values: Option<usize>,
+        /// The largest `minItems`/`maxItems`/`minLength`/`maxLength`/`min-`/`maxProperties`
+        /// (default 10,000).
+        #[serde(default)]
+        max_schema_repeat: Option<u64>,
+        /// Seconds turning a request's schemas into a grammar may take (default 10).
+        #[serde(default)]
+        grammar_timeout_s: Option<f64>,
     },
     Remote {
         base_url: String,
