@@ -49,7 +49,7 @@ pub mod types;
 pub mod validate;
 
 pub use cache::CacheConfig;
-pub use client::{Backend, BackendKind, Client, ClientBuilder, Prepared, RetryPolicy};
+pub use client::{Backend, BackendKind, Client, ClientBuilder, OnOverload, Prepared, RetryPolicy, SHUTDOWN_REASON};
 pub use config::{Config, OpenAiClientOptions};
 pub use error::{Error, Result};
 pub use ledger::{AttemptRecord, Ledger, Outcome, Pricing, Report, Totals};

@@ -830,7 +830,8 @@ async fn a_huge_enum_is_refused_without_delaying_a_plain_request() {
         (result, started.elapsed())
     });
     let err = huge_result.unwrap_err();
-    assert!(matches!(&err, Error::RequestTooLarge { reason, .. } if reason.contains("100000 enum values")), "{err}");
+    // Its size or its enum count, whichever is checked first: both are far past the limits.
+    assert!(matches!(&err, Error::RequestTooLarge { reason, .. } if reason.contains("limit")), "{err}");
     assert_eq!(err.status_code(), 413);
     let (plain_result, beside) = plain_result;
     plain_result.unwrap();
@@ -848,7 +849,8 @@ async fn an_enum_at_the_limit_is_served_and_its_grammar_parse_is_measured() {
     let engine = engine();
     let limit = EngineOptions::default().schema_limits.max_enum_values;
     let schema = enum_schema(limit, "limit");
-    let request = with_schema("pick one", schema.clone());
+    let mut request = with_schema("pick one", schema.clone());
+    request.max_tokens = Some(200);
     let _ = slmkit::local::take_sampling_profile();
     let started = Instant::now();
     let completion = engine.create(&request).await.unwrap();
@@ -892,14 +894,14 @@ async fn a_tool_with_defs_refs_is_served_with_valid_arguments() {
     let completion = engine.create(&request).await.unwrap();
     let choice = &completion.choices[0];
     // Random weights may run out of tokens inside a string; a finished call must be valid.
-    if choice.finish_reason == Some(FinishReason::ToolCalls) {
+    if choice.finish_reason == FinishReason::ToolCalls {
         let calls = choice.message.tool_calls.clone().unwrap_or_default();
         assert_eq!(calls.len(), 1, "{completion:?}");
         assert_eq!(calls[0].function.name, "Team");
         let arguments: Value = serde_json::from_str(&calls[0].function.arguments).unwrap();
         assert!(jsonschema::is_valid(&parameters, &arguments), "{arguments}");
     } else {
-        assert_eq!(choice.finish_reason, Some(FinishReason::Length), "{completion:?}");
+        assert_eq!(choice.finish_reason, FinishReason::Length, "{completion:?}");
     }
 }
 

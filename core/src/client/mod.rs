@@ -26,7 +26,8 @@ mod settle;
 pub use self::backend::{Backend, BackendKind, TierConfig};
 pub use self::prepared::Prepared;
 pub use self::reask::DEFAULT_REASK_WINDOW;
-pub use self::retry::RetryPolicy;
+pub use self::retry::{OnOverload, RetryPolicy};
+pub use self::settle::SHUTDOWN_REASON;
 /// Re-exported from [`crate::types`], where it lives now, so `slmkit::client::assemble` keeps working.
 pub use crate::types::assemble;
 

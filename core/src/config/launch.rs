@@ -31,6 +31,7 @@ pub fn tier(section: &TierSection) -> Result<(Backend, Pricing)> {
             max_schema_enum_values,
             max_schema_repeat,
             grammar_timeout_s,
+            on_overload: _,
         } => {
             let schema_defaults = SchemaLimits::default();
             let schema_limits = SchemaLimits {

@@ -129,6 +129,9 @@ pub enum TierSection {
         /// Seconds turning a request's schemas into a grammar may take (default 10).
         #[serde(default)]
         grammar_timeout_s: Option<f64>,
+        /// `escalate` (default), `wait` or `reject`: see [`OnOverload`](crate::client::OnOverload).
+        #[serde(default)]
+        on_overload: Option<crate::client::OnOverload>,
     },
     Remote {
         base_url: String,
@@ -375,7 +378,11 @@ impl Config {
             let (backend, pricing) = launch::tier(section)?;
             builder = builder.llm(backend, pricing);
         }
-        builder = builder.retry(self.retry.policy()?);
+        let mut policy = self.retry.policy()?;
+        if let Some(TierSection::Local { on_overload: Some(on_overload), .. }) = &self.slm {
+            policy.on_overload = *on_overload;
+        }
+        builder = builder.retry(policy);
         builder = builder.routing(self.routing.clone()).cache(self.cache.clone());
         if let Some(path) = &self.ledger.path {
             builder = builder.ledger(Ledger::with_file(path)?);
@@ -443,6 +450,7 @@ impl RetrySection {
                 Some(0.0) => Duration::ZERO,
                 other => seconds("reask_window_s", other, defaults.reask_window)?,
             },
+            on_overload: defaults.on_overload,
         })
     }
 }
