@@ -34,7 +34,6 @@ pub struct Limits {
 }
 
 /// What the connection's reader needs to know about its requests.
-#[derive(Default)]
 struct Activity {
     /// Requests the service is handling now; while one is, reads wait without a deadline
     /// (the handler bounds the body read itself).
