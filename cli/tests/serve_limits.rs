@@ -183,7 +183,7 @@ async fn a_request_cut_off_by_shutdown_is_recorded_as_such() {
 async fn schemas_are_checked_and_defs_refs_served_through_serve() {
     let llm = TestServer::start().await;
     let config = format!(
-        "[slm]\nbackend = \"local\"\nmodel = {:?}\ncontext = 2048\n\n[llm]\nbackend = \"remote\"\nbase_url = \"{}\"\nmodel = \"big\"\napi_key = \"k\"\n",
+        "[retry]\nslm_attempts = 1\n\n[slm]\nbackend = \"local\"\nmodel = {:?}\ncontext = 2048\n\n[llm]\nbackend = \"remote\"\nbase_url = \"{}\"\nmodel = \"big\"\napi_key = \"k\"\n",
         fixture(),
         llm.base_url()
     );
@@ -206,7 +206,7 @@ async fn schemas_are_checked_and_defs_refs_served_through_serve() {
         "messages": [{"role": "user", "content": "Extract: team Otters, lead Ann (31), member Bo (40)."}],
         "tools": [{"type": "function", "function": {"name": "Team", "description": "Correctly extracted `Team`", "parameters": parameters}}],
         "tool_choice": {"type": "function", "function": {"name": "Team"}},
-        "max_tokens": 300,
+        "max_tokens": 120,
         "slmkit": {"route": "slm"}
     });
     let (status, body) = chat(&running.address, &request).await;
