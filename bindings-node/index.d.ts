@@ -458,6 +458,7 @@ export interface AttemptRecord {
     | 'validation_failed'
     | 'error'
     | 'timeout'
+    | 'overloaded'
     | 'cancelled'
     | 'cache_hit'
     | 'rejected_by_caller';

@@ -1,5 +1,6 @@
 //! The `slmkit` command's parts, as a library so they can be tested in process.
 
+pub mod connections;
 pub mod demo;
 pub mod eval;
 pub mod models;

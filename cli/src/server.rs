@@ -22,6 +22,8 @@ use slmkit::metadata::METADATA_FIELD;
 use slmkit::types::{ChatCompletionRequest, ChunkStream};
 use slmkit::{Client, Config, Error, Tier};
 
+pub use crate::connections::Limits;
+
 /// The `[server]` section.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -45,6 +47,17 @@ pub struct ServerConfig {
     /// send `Origin` on cross-site requests; any other origin gets a 403, so a page a user
     /// happens to open cannot make a loopback server spend money. Default: none.
     pub allowed_origins: Vec<String>,
+    /// Seconds a request's head (request line and headers) may take to arrive, from its first
+    /// byte. Default 10.
+    pub header_timeout_s: f64,
+    /// Seconds a request's body may take to arrive once its head has; then a 408. Default 30.
+    pub body_timeout_s: f64,
+    /// Seconds a connection may sit with no request in flight and no bytes moving (a client
+    /// that connects and sends nothing, an idle keep-alive connection). Default 60.
+    pub idle_timeout_s: f64,
+    /// Open connections at most; one more is answered 503 (`too_many_connections`) and closed.
+    /// Default 1024.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +71,10 @@ impl Default for ServerConfig {
             shutdown_grace_s: 30.0,
             metrics_public: None,
             allowed_origins: Vec::new(),
+            header_timeout_s: 10.0,
+            body_timeout_s: 30.0,
+            idle_timeout_s: 60.0,
+            max_connections: 1024,
         }
     }
 }
@@ -83,7 +100,28 @@ impl ServerConfig {
         if !server.shutdown_grace_s.is_finite() || server.shutdown_grace_s < 0.0 || server.max_body_bytes == 0 {
             return Err(Error::Config("[server] shutdown_grace_s must be >= 0 and max_body_bytes > 0".into()));
         }
+        for (name, seconds) in [
+            ("header_timeout_s", server.header_timeout_s),
+            ("body_timeout_s", server.body_timeout_s),
+            ("idle_timeout_s", server.idle_timeout_s),
+        ] {
+            if !seconds.is_finite() || seconds <= 0.0 || seconds > 86_400.0 {
+                return Err(Error::Config(format!("[server] {name} must be from 0 to 86400 seconds, got {seconds}")));
+            }
+        }
+        if server.max_connections == 0 {
+            return Err(Error::Config("[server] max_connections must be at least 1".into()));
+        }
         Ok(server)
+    }
+
+    /// The connection limits (`header_timeout_s`, `idle_timeout_s`, `max_connections`).
+    pub fn limits(&self) -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs_f64(self.header_timeout_s),
+            idle_timeout: Duration::from_secs_f64(self.idle_timeout_s),
+            max_connections: self.max_connections,
+        }
     }
 }
 
@@ -115,6 +153,7 @@ struct AppState {
     /// The bearer token's SHA-256, compared in constant time.
     api_key: Option<[u8; 32]>,
     max_body_bytes: usize,
+    body_timeout: Duration,
     latency: Histogram,
     requests: AtomicU64,
     errors: AtomicU64,
@@ -127,6 +166,7 @@ pub fn app(client: Client, server: &ServerConfig) -> Router {
         client,
         api_key: server.api_key.as_deref().map(|key| Sha256::digest(key.as_bytes()).into()),
         max_body_bytes: server.max_body_bytes,
+        body_timeout: Duration::from_secs_f64(server.body_timeout_s),
         latency: Histogram::default(),
         requests: AtomicU64::new(0),
         errors: AtomicU64::new(0),
@@ -157,7 +197,7 @@ pub fn app(client: Client, server: &ServerConfig) -> Router {
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish
-/// for up to `grace`, and returns.
+/// for up to `grace`, and returns. Connections get the default [`Limits`].
 ///
 /// # Errors
 /// The server's I/O error.
@@ -167,25 +207,23 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stopping_tx.send(());
-    });
-    let server = tokio::spawn(async move { server.await });
-    tokio::pin!(server);
-    tokio::select! {
-        finished = &mut server => return finished.unwrap_or_else(|err| Err(std::io::Error::other(err))),
-        _ = stopping_rx => {}
-    }
-    match tokio::time::timeout(grace, &mut server).await {
-        Ok(finished) => finished.unwrap_or_else(|err| Err(std::io::Error::other(err))),
-        Err(_) => {
-            eprintln!("slmkit serve: in-flight requests still running after {grace:?}; stopping anyway");
-            server.abort();
-            Ok(())
-        }
-    }
+    serve_with(listener, app, ServerConfig::default().limits(), shutdown, grace, || {}).await
+}
+
+/// As [`serve`], with these connection limits; `cut_off` runs once the grace period is over,
+/// just before the requests still running are stopped.
+///
+/// # Errors
+/// The server's I/O error.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: Duration,
+    cut_off: impl FnOnce(),
+) -> std::io::Result<()> {
+    crate::connections::serve(listener, app, limits, shutdown, grace, cut_off).await
 }
 
 /// SIGTERM or SIGINT.
@@ -236,7 +274,11 @@ pub async fn run(
     }
     println!("slmkit serve: listening on http://{address}/v1");
     let grace = Duration::from_secs_f64(server.shutdown_grace_s);
-    serve(listener, app(client.clone(), &server), shutdown_signal(), grace).await?;
+    // Whatever is still running after the grace period is cut off by the shutdown, not by
+    // its caller, and the ledger says so.
+    let ledger = client.ledger().clone();
+    let cut_off = move || ledger.mark_shutting_down();
+    serve_with(listener, app(client.clone(), &server), server.limits(), shutdown_signal(), grace, cut_off).await?;
     // The ledger file is written by a thread: wait for it, then say where things stand.
     let ledger = client.ledger().clone();
     tokio::task::spawn_blocking(move || ledger.flush()).await?;
@@ -332,7 +374,7 @@ fn error_json(err: &Error) -> Value {
     let kind = error_type(err, status);
     let param = match err {
         Error::InvalidRequest { param, .. } => param.clone(),
-        Error::InvalidSchema { param, .. } => Some(param.clone()),
+        Error::InvalidSchema { param, .. } | Error::RequestTooLarge { param, .. } => Some(param.clone()),
         _ => None,
     };
     let mut body = json!({"error": {"message": err.to_string(), "type": kind, "param": param, "code": err.kind()}});
@@ -375,9 +417,21 @@ async fn chat_completions(State(state): State<Arc<AppState>>, headers: HeaderMap
 }
 
 async fn answer(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
-    let bytes: Bytes = match axum::body::to_bytes(body, state.max_body_bytes).await {
-        Ok(bytes) => bytes,
+    let reading = tokio::time::timeout(state.body_timeout, axum::body::to_bytes(body, state.max_body_bytes));
+    let bytes: Bytes = match reading.await {
+        Ok(Ok(bytes)) => bytes,
         Err(_) => {
+            return openai_error(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "the request body did not arrive within {} s (body_timeout_s)",
+                    state.body_timeout.as_secs_f64()
+                ),
+                "invalid_request_error",
+                Some("request_timeout"),
+            )
+        }
+        Ok(Err(_)) => {
             return openai_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!("the request body is larger than {} bytes", state.max_body_bytes),

@@ -21,6 +21,11 @@ pub enum Error {
     #[error("invalid JSON schema in {param}: {reason}")]
     InvalidSchema { param: String, reason: String },
 
+    /// A part of the request is beyond a configured bound, e.g. a schema too large to become a
+    /// grammar (HTTP 413). See [`crate::schema::SchemaLimits`].
+    #[error("request too large at {param}: {reason}")]
+    RequestTooLarge { param: String, reason: String },
+
     /// The prompt plus the requested output does not fit the model's context window (HTTP 400).
     #[error(
         "prompt ({prompt_tokens} tokens) plus max_tokens ({max_tokens}) is {} tokens, more than the context window of {context_window} tokens",
@@ -151,6 +156,7 @@ impl Error {
     pub fn status_code(&self) -> u16 {
         match self {
             Error::InvalidRequest { .. } | Error::InvalidSchema { .. } | Error::ContextLength { .. } => 400,
+            Error::RequestTooLarge { .. } => 413,
             Error::Api { status, .. } => *status,
             // A deadline slmkit gave up on (the upstream's, or the call's own): the gateway
             // timed out, not the client's request, so not 408.
@@ -177,6 +183,7 @@ impl Error {
         match self {
             Error::InvalidRequest { .. } => "invalid_request",
             Error::InvalidSchema { .. } => "invalid_schema",
+            Error::RequestTooLarge { .. } => "request_too_large",
             Error::ContextLength { .. } => "context_length_exceeded",
             Error::ModelLoad { .. } => "model_load",
             Error::ModelFetch { .. } => "model_fetch",
@@ -216,6 +223,7 @@ impl Error {
     pub fn openai_class(&self) -> &'static str {
         match self {
             Error::InvalidRequest { .. } | Error::InvalidSchema { .. } => "BadRequestError",
+            Error::RequestTooLarge { .. } => "APIStatusError",
             Error::ContextLength { .. } => "ContextLengthError",
             Error::ModelLoad { .. } => "ModelLoadError",
             Error::ModelFetch { .. } => "ModelFetchError",
@@ -267,7 +275,9 @@ impl Error {
                 return inner;
             }
             Error::InvalidRequest { message, param } => json!({"param": param, "reason": message}),
-            Error::InvalidSchema { param, reason } => json!({"param": param, "reason": reason}),
+            Error::InvalidSchema { param, reason } | Error::RequestTooLarge { param, reason } => {
+                json!({"param": param, "reason": reason})
+            }
             Error::ContextLength { prompt_tokens, max_tokens, context_window } => json!({
                 "prompt_tokens": prompt_tokens, "max_tokens": max_tokens, "context_window": context_window,
             }),

@@ -43,12 +43,13 @@ pub mod models;
 pub mod remote;
 pub mod route_eval;
 pub mod routing;
+pub mod schema;
 pub mod tier;
 pub mod types;
 pub mod validate;
 
 pub use cache::CacheConfig;
-pub use client::{Backend, BackendKind, Client, ClientBuilder, Prepared, RetryPolicy};
+pub use client::{Backend, BackendKind, Client, ClientBuilder, OnOverload, Prepared, RetryPolicy, SHUTDOWN_REASON};
 pub use config::{Config, OpenAiClientOptions};
 pub use error::{Error, Result};
 pub use ledger::{AttemptRecord, Ledger, Outcome, Pricing, Report, Totals};

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -800,3 +801,127 @@ async fn a_grammar_enforced_json_stream_flows_live_and_others_are_buffered() {
     let reason = records[2].reason.as_deref().unwrap_or_else(|| panic!("{records:#?}"));
     assert!(reason.contains("cut off by max_tokens"), "{reason}");
 }
+
+fn enum_schema(values: usize, tag: &str) -> Value {
+    let values: Vec<String> = (0..values).map(|n| format!("{tag}-value-{n}")).collect();
+    json!({"type": "object", "properties": {"pick": {"enum": values}}, "required": ["pick"]})
+}
+
+fn with_schema(text: &str, schema: Value) -> ChatCompletionRequest {
+    let mut request = request(text);
+    request.response_format = Some(ResponseFormat::json_schema("pick", schema));
+    request
+}
+
+/// Issue 18, finding 1: a 100,000-value enum used to stall the worker for minutes; now it is
+/// refused before any grammar is built, and a plain request beside it is not held up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_enum_is_refused_without_delaying_a_plain_request() {
+    let engine = engine();
+    let plain = request("ticket: refund please");
+    let started = Instant::now();
+    engine.create(&plain).await.unwrap();
+    let alone = started.elapsed();
+
+    let huge = with_schema("pick one", enum_schema(100_000, "huge"));
+    let started = Instant::now();
+    let (huge_result, plain_result) = tokio::join!(engine.create(&huge), async {
+        let result = engine.create(&plain).await;
+        (result, started.elapsed())
+    });
+    let err = huge_result.unwrap_err();
+    // Its size or its enum count, whichever is checked first: both are far past the limits.
+    assert!(matches!(&err, Error::RequestTooLarge { reason, .. } if reason.contains("limit")), "{err}");
+    assert_eq!(err.status_code(), 413);
+    let (plain_result, beside) = plain_result;
+    plain_result.unwrap();
+    // Generous: the stall this guards against lasted minutes.
+    assert!(
+        beside < alone * 10 + Duration::from_secs(10),
+        "plain request took {beside:?} beside a huge schema, {alone:?} alone"
+    );
+}
+
+/// The largest enum the default limits let through builds and decodes; the worker-side part
+/// (llama.cpp parsing the finished grammar) is measured and printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enum_at_the_limit_is_served_and_its_grammar_parse_is_measured() {
+    let engine = engine();
+    let limit = EngineOptions::default().schema_limits.max_enum_values;
+    let schema = enum_schema(limit, "limit");
+    let mut request = with_schema("pick one", schema.clone());
+    request.max_tokens = Some(200);
+    let _ = slmkit::local::take_sampling_profile();
+    let started = Instant::now();
+    let completion = engine.create(&request).await.unwrap();
+    let total = started.elapsed();
+    let profile = slmkit::local::take_sampling_profile();
+    eprintln!(
+        "{limit}-value enum: call {total:?}; worker-side sampler setup (grammar parse) {:?} over {} requests",
+        Duration::from_nanos(profile.setup_ns),
+        profile.requests
+    );
+    let answer: Value = serde_json::from_str(completion.content()).unwrap();
+    assert!(jsonschema::is_valid(&schema, &answer), "{answer}");
+}
+
+/// The time bound: conversion that outlasts `grammar_timeout` fails the request, typed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grammar_building_past_its_time_limit_is_a_typed_error() {
+    let mut options = EngineOptions { context_per_slot: Some(1024), ..EngineOptions::default() };
+    options.schema_limits.grammar_timeout = Duration::from_millis(1);
+    let engine = engine_with(options);
+    let err = engine.create(&with_schema("pick one", enum_schema(4000, "slow"))).await.unwrap_err();
+    assert!(matches!(&err, Error::RequestTooLarge { reason, .. } if reason.contains("grammar_timeout_s")), "{err}");
+}
+
+/// Issue 19 item 4: instructor's nested Pydantic model (`$ref: "#/$defs/User"`) as a forced
+/// tool on the SLM tier; the grammar resolves the refs and the arguments match the schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_with_defs_refs_is_served_with_valid_arguments() {
+    let engine = engine_with(EngineOptions { context_per_slot: Some(2048), ..EngineOptions::default() });
+    let parameters: Value = serde_json::from_str(INSTRUCTOR_TEAM_PARAMETERS).unwrap();
+    let mut request = request("Extract: team Otters, lead Ann (31), members Ann (31) and Bo (40).");
+    request.max_tokens = Some(400);
+    request.temperature = Some(0.0);
+    request.tools = Some(vec![Tool::function(
+        "Team",
+        "Correctly extracted `Team` with all the required parameters with correct types",
+        parameters.clone(),
+    )]);
+    request.tool_choice = Some(ToolChoice::named("Team"));
+    // Before the fix: "invalid JSON schema in tools: Pointer '/$defs/User' does not exist".
+    let completion = engine.create(&request).await.unwrap();
+    let choice = &completion.choices[0];
+    // Random weights may run out of tokens inside a string; a finished call must be valid.
+    if choice.finish_reason == FinishReason::ToolCalls {
+        let calls = choice.message.tool_calls.clone().unwrap_or_default();
+        assert_eq!(calls.len(), 1, "{completion:?}");
+        assert_eq!(calls[0].function.name, "Team");
+        let arguments: Value = serde_json::from_str(&calls[0].function.arguments).unwrap();
+        assert!(jsonschema::is_valid(&parameters, &arguments), "{arguments}");
+    } else {
+        assert_eq!(choice.finish_reason, FinishReason::Length, "{completion:?}");
+    }
+}
+
+/// What instructor 1.x puts in `tools[0].function.parameters` for
+/// `class User(BaseModel): name: str; age: int` and
+/// `class Team(BaseModel): name: str; members: list[User]; lead: User`.
+const INSTRUCTOR_TEAM_PARAMETERS: &str = r##"{
+  "$defs": {
+    "User": {
+      "properties": {"name": {"title": "Name", "type": "string"}, "age": {"title": "Age", "type": "integer"}},
+      "required": ["name", "age"],
+      "title": "User",
+      "type": "object"
+    }
+  },
+  "properties": {
+    "name": {"title": "Name", "type": "string"},
+    "members": {"items": {"$ref": "#/$defs/User"}, "title": "Members", "type": "array"},
+    "lead": {"$ref": "#/$defs/User"}
+  },
+  "required": ["name", "members", "lead"],
+  "type": "object"
+}"##;

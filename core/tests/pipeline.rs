@@ -670,3 +670,41 @@ async fn slm_retries_sample_with_top_p_and_a_temperature() {
     assert_eq!(sent[1].body["top_p"], 0.9);
     assert!(sent[1].body.get("min_p").is_none(), "min_p is llama.cpp's: only local engines get it");
 }
+
+/// Issue 18, finding 2: schemas are checked in full before routing; no tier is called, no
+/// attempt recorded, nothing escalates.
+#[tokio::test]
+async fn invalid_schemas_are_refused_before_any_tier_is_called() {
+    let (slm, llm) = (TestServer::start().await, TestServer::start().await);
+    let client = two_tier(&slm, &llm);
+    let cases = [
+        (json!({"type": 5}), "/type"),
+        (json!({"type": "object", "properties": {"u": {"$ref": "#/$defs/Missing"}}}), "Missing"),
+        (
+            json!({"type": "object", "properties": {"code": {"type": "string", "pattern": "(unclosed"}}}),
+            "/properties/code",
+        ),
+        (json!({"type": "object", "properties": {"xs": {"type": "array", "minItems": 1_000_000}}}), "minItems"),
+    ];
+    for (schema, mentions) in cases {
+        let mut as_format = ask("give me json");
+        as_format.response_format = Some(ResponseFormat::json_schema("s", schema.clone()));
+        let mut as_tool = ask("call it");
+        as_tool.tools = Some(vec![Tool::function("f", "d", schema.clone())]);
+        for (request, param) in
+            [(as_format, "response_format.json_schema.schema"), (as_tool, "tools[0].function.parameters")]
+        {
+            let err = client.create(&request).await.unwrap_err();
+            let Error::InvalidSchema { param: named, reason } = &err else { panic!("{schema}: {err:?}") };
+            assert_eq!(named, param);
+            assert!(reason.contains(mentions), "{schema}: {reason}");
+            assert_eq!(err.status_code(), 400);
+        }
+    }
+    let mut huge = ask("pick");
+    let values: Vec<String> = (0..100_000).map(|n| format!("v{n}")).collect();
+    huge.response_format = Some(ResponseFormat::json_schema("s", json!({"enum": values})));
+    assert!(matches!(client.create(&huge).await.unwrap_err(), Error::RequestTooLarge { .. }));
+    assert_eq!((slm.request_count(), llm.request_count()), (0, 0));
+    assert!(client.ledger().records().is_empty());
+}

@@ -12,7 +12,7 @@ use serde_json::json;
 use futures::StreamExt;
 
 use super::reask::{Answered, Chain};
-use super::retry::{asks_for_structure, larger_output_budget};
+use super::retry::{asks_for_structure, larger_output_budget, OnOverload};
 use super::settle::{usage_or_estimate, AttemptGuard, CallTally, Measured, Settlement};
 use super::{Backend, ClientInner, TierConfig};
 use crate::cache::{AnswerOrigin, CachedAnswer};
@@ -27,6 +27,11 @@ use crate::types::{
     StreamOptions,
 };
 use crate::validate::Validator;
+
+/// `on_overload = "wait"`: the first pause before asking the engine again, doubled up to the
+/// second. Short: a queue place opens as soon as a running request finishes.
+const OVERLOAD_FIRST_PAUSE: Duration = Duration::from_millis(10);
+const OVERLOAD_MAX_PAUSE: Duration = Duration::from_millis(250);
 
 /// What one attempt fetched from its backend, before validation.
 // Made once per attempt and matched at once: boxing a variant buys nothing.
@@ -407,6 +412,11 @@ impl<'a> Call<'a> {
                             }
                         }
                         Attempted::Failed(err) => {
+                            if matches!(err, Error::Overloaded { .. })
+                                && self.client.retry.on_overload == OnOverload::Reject
+                            {
+                                return Err(err);
+                            }
                             // A new seed does not fix a failing engine or an oversized prompt: escalate.
                             last_error = Some(err);
                             break;
@@ -516,7 +526,16 @@ impl<'a> Call<'a> {
         let hold = !grammar_settles(&config.backend, request, &validators);
         // Validators apply but the grammar settles them: a live answer is trusted to it.
         guard.grammar_trusted = !hold && !validators.is_empty();
-        let fetched = D::fetch(&config.backend, request, hold).await;
+        let mut fetched = D::fetch(&config.backend, request, hold).await;
+        if tier == Tier::Slm && self.client.retry.on_overload == OnOverload::Wait {
+            // The call's timeout, if it has one, ends the wait.
+            let mut pause = OVERLOAD_FIRST_PAUSE;
+            while matches!(fetched, Err(Error::Overloaded { .. })) {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(OVERLOAD_MAX_PAUSE);
+                fetched = D::fetch(&config.backend, request, hold).await;
+            }
+        }
         let latency = started.elapsed();
         let (completion, kept) = match fetched {
             Ok(Fetched::Complete(completion, kept)) => (completion, kept),

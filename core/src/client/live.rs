@@ -87,6 +87,8 @@ pub(super) fn live_stream(
 struct Observed {
     usage: Option<Usage>,
     output_chars: usize,
+    /// Chunks that carried content.
+    content_chunks: u32,
     finish_reason: Option<FinishReason>,
 }
 
@@ -109,7 +111,9 @@ impl LiveStream {
             self.observed.usage = Some(usage);
         }
         for choice in &chunk.choices {
-            self.observed.output_chars += choice.delta.content.as_deref().map_or(0, str::len);
+            let content = choice.delta.content.as_deref().map_or(0, str::len);
+            self.observed.output_chars += content;
+            self.observed.content_chunks += u32::from(content > 0);
             if let Some(reason) = choice.finish_reason {
                 self.observed.finish_reason = Some(reason);
             }
@@ -123,10 +127,11 @@ impl LiveStream {
                 self.delivered += 1;
                 return Some(Ok(chunk));
             }
-            let mut guard = self.guard.take()?;
+            // The guard stays in `self` across the await: a stream dropped there settles it in
+            // `Drop`, with what was generated so far.
+            self.guard.as_ref()?;
             match self.rest.next().await {
                 Some(Ok(chunk)) => {
-                    self.guard = Some(guard);
                     self.observe(&chunk);
                     if let Some((_, chunks)) = &mut self.stored {
                         chunks.push(chunk.clone());
@@ -138,6 +143,7 @@ impl LiveStream {
                     return Some(Ok(chunk));
                 }
                 Some(Err(err)) => {
+                    let mut guard = self.guard.take()?;
                     let measured = self.measured(&guard);
                     guard.settle(Settlement::Broke(&err), measured);
                     return Some(Err(Error::StreamInterrupted {
@@ -147,6 +153,7 @@ impl LiveStream {
                     }));
                 }
                 None => {
+                    let mut guard = self.guard.take()?;
                     // A grammar-trusted answer is valid once complete; cut off by max_tokens it
                     // may be half a JSON value. The caller has it, with finish_reason `length`;
                     // the ledger says so, and the cache does not keep it.
@@ -176,6 +183,17 @@ impl LiveStream {
         }
     }
 
+    /// What a stream cut off by its caller had generated: its usage if a chunk reported one,
+    /// else an estimate from the text delivered (at least a token per content chunk).
+    fn measured_so_far(&self, guard: &AttemptGuard) -> Measured {
+        let mut measured = self.measured(guard);
+        if measured.estimated {
+            let tokens = measured.usage.completion_tokens.max(self.observed.content_chunks);
+            measured.usage = Usage::new(measured.usage.prompt_tokens, tokens);
+        }
+        measured
+    }
+
     fn measured(&self, guard: &AttemptGuard) -> Measured {
         let latency = self.started.elapsed();
         match self.observed.usage {
@@ -184,6 +202,15 @@ impl LiveStream {
                 let usage = Usage::new(guard.estimated_prompt_tokens, (self.observed.output_chars / 4) as u32);
                 Measured { usage, estimated: true, latency }
             }
+        }
+    }
+}
+
+impl Drop for LiveStream {
+    fn drop(&mut self) {
+        if let Some(mut guard) = self.guard.take() {
+            let measured = self.measured_so_far(&guard);
+            guard.settle(Settlement::Cancelled, measured);
         }
     }
 }

@@ -26,7 +26,8 @@ mod settle;
 pub use self::backend::{Backend, BackendKind, TierConfig};
 pub use self::prepared::Prepared;
 pub use self::reask::DEFAULT_REASK_WINDOW;
-pub use self::retry::RetryPolicy;
+pub use self::retry::{OnOverload, RetryPolicy};
+pub use self::settle::SHUTDOWN_REASON;
 /// Re-exported from [`crate::types`], where it lives now, so `slmkit::client::assemble` keeps working.
 pub use crate::types::assemble;
 
@@ -299,6 +300,15 @@ impl Client {
         ReaskKey::of(request, digest.unwrap_or_else(|| crate::cache::digest(request)))
     }
 
+    /// The schema bounds every request is held to: the local SLM engine's, or the defaults.
+    /// Checked before routing, so a schema no tier should take never reaches one.
+    fn schema_limits(&self) -> crate::schema::SchemaLimits {
+        match self.tier(Tier::Slm).map(|config| &config.backend) {
+            Some(Backend::Local(engine)) => *engine.schema_limits(),
+            _ => crate::schema::SchemaLimits::default(),
+        }
+    }
+
     /// The tier whose local model `model` names (case-insensitive), if any.
     fn tier_named(&self, model: &str) -> Option<Tier> {
         if model.is_empty() {
@@ -332,6 +342,7 @@ impl Client {
     fn prepared<'r>(&self, request: Cow<'r, ChatCompletionRequest>) -> Result<Prepared<'r>> {
         request.validate()?;
         crate::hints::check(&request)?;
+        crate::schema::check_request(&request, &self.schema_limits())?;
         let slot = match &self.inner.cache {
             Some(cache) if !bypasses_cache(&request) && cache.admits(&request) => {
                 #[cfg(test)]

@@ -34,6 +34,27 @@ pub struct RetryPolicy {
     /// counts as a re-ask: the caller rejected the answer, and the re-ask continues the call's
     /// attempt budget. Default 120 s; zero turns detection off. See `client/reask.rs`.
     pub reask_window: Duration,
+    /// What a call does when the local SLM engine's queue is full. Default
+    /// [`OnOverload::Escalate`].
+    pub on_overload: OnOverload,
+}
+
+/// What a call does when the local SLM engine's queue is full (`[slm] on_overload`). The
+/// attempt is recorded with outcome `overloaded` whichever is chosen, except a `wait` that
+/// got its place.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnOverload {
+    /// Go on to the LLM tier, as after any SLM error (and fail without one). The default:
+    /// an overloaded SLM costs LLM money but no caller waits.
+    #[default]
+    Escalate,
+    /// Wait for a queue place, as long as the call's timeout allows (with none, until one
+    /// opens).
+    Wait,
+    /// Fail the call with [`Error::Overloaded`](crate::Error::Overloaded): HTTP 503,
+    /// `server_overloaded`, through `slmkit serve`.
+    Reject,
 }
 
 impl Default for RetryPolicy {
@@ -49,6 +70,7 @@ impl Default for RetryPolicy {
             retry_top_p: Some(0.9),
             retry_min_p: Some(0.05),
             reask_window: super::reask::DEFAULT_REASK_WINDOW,
+            on_overload: OnOverload::default(),
         }
     }
 }

@@ -31,6 +31,7 @@ impl<'e> Settlement<'e> {
             Settlement::Served => Outcome::Ok,
             Settlement::Rejected(_) => Outcome::ValidationFailed,
             Settlement::BackendFailed(Error::Timeout { .. }) => Outcome::Timeout,
+            Settlement::BackendFailed(Error::Overloaded { .. }) => Outcome::Overloaded,
             Settlement::BackendFailed(_) | Settlement::Broke(_) => Outcome::Error,
             Settlement::Cancelled => Outcome::Cancelled,
         }
@@ -52,6 +53,10 @@ impl<'e> Settlement<'e> {
         }
     }
 }
+
+/// The reason on an attempt cut off because `slmkit serve` (or another host that calls
+/// [`Ledger::mark_shutting_down`]) stopped, not because its caller left.
+pub const SHUTDOWN_REASON: &str = "cut off by the server's shutdown";
 
 /// What an attempt used.
 #[derive(Debug, Clone, Copy)]
@@ -140,7 +145,10 @@ impl AttemptGuard {
             self.pricing.price(usage.prompt_tokens, usage.completion_tokens, self.busy(&usage, latency));
         let record = &mut self.record;
         record.outcome = settlement.outcome();
-        record.reason = settlement.reason().or_else(|| self.note.take());
+        record.reason = match settlement {
+            Settlement::Cancelled if self.ledger.is_shutting_down() => Some(SHUTDOWN_REASON.to_owned()),
+            _ => settlement.reason().or_else(|| self.note.take()),
+        };
         record.error_kind = settlement.error().map(|err| err.kind().to_owned());
         record.status = match settlement.error() {
             Some(Error::Api { status, .. }) => Some(*status),

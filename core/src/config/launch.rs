@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::ledger::Pricing;
 use crate::local::{EngineOptions, LocalEngine, LocalModel, ModelOptions};
 use crate::remote::{ApiKey, RemoteBackend, RemoteConfig};
+use crate::schema::SchemaLimits;
 
 /// Loads or connects the backend `section` describes, with its pricing.
 ///
@@ -17,7 +18,28 @@ use crate::remote::{ApiKey, RemoteBackend, RemoteConfig};
 /// [`Error::ModelLoad`], or [`Error::Config`] for a missing API key variable or bad value.
 pub fn tier(section: &TierSection) -> Result<(Backend, Pricing)> {
     match section {
-        TierSection::Local { model, slots, context, prefix_cache, threads, queue, gpu_layers, pricing } => {
+        TierSection::Local {
+            model,
+            slots,
+            context,
+            prefix_cache,
+            threads,
+            queue,
+            gpu_layers,
+            pricing,
+            max_schema_bytes,
+            max_schema_enum_values,
+            max_schema_repeat,
+            grammar_timeout_s,
+            on_overload: _,
+        } => {
+            let schema_defaults = SchemaLimits::default();
+            let schema_limits = SchemaLimits {
+                max_bytes: max_schema_bytes.unwrap_or(schema_defaults.max_bytes),
+                max_enum_values: max_schema_enum_values.unwrap_or(schema_defaults.max_enum_values),
+                max_repeat: max_schema_repeat.unwrap_or(schema_defaults.max_repeat),
+                grammar_timeout: seconds("grammar_timeout_s", *grammar_timeout_s, schema_defaults.grammar_timeout)?,
+            };
             let options = ModelOptions { gpu_layers: gpu_layers.unwrap_or(0), ..ModelOptions::default() };
             let loaded = LocalModel::load(resolve_model(model)?, &options)?;
             let defaults = EngineOptions::default();
@@ -30,6 +52,7 @@ pub fn tier(section: &TierSection) -> Result<(Backend, Pricing)> {
                     queue_capacity: queue.unwrap_or(defaults.queue_capacity),
                     prefix_cache_tokens: prefix_cache.or(defaults.prefix_cache_tokens),
                     batch_size: defaults.batch_size,
+                    schema_limits,
                     ..defaults
                 },
             )?;

@@ -115,6 +115,23 @@ pub enum TierSection {
         gpu_layers: Option<u32>,
         #[serde(default)]
         pricing: Option<Pricing>,
+        /// A request schema's size as JSON, in bytes (default 256 KiB); see
+        /// [`SchemaLimits`](crate::schema::SchemaLimits).
+        #[serde(default)]
+        max_schema_bytes: Option<usize>,
+        /// `enum` values over a request's schemas (default 4096).
+        #[serde(default)]
+        max_schema_enum_values: Option<usize>,
+        /// The largest `minItems`/`maxItems`/`minLength`/`maxLength`/`min-`/`maxProperties`
+        /// (default 10,000).
+        #[serde(default)]
+        max_schema_repeat: Option<u64>,
+        /// Seconds turning a request's schemas into a grammar may take (default 10).
+        #[serde(default)]
+        grammar_timeout_s: Option<f64>,
+        /// `escalate` (default), `wait` or `reject`: see [`OnOverload`](crate::client::OnOverload).
+        #[serde(default)]
+        on_overload: Option<crate::client::OnOverload>,
     },
     Remote {
         base_url: String,
@@ -361,7 +378,11 @@ impl Config {
             let (backend, pricing) = launch::tier(section)?;
             builder = builder.llm(backend, pricing);
         }
-        builder = builder.retry(self.retry.policy()?);
+        let mut policy = self.retry.policy()?;
+        if let Some(TierSection::Local { on_overload: Some(on_overload), .. }) = &self.slm {
+            policy.on_overload = *on_overload;
+        }
+        builder = builder.retry(policy);
         builder = builder.routing(self.routing.clone()).cache(self.cache.clone());
         if let Some(path) = &self.ledger.path {
             builder = builder.ledger(Ledger::with_file(path)?);
@@ -429,6 +450,7 @@ impl RetrySection {
                 Some(0.0) => Duration::ZERO,
                 other => seconds("reask_window_s", other, defaults.reask_window)?,
             },
+            on_overload: defaults.on_overload,
         })
     }
 }

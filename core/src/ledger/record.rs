@@ -15,6 +15,8 @@ pub enum Outcome {
     /// The backend failed (the kind is in the record).
     Error,
     Timeout,
+    /// The local engine's queue was full, so the attempt never ran (see `[slm] on_overload`).
+    Overloaded,
     /// The caller went away mid-attempt.
     Cancelled,
     /// Served from the response cache: no backend call.

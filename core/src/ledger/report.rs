@@ -37,6 +37,10 @@ pub struct Report {
     pub escalations: u64,
     pub validation_failures: u64,
     pub errors: u64,
+    /// SLM attempts refused because the local engine's queue was full (outcome `overloaded`;
+    /// not in `errors`).
+    #[serde(default)]
+    pub overloaded: u64,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     /// Everything spent, every attempt included.
@@ -152,6 +156,7 @@ impl Report {
                 match record.outcome {
                     Outcome::ValidationFailed => report.validation_failures += 1,
                     Outcome::Error | Outcome::Timeout => report.errors += 1,
+                    Outcome::Overloaded => report.overloaded += 1,
                     _ => {}
                 }
             }
@@ -205,6 +210,7 @@ impl Report {
             ("escalations SLM -> LLM", self.escalations.to_string()),
             ("validation failures", self.validation_failures.to_string()),
             ("errors", self.errors.to_string()),
+            ("SLM attempts refused: engine overloaded", self.overloaded.to_string()),
             ("tokens (prompt / completion)", format!("{} / {}", self.prompt_tokens, self.completion_tokens)),
             ("cost, all attempts", format!("${:.6}", self.cost_usd)),
             ("  of which SLM / LLM", format!("${:.6} / ${:.6}", self.slm_cost_usd, self.llm_cost_usd)),
@@ -252,6 +258,10 @@ pub struct Totals {
     pub escalations: u64,
     pub validation_failures: u64,
     pub errors: u64,
+    /// SLM attempts refused because the local engine's queue was full (outcome `overloaded`;
+    /// not in `errors`).
+    #[serde(default)]
+    pub overloaded: u64,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub cost_usd: f64,
@@ -310,6 +320,7 @@ impl Totals {
         match record.outcome {
             Outcome::ValidationFailed => self.validation_failures += 1,
             Outcome::Error | Outcome::Timeout => self.errors += 1,
+            Outcome::Overloaded => self.overloaded += 1,
             _ => {}
         }
     }

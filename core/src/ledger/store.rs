@@ -31,6 +31,9 @@ pub struct Ledger {
 struct Shared {
     memory: Mutex<Memory>,
     file: Option<FileWriter>,
+    /// Set when the process is stopping: attempts cut off from here on were not cancelled by
+    /// their callers (see [`Ledger::mark_shutting_down`]).
+    shutting_down: std::sync::atomic::AtomicBool,
 }
 
 struct Memory {
@@ -82,7 +85,7 @@ impl Ledger {
 
     fn new(memory_limit: usize, file: Option<FileWriter>) -> Self {
         let memory = Memory { records: VecDeque::new(), memory_limit, totals: Totals::default(), recorded: 0 };
-        Ledger { inner: Arc::new(Shared { memory: Mutex::new(memory), file }) }
+        Ledger { inner: Arc::new(Shared { memory: Mutex::new(memory), file, shutting_down: Default::default() }) }
     }
 
     fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
@@ -147,6 +150,18 @@ impl Ledger {
         if let Some(file) = &self.inner.file {
             file.flush();
         }
+    }
+
+    /// Says the process is shutting down: attempts dropped from now on are recorded as cut
+    /// off by the shutdown, not as cancelled by their callers. `slmkit serve` calls it when its
+    /// shutdown grace period is over, just before it stops the requests still running.
+    pub fn mark_shutting_down(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`Ledger::mark_shutting_down`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::SeqCst)
     }
 
     /// Writes that failed since the ledger was opened (they are logged as warnings too).

@@ -75,9 +75,21 @@ impl LocalEngine {
     async fn enqueue(&self, request: &ChatCompletionRequest) -> Result<(Prepared, UnboundedReceiver<Event>)> {
         let engine = self.clone();
         let request = request.clone();
-        // Rendering and tokenizing a 25k-token prompt takes milliseconds: keep it off the runtime.
-        let (prepared, job) = tokio::task::spawn_blocking(move || engine.prepare(request))
+        // Rendering and tokenizing a 25k-token prompt takes milliseconds, and turning a schema
+        // into a grammar can take longer: both stay off the runtime and off the engine's worker
+        // thread, which only parses the finished grammar. The schema limits bound the work; the
+        // timeout bounds the wait for whatever they let through.
+        let limit = self.schema_limits().grammar_timeout;
+        let preparing = tokio::task::spawn_blocking(move || engine.prepare(request));
+        let (prepared, job) = tokio::time::timeout(limit, preparing)
             .await
+            .map_err(|_| Error::RequestTooLarge {
+                param: "response_format/tools".into(),
+                reason: format!(
+                    "turning the request's schemas into a grammar took more than {} ms (grammar_timeout_s)",
+                    limit.as_millis()
+                ),
+            })?
             .map_err(|err| Error::Inference(format!("request preparation panicked: {err}")))??;
         let events = self.submit(job.prompt, job.sampling, job.constraint, job.max_tokens, job.stops)?;
         Ok((prepared, events))
@@ -88,7 +100,7 @@ impl LocalEngine {
         reject_non_text(&request, self.model().name())?;
         let prompted_tools = self.model().tool_support() == ToolSupport::Prompt && !request.active_tools().is_empty();
         let syntax = if prompted_tools { ToolCallSyntax::BareJson } else { self.model().tool_syntax() };
-        let (mut constraint, kind) = constraint_for(&request, syntax)?;
+        let (mut constraint, kind) = constraint_for(&request, syntax, self.schema_limits())?;
         let bare = is_bare(&request);
         let mut messages = std::borrow::Cow::Borrowed(&request.messages);
         if bare {

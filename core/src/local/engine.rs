@@ -35,6 +35,7 @@ use super::prefix_store::{common_prefix, PrefixStore};
 pub(crate) use super::sampling::Sampling;
 use super::sampling::{build_samplers, pick, timed, GrammarSamplers, Picking, Stage};
 use crate::error::{Error, Result};
+use crate::schema::SchemaLimits;
 use crate::types::FinishReason;
 
 /// How a local engine is sized.
@@ -60,6 +61,8 @@ pub struct EngineOptions {
     pub threads: Option<u32>,
     /// Tokens per llama.cpp decode call. Default 512.
     pub batch_size: u32,
+    /// Bounds on the schemas a request may turn into a grammar, and on the time that takes.
+    pub schema_limits: SchemaLimits,
     /// Masks every candidate with the output grammar before sampling, instead of checking the
     /// sampled token first. Slower, same greedy output: for tests and benches only.
     #[doc(hidden)]
@@ -75,6 +78,7 @@ impl Default for EngineOptions {
             queue_capacity: 64,
             threads: None,
             batch_size: 512,
+            schema_limits: SchemaLimits::default(),
             full_grammar: false,
         }
     }
@@ -132,6 +136,7 @@ struct EngineShared {
     queue_capacity: usize,
     context_window: u32,
     full_grammar: bool,
+    schema_limits: SchemaLimits,
     worker: Mutex<Option<JoinHandle<()>>>,
     /// The process that started the worker thread (see `Drop`).
     owner_pid: u32,
@@ -267,6 +272,7 @@ impl LocalEngine {
                 queue_capacity: options.queue_capacity,
                 context_window,
                 full_grammar: options.full_grammar,
+                schema_limits: options.schema_limits,
                 worker: Mutex::new(Some(worker)),
                 owner_pid: std::process::id(),
             }),
@@ -286,6 +292,11 @@ impl LocalEngine {
     /// Whether jobs use the full-grammar sampling path ([`EngineOptions::full_grammar`]).
     pub(crate) fn full_grammar(&self) -> bool {
         self.shared.full_grammar
+    }
+
+    /// The bounds on request schemas this engine enforces.
+    pub fn schema_limits(&self) -> &SchemaLimits {
+        &self.shared.schema_limits
     }
 
     /// Requests waiting for a slot right now.

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
+use crate::schema::{self, relocate_refs, SchemaLimits};
 use crate::types::{ChatCompletionRequest, ResponseFormat, Tool, ToolChoice, ToolChoiceMode};
 
 /// How tool calls are written in the model's output.
@@ -49,11 +50,14 @@ pub(crate) enum OutputKind {
 /// Builds the decoding constraint for a request.
 ///
 /// # Errors
-/// [`Error::InvalidSchema`] when a schema is not valid JSON Schema or cannot become a grammar.
+/// [`Error::InvalidSchema`] when a schema is not valid JSON Schema or cannot become a grammar;
+/// [`Error::RequestTooLarge`] for a schema beyond `limits`, found before any conversion.
 pub(crate) fn constraint_for(
     request: &ChatCompletionRequest,
     syntax: ToolCallSyntax,
+    limits: &SchemaLimits,
 ) -> Result<(OutputConstraint, OutputKind)> {
+    schema::check_request(request, limits)?;
     let tools = request.active_tools();
     if !tools.is_empty() {
         let forced: Option<Vec<&Tool>> = match &request.tool_choice {
@@ -95,20 +99,12 @@ pub(crate) fn constraint_for(
     Ok((constraint, OutputKind::Text))
 }
 
-/// Checks that `schema` is valid JSON Schema, as the `jsonschema` crate's metaschema sees it.
+/// Checks that `schema` is valid JSON Schema; see [`schema::check_validity`].
 ///
 /// # Errors
 /// [`Error::InvalidSchema`] with the first problem found.
 pub fn check_schema(schema: &Value, param: &str) -> Result<()> {
-    if !(schema.is_object() || schema.is_boolean()) {
-        return Err(Error::InvalidSchema {
-            param: param.to_owned(),
-            reason: format!("a schema must be an object or a boolean, not {schema}"),
-        });
-    }
-    jsonschema::validator_for(schema)
-        .map(|_| ())
-        .map_err(|err| Error::InvalidSchema { param: param.to_owned(), reason: err.to_string() })
+    schema::check_validity(schema, param)
 }
 
 /// Converted schemas kept for later requests.
@@ -197,21 +193,28 @@ impl<K: Eq + Hash + Clone, V> BoundedLru<K, V> {
 /// A grammar for one call of one of `tools`, its arguments matching that tool's parameters.
 fn tool_call_grammar(tools: &[&Tool], syntax: ToolCallSyntax) -> Result<String> {
     let mut alternatives = Vec::with_capacity(tools.len());
-    for tool in tools {
+    // Each tool's parameters move under `$defs`, their local `$ref`s rewritten to match, so a
+    // `#/$defs/…` of a nested model still resolves inside the call schema.
+    let mut parameters_by_tool = serde_json::Map::new();
+    for (index, tool) in tools.iter().enumerate() {
         let parameters =
             tool.function.parameters.clone().unwrap_or_else(|| json!({"type": "object", "properties": {}}));
         check_schema(&parameters, &format!("tools[{}].function.parameters", tool.function.name))?;
+        let name = format!("tool{index}-arguments");
+        parameters_by_tool.insert(name.clone(), relocate_refs(&parameters, &format!("/$defs/{name}")));
         alternatives.push(json!({
             "type": "object",
             "properties": {
                 "name": {"const": tool.function.name},
-                "arguments": parameters,
+                "arguments": {"$ref": format!("#/$defs/{name}")},
             },
             "required": ["name", "arguments"],
             "additionalProperties": false,
         }));
     }
-    let call_schema = if alternatives.len() == 1 { alternatives.remove(0) } else { json!({ "anyOf": alternatives }) };
+    let mut call_schema =
+        if alternatives.len() == 1 { alternatives.remove(0) } else { json!({ "anyOf": alternatives }) };
+    call_schema["$defs"] = Value::Object(parameters_by_tool);
     let call_grammar = schema_grammar(&call_schema, "tools")?;
     Ok(match syntax {
         ToolCallSyntax::BareJson => call_grammar,
@@ -280,6 +283,55 @@ mod tests {
         assert!(converted().lock().unwrap().get(&invalid.to_string()).is_none());
     }
 
+    /// What instructor 1.x sends as `tools[0].function.parameters` for
+    /// `class User(BaseModel): name: str; age: int` and
+    /// `class Team(BaseModel): name: str; members: list[User]; lead: User`.
+    pub(crate) fn instructor_nested_parameters() -> Value {
+        json!({
+            "$defs": {
+                "User": {
+                    "properties": {
+                        "name": {"title": "Name", "type": "string"},
+                        "age": {"title": "Age", "type": "integer"}
+                    },
+                    "required": ["name", "age"],
+                    "title": "User",
+                    "type": "object"
+                }
+            },
+            "properties": {
+                "name": {"title": "Name", "type": "string"},
+                "members": {"items": {"$ref": "#/$defs/User"}, "title": "Members", "type": "array"},
+                "lead": {"$ref": "#/$defs/User"}
+            },
+            "required": ["name", "members", "lead"],
+            "type": "object"
+        })
+    }
+
+    #[test]
+    fn tool_parameters_with_defs_and_definitions_become_grammars() {
+        let mut legacy = instructor_nested_parameters();
+        let defs = legacy.as_object_mut().unwrap().remove("$defs").unwrap();
+        legacy["definitions"] = defs;
+        legacy["properties"]["lead"]["$ref"] = json!("#/definitions/User");
+        legacy["properties"]["members"]["items"]["$ref"] = json!("#/definitions/User");
+        for (choice, syntax) in [
+            (ToolChoice::named("Team"), ToolCallSyntax::Tagged),
+            (ToolChoice::Mode(ToolChoiceMode::Required), ToolCallSyntax::BareJson),
+        ] {
+            let mut request = ChatCompletionRequest::new(vec![ChatMessage::user("x")]);
+            request.tools = Some(vec![
+                Tool::function("Team", "Correctly extracted `Team`", instructor_nested_parameters()),
+                Tool::function("Legacy", "d", legacy.clone()),
+            ]);
+            request.tool_choice = Some(choice);
+            let (constraint, _) = constraint_for(&request, syntax, &SchemaLimits::default()).unwrap();
+            let OutputConstraint::Grammar(grammar) = constraint else { panic!("expected a grammar") };
+            assert!(grammar.contains("User"), "{grammar}");
+        }
+    }
+
     #[test]
     fn forced_tool_grammar_embeds_the_call_schema() {
         let mut request = ChatCompletionRequest::new(vec![ChatMessage::user("x")]);
@@ -289,7 +341,7 @@ mod tests {
             json!({"type": "object", "properties": {"id": {"type": "integer"}}, "required": ["id"]}),
         )]);
         request.tool_choice = Some(ToolChoice::named("lookup"));
-        let (constraint, kind) = constraint_for(&request, ToolCallSyntax::Tagged).unwrap();
+        let (constraint, kind) = constraint_for(&request, ToolCallSyntax::Tagged, &SchemaLimits::default()).unwrap();
         assert_eq!(kind, OutputKind::ForcedToolCalls);
         let OutputConstraint::Grammar(grammar) = constraint else { panic!("expected a grammar") };
         assert!(grammar.starts_with("root ::= \"<tool_call>\""), "{grammar}");
