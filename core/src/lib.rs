@@ -49,7 +49,9 @@ pub mod types;
 pub mod validate;
 
 pub use cache::CacheConfig;
-pub use client::{Backend, BackendKind, Client, ClientBuilder, OnOverload, Prepared, RetryPolicy, SHUTDOWN_REASON};
+pub use client::{
+    Backend, BackendKind, Client, ClientBuilder, OnOverload, Prepared, PreparedResponse, RetryPolicy, SHUTDOWN_REASON,
+};
 pub use config::{Config, OpenAiClientOptions};
 pub use error::{Error, Result};
 pub use ledger::{AttemptRecord, Ledger, Outcome, Pricing, Report, Totals};
@@ -58,4 +60,5 @@ pub use metadata::{CacheStatus, CallMetadata, Reask};
 pub use remote::{RemoteBackend, RemoteConfig};
 pub use routing::{RouteDecision, Router, RoutingConfig};
 pub use tier::Tier;
+pub use types::responses::{Response, ResponseEvent, ResponseEventStream, ResponseRequest};
 pub use types::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage};
