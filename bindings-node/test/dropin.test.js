@@ -228,9 +228,29 @@ test('an abort signal cancels the native call: whole, before the stream, and mid
   for (let i = 0; i < 3; i++) assert.equal((await reader.read()).done, false);
   live.abort();
   await assert.rejects(reader.read(), { name: 'AbortError' });
+  // The stream's attempt had started, so it is on the ledger; the whole call's too, unless the
+  // abort came before its attempt began. Nothing ran to the end.
   const outcomes = fetch.ledger.records().map((r) => r.outcome);
-  assert.deepEqual(outcomes, ['cancelled', 'cancelled']);
+  assert.ok(outcomes.length >= 1 && outcomes.every((outcome) => outcome === 'cancelled'), outcomes.join());
   // The only slot is free again.
   const next = await request({ seed: 23, max_tokens: 4, response_format: undefined });
   assert.equal((await next.json()).object, 'chat.completion');
+});
+
+test('a stream that breaks after its first chunks throws slmkit\'s error from the iteration', async () => {
+  const client = new OpenAI({
+    llm: { backend: 'remote', base_url: server.url, model: 'big', api_key: 'k' },
+    retry: { llm_attempts: 1 },
+  });
+  await server.script([{ kind: 'reply', content: 'one two three four five six seven eight', cut_after_chunks: 2 }]);
+  const stream = await client.chat.completions.create({ model: '', messages, stream: true });
+  const seen = [];
+  const err = await (async () => {
+    for await (const chunk of stream) seen.push(chunk);
+  })().catch((e) => e);
+  assert.ok(err instanceof RealOpenAI.APIError, String(err));
+  assert.equal(err.kind, 'stream_interrupted');
+  assert.equal(err.chunksDelivered, seen.length);
+  assert.ok(seen.length >= 1);
+  assert.deepEqual(client.ledger.records().map((r) => `${r.tier}:${r.outcome}`), ['llm:error']);
 });
