@@ -64,6 +64,26 @@ function buildClient(openai, Stream) {
     return value;
   }
 
+  /** Makes `resource.create` hide the metadata of what it returns: an answer, or each streamed item. */
+  function hideMetadataOf(resource, client) {
+    const create = resource.create;
+    resource.create = (body, requestOptions) =>
+      create.call(resource, body, requestOptions)._thenUnwrap((data) => {
+        if (!(data instanceof Stream)) return hideMetadata(data);
+        return new Stream(
+          async function* hidden() {
+            for await (const item of data) {
+              // A Responses event carries its response (`response.completed`, ...).
+              if (item?.response) hideMetadata(item.response);
+              yield hideMetadata(item);
+            }
+          },
+          data.controller,
+          client,
+        );
+      });
+  }
+
   class OpenAI extends openai.OpenAI {
     /**
      * @param {object} [options] the `openai` client's options (`apiKey`, `baseURL`, `timeout`,
@@ -90,20 +110,9 @@ function buildClient(openai, Stream) {
       Object.defineProperty(this, '_slmkit', { value: internals, enumerable: false });
       this._native = internals.native;
       this.ledger = internals.ledger;
-      const completions = this.chat.completions;
-      const create = completions.create;
       // `parse`, `stream` and `runTools` call `create`, so they see the metadata hidden too.
-      completions.create = (body, requestOptions) =>
-        create.call(completions, body, requestOptions)._thenUnwrap((data) => {
-          if (!(data instanceof Stream)) return hideMetadata(data);
-          return new Stream(
-            async function* hidden() {
-              for await (const chunk of data) yield hideMetadata(chunk);
-            },
-            data.controller,
-            this,
-          );
-        });
+      hideMetadataOf(this.chat.completions, this);
+      hideMetadataOf(this.responses, this);
     }
 
     /**

@@ -7,8 +7,8 @@ export type SlmkitFetch = ((input: string | URL | Request, init?: RequestInit) =
 };
 
 /**
- * A `fetch` that serves `POST …/chat/completions` (whole or SSE), `GET …/models` and
- * `POST …/responses` in-process, for any client that takes a custom fetch: the `openai`
+ * A `fetch` that serves `POST …/chat/completions` and `POST …/responses` (whole or SSE) and
+ * `GET …/models` in-process, for any client that takes a custom fetch: the `openai`
  * package, the Vercel AI SDK's `createOpenAICompatible`, LangChain.js's `ChatOpenAI`.
  */
 export declare function slmkitFetch(options?: ClientOptions): SlmkitFetch;

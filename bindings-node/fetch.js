@@ -230,22 +230,45 @@ function linkSignal(signal, token) {
   return () => signal.removeEventListener('abort', onAbort);
 }
 
-async function chatCompletions(internals, text, signal) {
+/** The body as a JSON object, or the 400 response saying why it is not one. */
+function parseBody(text) {
   let params;
   try {
     params = JSON.parse(text);
   } catch (err) {
-    return requestError(400, `the request body is not JSON: ${err.message}`, 'invalid_request');
+    return { refused: requestError(400, `the request body is not JSON: ${err.message}`, 'invalid_request') };
   }
   if (params === null || typeof params !== 'object' || Array.isArray(params)) {
-    return requestError(400, 'the request body must be a JSON object', 'invalid_request');
+    return { refused: requestError(400, 'the request body must be a JSON object', 'invalid_request') };
   }
+  return { params };
+}
+
+// The two APIs on one path: the native calls that answer them, and how a stream is framed.
+// Chat chunks as `data: {chunk}` then `data: [DONE]`; Responses events as `event: {type}`
+// then `data: {event}`, with no `[DONE]` (as OpenAI and `slmkit serve` frame them).
+const CHAT = {
+  whole: (client, text, token) => client.create(text, token, null),
+  stream: (client, text, token) => client.createStream(text, token, null),
+  frame: (json) => `data: ${json}\n\n`,
+  end: 'data: [DONE]\n\n',
+};
+const RESPONSES = {
+  whole: (client, text, token) => client.respond(text, token, null),
+  stream: (client, text, token) => client.respondStream(text, token, null),
+  frame: (json) => `event: ${JSON.parse(json).type}\ndata: ${json}\n\n`,
+  end: '',
+};
+
+async function answer(internals, api, text, signal) {
+  const { params, refused } = parseBody(text);
+  if (refused) return refused;
   const token = new native.CancelToken();
-  if (params.stream === true) return chatStream(internals, text, signal, token);
+  if (params.stream === true) return streamed(internals, api, text, signal, token);
   const unlink = linkSignal(signal, token);
   try {
-    const answer = await internals.native.create(text, token, null);
-    return new Response(answer, { status: 200, headers: JSON_HEADERS });
+    const json = await api.whole(internals.native, text, token);
+    return new Response(json, { status: 200, headers: JSON_HEADERS });
   } catch (thrown) {
     if (signal?.aborted) throw abortReason(signal);
     return failureResponse(thrown);
@@ -254,8 +277,8 @@ async function chatCompletions(internals, text, signal) {
   }
 }
 
-/** A whole stream as `data: {chunk}\n\n` frames, then `data: [DONE]\n\n`, as OpenAI sends them. */
-async function chatStream(internals, text, signal, token) {
+/** A stream as server-sent events, framed by `api`. */
+async function streamed(internals, api, text, signal, token) {
   let nativeStream;
   // Cancelling the token drops the pending start or the live stream; closing the stream drops
   // it at once, which stops generation and frees the engine slot. Both are idempotent.
@@ -269,7 +292,7 @@ async function chatStream(internals, text, signal, token) {
     nativeStream?.close();
   };
   try {
-    nativeStream = await internals.native.createStream(text, token, null);
+    nativeStream = await api.stream(internals.native, text, token);
   } catch (thrown) {
     finish();
     if (signal?.aborted) throw abortReason(signal);
@@ -282,24 +305,24 @@ async function chatStream(internals, text, signal, token) {
   const encoder = new TextEncoder();
   const body = new ReadableStream({
     async pull(controller) {
-      let chunk;
+      let item;
       try {
-        chunk = await nativeStream.next();
+        item = await nativeStream.next();
       } catch (thrown) {
         finish();
         // An abort errors the body with the signal's reason, as a network fetch does. Any
-        // other failure after the first chunk (the status is sent) errors the body with
+        // other failure after the first item (the status is sent) errors the body with
         // slmkit's error object: in-process there is no need to flatten it to an SSE event.
         controller.error(signal?.aborted ? abortReason(signal) : internals.errors().convertError(thrown, internals.causes));
         return;
       }
-      if (chunk === null) {
+      if (item === null) {
         finish();
-        controller.enqueue(encoder.encode('data: [DONE]\n\n'));
+        if (api.end) controller.enqueue(encoder.encode(api.end));
         controller.close();
         return;
       }
-      controller.enqueue(encoder.encode(`data: ${chunk}\n\n`));
+      controller.enqueue(encoder.encode(api.frame(item)));
     },
     cancel() {
       finish();
@@ -319,14 +342,6 @@ function models(internals, id) {
   const model = list.data.find((entry) => entry.id === id);
   if (!model) return requestError(404, `The model '${id}' is not one of this client's tiers`, 'model_not_found', 'model');
   return new Response(JSON.stringify(model), { status: 200, headers: JSON_HEADERS });
-}
-
-function responses() {
-  return requestError(
-    404,
-    'POST /v1/responses is not available in this build of slmkit: the Responses API subset is not in the core yet; use POST /v1/chat/completions',
-    'not_found',
-  );
 }
 
 /** The request's URL, method, signal and body text, for any of fetch's argument forms. */
@@ -350,8 +365,8 @@ async function route(internals, input, init) {
   const path = url.pathname.replace(/\/+$/, '');
   const allowed = (expected) =>
     method === expected ? undefined : requestError(405, `${method} ${path} is not allowed; use ${expected}`, 'method_not_allowed');
-  if (path.endsWith('/chat/completions')) return allowed('POST') ?? chatCompletions(internals, text, signal);
-  if (path.endsWith('/responses')) return allowed('POST') ?? responses();
+  if (path.endsWith('/chat/completions')) return allowed('POST') ?? answer(internals, CHAT, text, signal);
+  if (path.endsWith('/responses')) return allowed('POST') ?? answer(internals, RESPONSES, text, signal);
   if (path.endsWith('/models')) return allowed('GET') ?? models(internals);
   const model = /\/models\/([^/]+)$/.exec(path);
   if (model) return allowed('GET') ?? models(internals, decodeURIComponent(model[1]));
@@ -363,8 +378,9 @@ async function route(internals, input, init) {
 }
 
 /**
- * A WHATWG `fetch` that answers the OpenAI API in-process: `POST …/chat/completions` (whole
- * or streamed as SSE), `GET …/models` (the configured tiers' models) and `POST …/responses`.
+ * A WHATWG `fetch` that answers the OpenAI API in-process: `POST …/chat/completions` and
+ * `POST …/responses` (the core's Responses API subset), whole or streamed as SSE, and
+ * `GET …/models` (the configured tiers' models).
  * The host of the URL is ignored. `options`: slmkit's client options (the configuration
  * sections, `config`, `validators`, and `baseURL` / `apiKey` / `maxRetries` for the LLM
  * tier), as `new OpenAI(options)` takes them. Failures become OpenAI error responses; an

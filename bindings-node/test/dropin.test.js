@@ -201,15 +201,24 @@ test('slmkitFetch: chat completions whole and as SSE, models, and clear errors f
   const notJson = await post('/chat/completions', '{"model":');
   assert.equal(notJson.status, 400);
   assert.equal((await notJson.json()).error.type, 'invalid_request_error');
-  const responses = await post('/responses', JSON.stringify({ model: '', input: 'hi' }));
-  assert.equal(responses.status, 404);
-  assert.match((await responses.json()).error.message, /\/v1\/responses is not available/);
+  const response = await post('/responses', JSON.stringify({ model: '', input: 'hi', max_output_tokens: 4 }));
+  assert.equal(response.status, 200);
+  assert.equal((await response.json()).object, 'response');
+  const events = await post('/responses', JSON.stringify({ model: '', input: 'hi', max_output_tokens: 4, stream: true }));
+  const eventFrames = (await events.text()).split('\n\n').filter(Boolean);
+  for (const frame of eventFrames) {
+    const [eventLine, dataLine] = frame.split('\n');
+    assert.equal(eventLine, `event: ${JSON.parse(dataLine.slice(6)).type}`);
+  }
+  // The terminal event last (`incomplete` when max_output_tokens cut it), and no [DONE] after it.
+  assert.match(eventFrames.at(-1).split('\n')[0], /^event: response\.(completed|incomplete)$/);
   const unknown = await fetch('http://x.invalid/v1/embeddings', { method: 'POST', body: '{}' });
   assert.equal(unknown.status, 404);
   assert.match((await unknown.json()).error.message, /chat\/completions/);
   const wrongMethod = await fetch('http://x.invalid/v1/chat/completions');
   assert.equal(wrongMethod.status, 405);
-  assert.deepEqual(fetch.ledger.records().map((r) => r.outcome), ['ok', 'ok']);
+  // Four calls served (a random answer the default validators reject is retried first).
+  assert.equal(fetch.ledger.records().filter((r) => r.served).length, 4);
 });
 
 test('an abort signal cancels the native call: whole, before the stream, and mid-stream', async () => {
@@ -253,4 +262,44 @@ test('a stream that breaks after its first chunks throws slmkit\'s error from th
   assert.equal(err.chunksDelivered, seen.length);
   assert.ok(seen.length >= 1);
   assert.deepEqual(client.ledger.records().map((r) => `${r.tier}:${r.outcome}`), ['llm:error']);
+});
+
+test('responses.create, responses.parse and a streamed response, on both tiers', async () => {
+  const client = bothTiers();
+  const whole = await client.responses.create({ model: '', input: 'hello', max_output_tokens: 6 });
+  assert.equal(whole.object, 'response');
+  if (whole.status !== 'completed') {
+    assert.equal(whole.status, 'incomplete');
+    assert.equal(whole.incomplete_details.reason, 'max_output_tokens');
+  }
+  assert.equal(typeof whole.output_text, 'string');
+  assert.ok(!Object.keys(whole).includes('slmkit'));
+
+  const parsed = await client.responses.parse({
+    model: '',
+    instructions: 'Classify the ticket.',
+    input: [{ role: 'user', content: 'order 1234 is late, refund it' }],
+    text: { format: { type: 'json_schema', name: 'ticket', schema: TICKET, strict: true } },
+    max_output_tokens: 64,
+  });
+  assert.ok(['refund', 'billing', 'bug', 'other'].includes(parsed.output_parsed.intent), parsed.output_text);
+  assert.ok(Number.isInteger(parsed.output_parsed.order_id));
+
+  await server.script([{ kind: 'reply', content: 'From the LLM, streamed.' }]);
+  const stream = await client.responses.create({ model: '', input: 'hello', stream: true, metadata: { slmkit_route: 'llm' } });
+  const types = [];
+  let text = '';
+  for await (const event of stream) {
+    types.push(event.type);
+    if (event.type === 'response.output_text.delta') text += event.delta;
+  }
+  assert.equal(types[0], 'response.created');
+  assert.equal(types.at(-1), 'response.completed');
+  assert.equal(text, 'From the LLM, streamed.');
+  const served = client.ledger.records().filter((r) => r.served);
+  assert.deepEqual(served.map((r) => `${r.tier}:${r.outcome}`), ['slm:ok', 'slm:ok', 'llm:ok']);
+
+  const refused = await client.responses.create({ model: '', input: 'hi', previous_response_id: 'resp_1' }).catch((e) => e);
+  assert.ok(refused instanceof RealOpenAI.BadRequestError, String(refused));
+  assert.equal(refused.param, 'previous_response_id');
 });
