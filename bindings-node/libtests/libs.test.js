@@ -122,6 +122,25 @@ for (const tier of ['slm', 'llm']) {
     assert.equal(message.usage_metadata.output_tokens, record.completion_tokens);
   });
 
+  test(`LangChain.js on the ${tier}: invoke on the Responses API (useResponsesApi)`, async () => {
+    const fetch = tierFetch(tier);
+    const chat = new ChatOpenAI({
+      model: 'any',
+      apiKey: 'k',
+      maxRetries: 0,
+      maxTokens: 8,
+      useResponsesApi: true,
+      configuration: { fetch, baseURL: BASE_URL },
+    });
+    if (tier === 'llm') await server.script([{ kind: 'reply', content: 'Refund issued, via responses.' }]);
+    const message = await chat.invoke(PROMPT);
+    const record = assertServedBy(fetch, tier);
+    const text = message.content.map((part) => part.text).join('');
+    if (tier === 'llm') assert.equal(text, 'Refund issued, via responses.');
+    else assert.equal(typeof text, 'string');
+    assert.equal(message.usage_metadata.output_tokens, record.completion_tokens);
+  });
+
   test(`LangChain.js on the ${tier}: bindTools`, async () => {
     const fetch = tierFetch(tier);
     const chat = new ChatOpenAI({ model: 'any', apiKey: 'k', maxRetries: 0, maxTokens: 96, configuration: { fetch, baseURL: BASE_URL } });
