@@ -50,6 +50,6 @@ export SLMKIT_METAGPT_PYTHON_BIN="$metagpt_venv/bin/python"
 
 status=0
 # -p no:cacheprovider: no .pytest_cache in the tree.
-"$venv/bin/python" -m pytest -q -p no:cacheprovider "$here/test_serve.py" "$here/test_metagpt.py" "$@" || status=$?
+"$venv/bin/python" -m pytest -q -p no:cacheprovider "$here/test_serve.py" "$here/test_responses.py" "$here/test_metagpt.py" "$@" || status=$?
 node --test "$here/serve.test.mjs" || status=$?
 exit "$status"
