@@ -49,6 +49,11 @@ export declare class NativeClient {
   respondStream(requestJson: string, token?: CancelToken | undefined | null, timeoutMs?: number | undefined | null): Promise<NativeStream>
   /** Where a request would go, and why (JSON). */
   explain(requestJson: string): string
+  /**
+   * The configured tiers' models as `GET /v1/models` lists them (`slmkit serve`'s entries):
+   * an OpenAI model list (JSON), the SLM first.
+   */
+  models(): string
   /** The ledger's report (JSON). */
   ledgerReport(): string
   /** The ledger's report as a text table. */

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use slmkit::types::responses::ResponseRequest;
 use slmkit::types::ChatCompletionRequest;
 use slmkit::validate::{Callback, Verdict};
-use slmkit::{Client, Config, OpenAiClientOptions, Prepared, PreparedResponse};
+use slmkit::{Client, Config, OpenAiClientOptions, Prepared, PreparedResponse, Tier};
 use tokio_util::sync::CancellationToken;
 
 /// What every slmkit error message starts with, so `index.js` can tell them from napi's own.
@@ -367,6 +367,33 @@ impl NativeClient {
         let request = parse_request(&request_json)?;
         let decision = self.client.explain(&request).map_err(to_napi)?;
         serde_json::to_string(&decision).map_err(json_error)
+    }
+
+    /// The configured tiers' models as `GET /v1/models` lists them (`slmkit serve`'s entries):
+    /// an OpenAI model list (JSON), the SLM first.
+    #[napi]
+    pub fn models(&self) -> napi::Result<String> {
+        let data: Vec<Value> = [Tier::Slm, Tier::Llm]
+            .into_iter()
+            .filter_map(|tier| {
+                let config = self.client.tier(tier)?;
+                let mut entry = json!({
+                    "id": config.backend.forcing_id().map_or_else(|| config.backend.model(), str::to_owned),
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": format!("slmkit-{tier}"),
+                    "tier": tier,
+                    "backend": config.backend.kind(),
+                    "name": config.backend.model(),
+                });
+                if let slmkit::Backend::Local(engine) = &config.backend {
+                    entry["context_window"] = json!(engine.context_window());
+                    entry["tool_support"] = json!(engine.model().tool_support());
+                }
+                Some(entry)
+            })
+            .collect();
+        serde_json::to_string(&json!({"object": "list", "data": data})).map_err(json_error)
     }
 
     /// The ledger's report (JSON).

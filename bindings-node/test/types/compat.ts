@@ -10,7 +10,8 @@ import type {
   ChatCompletionMessageParam,
   ChatCompletionTool,
 } from 'openai/resources/chat/completions';
-import OpenAI, { APIError, RateLimitError, ValidatorError } from 'slmkit';
+import OpenAI, { APIError, ContextLengthError, RateLimitError, ValidatorError, slmkitFetch } from 'slmkit';
+import { slmkitFetch as lightFetch } from 'slmkit/fetch';
 
 declare const nonStreaming: ChatCompletionCreateParamsNonStreaming;
 declare const streaming: ChatCompletionCreateParamsStreaming;
@@ -89,4 +90,22 @@ async function check(): Promise<void> {
   const firstTry: boolean | undefined = evaluated.tasks[0]?.slm_first_try;
   console.log(accuracy, firstTry, evaluated.table(), (await client.evaluate('tasks.jsonl')).mode);
 }
+
+// slmkit's client is an `openai` client: it goes wherever one is expected, and slmkitFetch
+// goes wherever a fetch is.
+async function dropIn(): Promise<void> {
+  const client: OpenAIReal = new OpenAI({ slm: { backend: 'local', model: 'm.gguf' } });
+  const parsed = await client.chat.completions.parse({
+    model: '',
+    messages: [{ role: 'user', content: 'hi' }],
+    response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object' }, strict: true } },
+  });
+  console.log(parsed.choices[0]?.message.parsed, (await client.models.list()).data[0]?.id);
+  const fetch = slmkitFetch({ llm: { backend: 'remote', base_url: 'http://127.0.0.1:1/v1' } });
+  const plain = new OpenAIReal({ apiKey: 'k', fetch });
+  console.log(plain.baseURL, fetch.ledger.records().length, lightFetch().ledger.table());
+  const response: Response = await fetch('http://x/v1/models');
+  console.log(response.status, new ContextLengthError(400, undefined, 'too long', new Headers()).kind);
+}
 void check;
+void dropIn;
