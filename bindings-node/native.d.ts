@@ -36,6 +36,17 @@ export declare class NativeClient {
   create(requestJson: string, token: CancelToken, timeoutMs?: number | undefined | null): Promise<string> | string
   /** Starts a stream; resolves once the first chunks are ready (or the call failed). */
   createStream(requestJson: string, token: CancelToken, timeoutMs?: number | undefined | null): Promise<NativeStream>
+  /**
+   * One Responses API call (`POST /v1/responses` body as JSON): resolves to the response's
+   * JSON. The same call path as `create` (routing, validation, retries, cache, ledger).
+   * `token` cancels it; `timeout_ms` bounds the whole call.
+   */
+  respond(requestJson: string, token?: CancelToken | undefined | null, timeoutMs?: number | undefined | null): Promise<string>
+  /**
+   * A streamed Responses API call: resolves to a stream whose `next()` gives each event's
+   * JSON (`{"type": ..., "sequence_number": ..., ...}`), then `null`.
+   */
+  respondStream(requestJson: string, token?: CancelToken | undefined | null, timeoutMs?: number | undefined | null): Promise<NativeStream>
   /** Where a request would go, and why (JSON). */
   explain(requestJson: string): string
   /** The ledger's report (JSON). */
@@ -53,11 +64,11 @@ export declare class NativeClient {
 }
 
 /**
- * A stream of chunks. Closing it, or cancelling its call's token, drops the core stream,
- * which stops generation and frees the engine slot.
+ * A stream of chat chunks or Responses events, as JSON. Closing it, or cancelling its call's
+ * token, drops the core stream, which stops generation and frees the engine slot.
  */
 export declare class NativeStream {
-  /** The next chunk's JSON, or `null` at the end. */
+  /** The next chunk's (or event's) JSON, or `null` at the end. */
   next(): Promise<string | null>
   /** Stops the stream and frees what it holds. A pending `next()` rejects as cancelled. */
   close(): void

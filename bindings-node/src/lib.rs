@@ -21,9 +21,10 @@ use napi::threadsafe_function::ThreadsafeFunction;
 use napi::{Env, Status};
 use napi_derive::napi;
 use serde_json::{json, Value};
-use slmkit::types::{ChatCompletionRequest, ChunkStream};
+use slmkit::types::responses::ResponseRequest;
+use slmkit::types::ChatCompletionRequest;
 use slmkit::validate::{Callback, Verdict};
-use slmkit::{Client, Config, OpenAiClientOptions, Prepared};
+use slmkit::{Client, Config, OpenAiClientOptions, Prepared, PreparedResponse};
 use tokio_util::sync::CancellationToken;
 
 /// What every slmkit error message starts with, so `index.js` can tell them from napi's own.
@@ -101,6 +102,34 @@ fn prepare(client: &Client, request_json: &str, timeout_ms: Option<f64>) -> slmk
     ChatCompletionRequest::from_json(request_json)
         .and_then(|request| client.prepare_owned(request))
         .and_then(|prepared| prepared.with_timeout_s(timeout_ms.map(|ms| ms / 1000.0)))
+}
+
+/// A Responses API request mapped onto the chat call path and prepared, as [`prepare`].
+fn prepare_response(client: &Client, request_json: &str, timeout_ms: Option<f64>) -> slmkit::Result<PreparedResponse> {
+    ResponseRequest::from_json(request_json)
+        .and_then(|request| client.prepare_response(request))
+        .and_then(|prepared| prepared.with_timeout_s(timeout_ms.map(|ms| ms / 1000.0)))
+}
+
+/// A stream's items as the JSON text JS receives: chat chunks, or Responses events.
+type JsonStream = std::pin::Pin<Box<dyn futures::Stream<Item = slmkit::Result<String>> + Send>>;
+
+fn json_stream<T, S>(stream: S) -> JsonStream
+where
+    T: serde::Serialize,
+    S: futures::Stream<Item = slmkit::Result<T>> + Send + 'static,
+{
+    Box::pin(stream.map(|item| {
+        item.and_then(|value| {
+            serde_json::to_string(&value)
+                .map_err(|err| slmkit::Error::Internal(format!("cannot serialise a stream item: {err}")))
+        })
+    }))
+}
+
+/// The cancellation of a call: the caller's token, or one nobody cancels.
+fn token_of(token: Option<&CancelToken>) -> CancellationToken {
+    token.map_or_else(CancellationToken::new, |token| token.token.clone())
 }
 
 /// The verdict JSON the dispatcher in `index.js` answers with.
@@ -278,7 +307,57 @@ impl NativeClient {
                 () = token.cancelled() => return Err(cancelled()),
                 stream = client.create_stream_prepared(prepared) => stream.map_err(to_napi)?,
             };
-            Ok(NativeStream::new(stream, token))
+            Ok(NativeStream::new(json_stream(stream), token))
+        })
+    }
+
+    /// One Responses API call (`POST /v1/responses` body as JSON): resolves to the response's
+    /// JSON. The same call path as `create` (routing, validation, retries, cache, ledger).
+    /// `token` cancels it; `timeout_ms` bounds the whole call.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn respond<'env>(
+        &self,
+        env: &'env Env,
+        request_json: String,
+        token: Option<&CancelToken>,
+        timeout_ms: Option<f64>,
+    ) -> napi::Result<PromiseRaw<'env, String>> {
+        let client = self.client.clone();
+        let token = token_of(token);
+        let prepared = prepare_response(&client, &request_json, timeout_ms);
+        env.spawn_future(async move {
+            let prepared = prepared.map_err(to_napi)?;
+            tokio::select! {
+                biased;
+                () = token.cancelled() => Err(cancelled()),
+                answer = client.respond_prepared(prepared) => {
+                    serde_json::to_string(&answer.map_err(to_napi)?).map_err(json_error)
+                }
+            }
+        })
+    }
+
+    /// A streamed Responses API call: resolves to a stream whose `next()` gives each event's
+    /// JSON (`{"type": ..., "sequence_number": ..., ...}`), then `null`.
+    #[napi(ts_return_type = "Promise<NativeStream>")]
+    pub fn respond_stream<'env>(
+        &self,
+        env: &'env Env,
+        request_json: String,
+        token: Option<&CancelToken>,
+        timeout_ms: Option<f64>,
+    ) -> napi::Result<PromiseRaw<'env, NativeStream>> {
+        let client = self.client.clone();
+        let token = token_of(token);
+        let prepared = prepare_response(&client, &request_json, timeout_ms);
+        env.spawn_future(async move {
+            let prepared = prepared.map_err(to_napi)?;
+            let stream = tokio::select! {
+                biased;
+                () = token.cancelled() => return Err(cancelled()),
+                stream = client.respond_stream_prepared(prepared) => stream.map_err(to_napi)?,
+            };
+            Ok(NativeStream::new(json_stream(stream), token))
         })
     }
 
@@ -335,17 +414,17 @@ impl NativeClient {
     }
 }
 
-/// A stream of chunks. Closing it, or cancelling its call's token, drops the core stream,
-/// which stops generation and frees the engine slot.
+/// A stream of chat chunks or Responses events, as JSON. Closing it, or cancelling its call's
+/// token, drops the core stream, which stops generation and frees the engine slot.
 #[napi]
 pub struct NativeStream {
-    stream: Arc<tokio::sync::Mutex<Option<ChunkStream>>>,
+    stream: Arc<tokio::sync::Mutex<Option<JsonStream>>>,
     token: CancellationToken,
     ended: Arc<AtomicBool>,
 }
 
 impl NativeStream {
-    fn new(stream: ChunkStream, token: CancellationToken) -> Self {
+    fn new(stream: JsonStream, token: CancellationToken) -> Self {
         let stream = Arc::new(tokio::sync::Mutex::new(Some(stream)));
         // An abort must free the engine slot even while nobody is reading the stream, so a
         // watcher drops it on cancellation. It holds a weak reference, so an abandoned stream
@@ -371,7 +450,7 @@ impl Drop for NativeStream {
 
 #[napi]
 impl NativeStream {
-    /// The next chunk's JSON, or `null` at the end.
+    /// The next chunk's (or event's) JSON, or `null` at the end.
     #[napi(ts_return_type = "Promise<string | null>")]
     pub fn next<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, Option<String>>> {
         let stream = self.stream.clone();
@@ -396,7 +475,7 @@ impl NativeStream {
                 item = chunks.next() => item,
             };
             match item {
-                Some(Ok(chunk)) => serde_json::to_string(&chunk).map(Some).map_err(json_error),
+                Some(Ok(json)) => Ok(Some(json)),
                 Some(Err(err)) => {
                     *slot = None;
                     ended.store(true, Ordering::SeqCst);

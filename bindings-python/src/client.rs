@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use pyo3::exceptions::{PyStopAsyncIteration, PyValueError};
 use pyo3::prelude::*;
-use slmkit::types::{ChatCompletionRequest, ChunkStream};
-use slmkit::{Client, Config, OpenAiClientOptions, Prepared};
+use slmkit::types::responses::ResponseRequest;
+use slmkit::types::ChatCompletionRequest;
+use slmkit::{Client, Config, OpenAiClientOptions, Prepared, PreparedResponse};
 
 use crate::errors::{to_py, to_py_detached};
 use crate::runtime::{future_into_py, wait};
@@ -69,6 +70,35 @@ fn prepare(py: Python<'_>, client: &Client, request: &str, timeout: Option<f64>)
         .and_then(|request| client.prepare_owned(request))
         .and_then(|prepared| prepared.with_timeout_s(timeout))
         .map_err(|err| to_py(py, &err))
+}
+
+/// A Responses API request mapped onto the chat call path and prepared, as [`prepare`].
+fn prepare_response(
+    py: Python<'_>,
+    client: &Client,
+    request: &str,
+    timeout: Option<f64>,
+) -> PyResult<PreparedResponse> {
+    ResponseRequest::from_json(request)
+        .and_then(|request| client.prepare_response(request))
+        .and_then(|prepared| prepared.with_timeout_s(timeout))
+        .map_err(|err| to_py(py, &err))
+}
+
+/// A stream's items as the JSON text Python receives: chat chunks, or Responses events.
+type JsonStream = std::pin::Pin<Box<dyn futures::Stream<Item = slmkit::Result<String>> + Send>>;
+
+fn json_stream<T, S>(stream: S) -> JsonStream
+where
+    T: serde::Serialize,
+    S: futures::Stream<Item = slmkit::Result<T>> + Send + 'static,
+{
+    Box::pin(stream.map(|item| {
+        item.and_then(|value| {
+            serde_json::to_string(&value)
+                .map_err(|err| slmkit::Error::Internal(format!("cannot serialise a stream item: {err}")))
+        })
+    }))
 }
 
 fn parse(py: Python<'_>, request: &str) -> PyResult<ChatCompletionRequest> {
@@ -139,7 +169,7 @@ impl NativeClient {
         let prepared = prepare(py, &client, request, timeout)?;
         let stream = wait(py, async move { client.create_stream_prepared(prepared).await })?;
         let stream = stream.map_err(|err| to_py(py, &err))?;
-        Ok(NativeStream { stream: Mutex::new(Some(stream)) })
+        Ok(NativeStream { stream: Mutex::new(Some(json_stream(stream))) })
     }
 
     /// A streamed call from asyncio: the awaitable gives an async iterator of chunks as JSON.
@@ -149,7 +179,63 @@ impl NativeClient {
         let prepared = prepare(py, &client, request, timeout)?;
         future_into_py(py, async move {
             match client.create_stream_prepared(prepared).await {
-                Ok(stream) => Ok(NativeAsyncStream { stream: Arc::new(tokio::sync::Mutex::new(Some(stream))) }),
+                Ok(stream) => Ok(NativeAsyncStream::new(json_stream(stream))),
+                Err(err) => Err(to_py_detached(&err)),
+            }
+        })
+    }
+
+    /// One Responses API call (`POST /v1/responses` body as JSON); returns the response as JSON.
+    /// The same call path as `create`: routing, validation, retries, cache, ledger.
+    #[pyo3(signature = (request, timeout=None))]
+    fn respond(&self, py: Python<'_>, request: &str, timeout: Option<f64>) -> PyResult<String> {
+        let client = self.client(py)?;
+        let prepared = prepare_response(py, &client, request, timeout)?;
+        if let Some(hit) = client.respond_cached(&prepared) {
+            return to_json(&hit);
+        }
+        let answer = wait(py, async move { client.respond_prepared(prepared).await })?;
+        answer.map_err(|err| to_py(py, &err)).and_then(|response| to_json(&response))
+    }
+
+    /// One Responses API call from asyncio; the awaitable gives the response as JSON.
+    #[pyo3(signature = (request, timeout=None))]
+    fn respond_async<'py>(&self, py: Python<'py>, request: &str, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client(py)?;
+        let prepared = prepare_response(py, &client, request, timeout)?;
+        future_into_py(py, async move {
+            match client.respond_prepared(prepared).await {
+                Ok(response) => to_json(&response),
+                Err(err) => Err(to_py_detached(&err)),
+            }
+        })
+    }
+
+    /// A streamed Responses API call: an iterator of events as JSON
+    /// (`{"type": ..., "sequence_number": ..., ...}`).
+    #[pyo3(signature = (request, timeout=None))]
+    fn respond_stream(&self, py: Python<'_>, request: &str, timeout: Option<f64>) -> PyResult<NativeStream> {
+        let client = self.client(py)?;
+        let prepared = prepare_response(py, &client, request, timeout)?;
+        let stream = wait(py, async move { client.respond_stream_prepared(prepared).await })?;
+        let stream = stream.map_err(|err| to_py(py, &err))?;
+        Ok(NativeStream { stream: Mutex::new(Some(json_stream(stream))) })
+    }
+
+    /// A streamed Responses API call from asyncio: the awaitable gives an async iterator of
+    /// events as JSON.
+    #[pyo3(signature = (request, timeout=None))]
+    fn respond_stream_async<'py>(
+        &self,
+        py: Python<'py>,
+        request: &str,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client(py)?;
+        let prepared = prepare_response(py, &client, request, timeout)?;
+        future_into_py(py, async move {
+            match client.respond_stream_prepared(prepared).await {
+                Ok(stream) => Ok(NativeAsyncStream::new(json_stream(stream))),
                 Err(err) => Err(to_py_detached(&err)),
             }
         })
@@ -219,10 +305,11 @@ impl NativeClient {
     }
 }
 
-/// A stream for the sync client. Dropping it (or `close()`) cancels the call.
+/// A stream for the sync client: chat chunks or Responses events, as JSON. Dropping it (or
+/// `close()`) cancels the call.
 #[pyclass(module = "slmkit._slmkit", frozen)]
 pub struct NativeStream {
-    stream: Mutex<Option<ChunkStream>>,
+    stream: Mutex<Option<JsonStream>>,
 }
 
 #[pymethods]
@@ -241,9 +328,9 @@ impl NativeStream {
             (item, stream)
         })?;
         match item {
-            Some(Ok(chunk)) => {
+            Some(Ok(json)) => {
                 *self.stream.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(stream);
-                to_json(&chunk).map(Some)
+                Ok(Some(json))
             }
             Some(Err(err)) => Err(to_py(py, &err)),
             None => Ok(None),
@@ -257,10 +344,17 @@ impl NativeStream {
     }
 }
 
-/// A stream for the async client. Dropping it (or `close()`) cancels the call.
+/// A stream for the async client: chat chunks or Responses events, as JSON. Dropping it (or
+/// `close()`) cancels the call.
 #[pyclass(module = "slmkit._slmkit", frozen)]
 pub struct NativeAsyncStream {
-    stream: Arc<tokio::sync::Mutex<Option<ChunkStream>>>,
+    stream: Arc<tokio::sync::Mutex<Option<JsonStream>>>,
+}
+
+impl NativeAsyncStream {
+    fn new(stream: JsonStream) -> Self {
+        NativeAsyncStream { stream: Arc::new(tokio::sync::Mutex::new(Some(stream))) }
+    }
 }
 
 #[pymethods]
@@ -275,7 +369,7 @@ impl NativeAsyncStream {
             let mut guard = stream.lock().await;
             let Some(live) = guard.as_mut() else { return Err(PyStopAsyncIteration::new_err(())) };
             match live.next().await {
-                Some(Ok(chunk)) => to_json(&chunk),
+                Some(Ok(json)) => Ok(json),
                 Some(Err(err)) => {
                     *guard = None;
                     Err(to_py_detached(&err))

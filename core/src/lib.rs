@@ -48,7 +48,7 @@ pub mod types;
 pub mod validate;
 
 pub use cache::CacheConfig;
-pub use client::{Backend, BackendKind, Client, ClientBuilder, Prepared, RetryPolicy};
+pub use client::{Backend, BackendKind, Client, ClientBuilder, Prepared, PreparedResponse, RetryPolicy};
 pub use config::{Config, OpenAiClientOptions};
 pub use error::{Error, Result};
 pub use ledger::{AttemptRecord, Ledger, Outcome, Pricing, Report, Totals};
@@ -57,4 +57,5 @@ pub use metadata::{CacheStatus, CallMetadata, Reask};
 pub use remote::{RemoteBackend, RemoteConfig};
 pub use routing::{RouteDecision, Router, RoutingConfig};
 pub use tier::Tier;
+pub use types::responses::{Response, ResponseEvent, ResponseEventStream, ResponseRequest};
 pub use types::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage};

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 
 mod convert;
+pub mod responses;
 pub use convert::{assemble, chunks_of, is_usage_only, ChunkStream};
 
 /// A `POST /v1/chat/completions` request body.

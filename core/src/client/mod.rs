@@ -20,12 +20,14 @@ mod call;
 mod live;
 mod prepared;
 mod reask;
+mod responses;
 mod retry;
 mod settle;
 
 pub use self::backend::{Backend, BackendKind, TierConfig};
 pub use self::prepared::Prepared;
 pub use self::reask::DEFAULT_REASK_WINDOW;
+pub use self::responses::{to_chat_request, to_events, to_response, PreparedResponse};
 pub use self::retry::RetryPolicy;
 /// Re-exported from [`crate::types`], where it lives now, so `slmkit::client::assemble` keeps working.
 pub use crate::types::assemble;
