@@ -4,6 +4,7 @@ streaming, tool calls and ``structured_predict``, on both tiers."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 from llama_index.core.llms import ChatMessage
 from llama_index.core.prompts import PromptTemplate
@@ -48,9 +49,11 @@ def test_chat_stream_tools_and_structured_on_the_llm(server: Server) -> None:
     assert [(c.tool_name, c.tool_kwargs) for c in calls] == [("get_weather", {"city": "Paris"})]
     assert_served(sync, "llm", calls=3)
 
-    server.script({"kind": "reply", "tool_calls": [tool_call("Person", {"name": "Ada", "age": 36})]})
+    # llama-index asks gpt-4o-class models for structured output through response_format.
+    server.script({"kind": "reply", "content": json.dumps({"name": "Ada", "age": 36})})
     person = model.structured_predict(Person, PromptTemplate("Extract: {text}"), text="Ada is 36")
     assert person == Person(name="Ada", age=36)
+    assert server.requests()[-1]["body"]["response_format"]["type"] == "json_schema"
     assert_served(sync, "llm", calls=4)
 
     server.script({"kind": "reply", "content": "async hi"})
