@@ -132,13 +132,17 @@ def test_a_stream_broken_midway_raises_an_openai_class(server: Server) -> None:
     assert asyncio.run(run())
 
 
-def test_responses_and_unknown_routes(server: Server) -> None:
+def test_responses_whole_and_streamed_and_unknown_routes(server: Server) -> None:
     client = slmkit.OpenAI(base_url=server.base_url, api_key="k")
-    if hasattr(slmkit._slmkit.NativeClient, "respond"):
-        assert client.responses.create(model="m", input="hi").output_text == "echo: hi"
-    else:  # a build without the core's Responses API
-        with pytest.raises(openai.NotFoundError, match="Responses API"):
-            client.responses.create(model="m", input="hi")
+    server.script({"kind": "reply", "content": "hello from the LLM"})
+    response = client.responses.create(model="m", input="hi", instructions="be brief")
+    assert response.output_text == "hello from the LLM"
+    assert client.ledger.records()[-1]["tier"] == "llm"
+    server.script({"kind": "reply", "content": "one two"})
+    with client.responses.stream(model="m", input="count") as stream:
+        deltas = [event.delta for event in stream if event.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert "".join(deltas) == "one two" and final.output_text == "one two"
     with pytest.raises(openai.NotFoundError, match="embeddings"):
         client.embeddings.create(model="m", input="hi")
 

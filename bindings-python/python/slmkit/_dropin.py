@@ -9,7 +9,8 @@ What the transport serves (any base URL; the path's end decides):
 * ``POST …/chat/completions``: whole, or ``text/event-stream`` (``data: {chunk}`` lines,
   ending with ``data: [DONE]``) when the body says ``"stream": true``;
 * ``GET …/models`` and ``GET …/models/{id}``: the configured tiers' models;
-* ``POST …/responses``: the native Responses methods when this build has them, else a 404;
+* ``POST …/responses``: the Responses API subset (the native ``respond*`` methods), whole or
+  as named server-sent events (``event: response.output_text.delta`` …);
 * anything else: a 404 with an OpenAI error body naming the path.
 
 A slmkit error becomes an HTTP response with its status and an OpenAI error body
@@ -179,6 +180,16 @@ def _sse(chunk: str) -> bytes:
     return b"data: " + chunk.encode() + b"\n\n"
 
 
+def _named_sse(event: str) -> bytes:
+    """A Responses API event, framed as OpenAI frames it: ``event: {type}`` then its data."""
+    try:
+        kind = json.loads(event).get("type")
+    except (ValueError, AttributeError):
+        kind = None
+    name = b"event: " + str(kind).encode() + b"\n" if isinstance(kind, str) else b""
+    return name + _sse(event)
+
+
 def _stub_response(error: _exceptions.APIError, request: httpx.Request) -> httpx.Response:
     return httpx.Response(error.status_code or 500, headers=_JSON, request=request)
 
@@ -186,21 +197,24 @@ def _stub_response(error: _exceptions.APIError, request: httpx.Request) -> httpx
 class _SyncEvents(httpx.SyncByteStream):
     """A native stream as server-sent events; a failure mid-stream raises the openai class."""
 
-    def __init__(self, first: str, rest: Iterator[str], close: Any, request: httpx.Request, done: bool) -> None:
+    def __init__(self, first: str, rest: Iterator[str], close: Any, request: httpx.Request, chat: bool) -> None:
+        # chat: a chat-completions stream (data lines, then ``data: [DONE]``); else Responses
+        # API events (named, no terminator).
         self._first = first
         self._rest = rest
         self._close = close
         self._request = request
-        self._done = done
+        self._chat = chat
 
     def __iter__(self) -> Iterator[bytes]:
-        yield _sse(self._first)
+        frame = _sse if self._chat else _named_sse
+        yield frame(self._first)
         try:
             for chunk in self._rest:
-                yield _sse(chunk)
+                yield frame(chunk)
         except _exceptions.APIError as error:
             raise _to_openai(error, _stub_response(error, self._request)) from error.__cause__
-        if self._done:
+        if self._chat:
             yield _DONE
 
     def close(self) -> None:
@@ -208,28 +222,25 @@ class _SyncEvents(httpx.SyncByteStream):
 
 
 class _AsyncEvents(httpx.AsyncByteStream):
-    def __init__(self, first: str, rest: Any, request: httpx.Request, done: bool) -> None:
+    def __init__(self, first: str, rest: Any, request: httpx.Request, chat: bool) -> None:
         self._first = first
         self._rest = rest
         self._request = request
-        self._done = done
+        self._chat = chat
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        yield _sse(self._first)
+        frame = _sse if self._chat else _named_sse
+        yield frame(self._first)
         try:
             async for chunk in self._rest:
-                yield _sse(chunk)
+                yield frame(chunk)
         except _exceptions.APIError as error:
             raise _to_openai(error, _stub_response(error, self._request)) from error.__cause__
-        if self._done:
+        if self._chat:
             yield _DONE
 
     async def aclose(self) -> None:
         self._rest.close()
-
-
-def _responses_missing(request: httpx.Request) -> httpx.Response:
-    return _not_found(request, "the Responses API (POST /responses) is not in this slmkit build; use chat.completions")
 
 
 def _unknown(request: httpx.Request) -> httpx.Response:
@@ -250,32 +261,30 @@ class InProcessTransport(httpx.BaseTransport):
         try:
             if route.kind == "chat":
                 if route.stream:
-                    return self._stream(self.native.stream(route.body, route.timeout), request, done=True)
+                    return self._stream(self.native.stream(route.body, route.timeout), request, chat=True)
                 return httpx.Response(200, headers=_JSON, content=self.native.create(route.body, route.timeout).encode(), request=request)
             if route.kind == "responses":
-                respond = getattr(self.native, "respond", None)
-                if respond is None:
-                    return _responses_missing(request)
                 if route.stream:
-                    return self._stream(self.native.respond_stream(route.body, route.timeout), request, done=False)  # type: ignore[attr-defined]
-                return httpx.Response(200, headers=_JSON, content=respond(route.body, route.timeout).encode(), request=request)
+                    return self._stream(self.native.respond_stream(route.body, route.timeout), request, chat=False)
+                answer = self.native.respond(route.body, route.timeout)
+                return httpx.Response(200, headers=_JSON, content=answer.encode(), request=request)
             if route.kind == "models":
                 return _serve_models(self.native, request)
         except _exceptions.APIError as error:
             return _error_response(error, request)
         return _unknown(request)
 
-    def _stream(self, native_stream: Any, request: httpx.Request, *, done: bool) -> httpx.Response:
+    def _stream(self, native_stream: Any, request: httpx.Request, *, chat: bool) -> httpx.Response:
         # The first event is awaited here, so a call that fails before any output is an HTTP
         # error, raised by ``create`` as with a server; a later failure raises mid-iteration.
         try:
             first = next(native_stream)
         except StopIteration:
-            return httpx.Response(200, headers=_SSE, content=_DONE if done else b"", request=request)
+            return httpx.Response(200, headers=_SSE, content=_DONE if chat else b"", request=request)
         except BaseException:
             native_stream.close()
             raise
-        events = _SyncEvents(first, native_stream, native_stream.close, request, done)
+        events = _SyncEvents(first, native_stream, native_stream.close, request, chat)
         return httpx.Response(200, headers=_SSE, stream=events, request=request)
 
 
@@ -293,17 +302,14 @@ class AsyncInProcessTransport(httpx.AsyncBaseTransport):
         try:
             if route.kind == "chat":
                 if route.stream:
-                    return await self._stream(await self.native.stream_async(route.body, route.timeout), request, done=True)
+                    return await self._stream(await self.native.stream_async(route.body, route.timeout), request, chat=True)
                 answer = await self.native.create_async(route.body, route.timeout)
                 return httpx.Response(200, headers=_JSON, content=answer.encode(), request=request)
             if route.kind == "responses":
-                respond = getattr(self.native, "respond_async", None)
-                if respond is None:
-                    return _responses_missing(request)
                 if route.stream:
-                    native_stream = await self.native.respond_stream_async(route.body, route.timeout)  # type: ignore[attr-defined]
-                    return await self._stream(native_stream, request, done=False)
-                answer = await respond(route.body, route.timeout)
+                    native_stream = await self.native.respond_stream_async(route.body, route.timeout)
+                    return await self._stream(native_stream, request, chat=False)
+                answer = await self.native.respond_async(route.body, route.timeout)
                 return httpx.Response(200, headers=_JSON, content=answer.encode(), request=request)
             if route.kind == "models":
                 return _serve_models(self.native, request)
@@ -311,15 +317,15 @@ class AsyncInProcessTransport(httpx.AsyncBaseTransport):
             return _error_response(error, request)
         return _unknown(request)
 
-    async def _stream(self, native_stream: Any, request: httpx.Request, *, done: bool) -> httpx.Response:
+    async def _stream(self, native_stream: Any, request: httpx.Request, *, chat: bool) -> httpx.Response:
         try:
             first = await native_stream.__anext__()
         except StopAsyncIteration:
-            return httpx.Response(200, headers=_SSE, content=_DONE if done else b"", request=request)
+            return httpx.Response(200, headers=_SSE, content=_DONE if chat else b"", request=request)
         except BaseException:
             native_stream.close()
             raise
-        return httpx.Response(200, headers=_SSE, stream=_AsyncEvents(first, native_stream, request, done), request=request)
+        return httpx.Response(200, headers=_SSE, stream=_AsyncEvents(first, native_stream, request, chat), request=request)
 
 
 Transport = Union[InProcessTransport, AsyncInProcessTransport]

@@ -3,9 +3,7 @@ Responses model."""
 
 from __future__ import annotations
 
-import openai
-import pytest
-from agents import Agent, OpenAIChatCompletionsModel, OpenAIResponsesModel, Runner, function_tool
+from agents import Agent, ModelSettings, OpenAIChatCompletionsModel, OpenAIResponsesModel, Runner, function_tool
 from pydantic import BaseModel
 
 import slmkit
@@ -49,16 +47,27 @@ def test_runner_with_output_type_on_the_slm() -> None:
     assert_served(client, "slm")
 
 
-def test_runner_with_the_responses_model(server: Server) -> None:
+def test_runner_with_the_responses_model_on_both_tiers(server: Server) -> None:
     client = llm_async(server)
-    agent = Agent(name="plain", model=OpenAIResponsesModel(model="gpt-4o-mini", openai_client=client))
-    if not hasattr(client._native, "respond_async"):
-        # This build has no Responses API (branch `responses`): a clear openai 404, raised as
-        # openai's own class, naming what to use instead.
-        with pytest.raises(openai.NotFoundError, match="Responses API"):
-            Runner.run_sync(agent, "hi")
-        return
-    server.script({"kind": "reply", "content": "hello from responses"})
-    result = Runner.run_sync(agent, "hi")
-    assert result.final_output == "hello from responses"
-    assert_served(client, "llm")
+    agent = Agent(
+        name="weather",
+        instructions="Answer about weather.",
+        model=OpenAIResponsesModel(model="gpt-4o-mini", openai_client=client),
+        tools=[get_weather],
+    )
+    server.script(
+        {"kind": "reply", "tool_calls": [tool_call("get_weather", {"city": "Paris"})]},
+        {"kind": "reply", "content": "It is sunny in Paris."},
+    )
+    result = Runner.run_sync(agent, "Weather in Paris?")
+    assert result.final_output == "It is sunny in Paris."
+    # The Responses input was mapped onto the chat call: the tool's output reached the LLM.
+    second = server.requests()[-1]["body"]["messages"]
+    assert any(m["role"] == "tool" and m["content"] == "sunny in Paris" for m in second)
+    assert_served(client, "llm", calls=2)
+
+    slm = slm_async()
+    plain = Agent(name="plain", model=OpenAIResponsesModel(model="gpt-4o-mini", openai_client=slm), model_settings=ModelSettings(max_tokens=24))
+    answer = Runner.run_sync(plain, "Say hi")
+    assert isinstance(answer.final_output, str)
+    assert_served(slm, "slm")
