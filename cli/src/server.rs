@@ -121,6 +121,8 @@ struct AppState {
     allowed_origins: Vec<String>,
 }
 
+mod responses;
+
 /// The HTTP application around `client`.
 pub fn app(client: Client, server: &ServerConfig) -> Router {
     let state = Arc::new(AppState {
@@ -134,6 +136,7 @@ pub fn app(client: Client, server: &ServerConfig) -> Router {
     });
     let mut api = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/responses", post(responses::responses))
         .route("/v1/models", get(models))
         .route("/v1/slmkit/report", get(report));
     let metrics_public = server.metrics_public.unwrap_or(server.api_key.is_none());
