@@ -130,6 +130,22 @@ def test_breaking_out_of_a_stream_frees_the_slot() -> None:
     assert outcomes.count("cancelled") == 3 and outcomes.count("ok") == 3, outcomes
 
 
+class CountingNative:
+    """Stands in for a transport's native client, counting the calls it starts."""
+
+    def __init__(self, transport: Any) -> None:
+        self.native = transport.native
+        self.count = 0
+        transport.native = self
+
+    def create_async(self, *args: Any) -> Any:
+        self.count += 1
+        return self.native.create_async(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.native, name)
+
+
 def test_cancelling_an_async_call_frees_the_slot(server: Server) -> None:
     client = slmkit.AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0)
 
@@ -148,11 +164,14 @@ def test_cancelling_an_async_call_frees_the_slot(server: Server) -> None:
     assert client.ledger.records()[-1]["outcome"] == "cancelled"
 
     local = slmkit.AsyncOpenAI(slm=local_slm(slots=1, queue=1, context=512))
+    started = CountingNative(local._client._transport)  # type: ignore[attr-defined]
 
     async def local_run() -> slmkit.ChatCompletion:
         tasks = [asyncio.ensure_future(local.chat.completions.create(model="slm", messages=user("x"), max_tokens=400)) for _ in range(2)]
-        # openai's client awaits a few steps before its transport starts the call.
-        await asyncio.sleep(0.1)
+        # openai's client awaits a few steps before its transport starts the calls: cancel
+        # once both are in the native client (one generating, one queued behind it).
+        while started.count < 2:
+            await asyncio.sleep(0.001)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
