@@ -160,7 +160,8 @@ def main() -> None:
     lines = [
         f"# The Python drop-in beside the native client ({dt.date.today().isoformat()})",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, shared with other jobs; Python "
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, shared with other jobs (load average "
+        f"{os.getloadavg()[0]:.1f} at the end); Python "
         f"{platform.python_version()}, openai {openai.__version__}; the binding in the dev profile "
         "(as test.sh builds it). Made by `bench/dropin_python.py "
         f"--rounds {args.rounds} --calls {args.calls}` (`make bench`).",
