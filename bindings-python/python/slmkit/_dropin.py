@@ -117,8 +117,7 @@ def _to_openai(error: _exceptions.APIError, response: httpx.Response) -> Excepti
         openai.APIError.__init__(raised, error.message, response.request, body=_error_object(error))
     raised.status_code = error.status_code
     raised.kind = error.kind
-    raised.details = error.details
-    raised.__cause__ = error.__cause__
+    raised.details = error.details  # its ``causes`` too: openai raises status errors ``from None``
     return raised  # type: ignore[no-any-return]
 
 
@@ -326,9 +325,6 @@ class AsyncInProcessTransport(httpx.AsyncBaseTransport):
             native_stream.close()
             raise
         return httpx.Response(200, headers=_SSE, stream=_AsyncEvents(first, native_stream, request, chat), request=request)
-
-
-Transport = Union[InProcessTransport, AsyncInProcessTransport]
 
 
 def _shared_native(http_client: object) -> Optional[NativeClient]:
