@@ -11,7 +11,7 @@ export CARGO_TERM_COLOR ?= never
 
 APT_PACKAGES := cmake clang libclang-dev
 
-.PHONY: help setup demo test test-rust test-python test-node test-e2e route-score lint bench eval-metagpt fixtures clean models
+.PHONY: help setup demo test test-rust test-python test-libraries test-node test-e2e route-score lint bench eval-metagpt fixtures clean models
 
 # Real models the tests run on, pulled through `slmkit pull` into the Hugging Face cache
 # (~/.cache/huggingface/hub, or $$HF_HUB_CACHE) once and verified by sha256.
@@ -50,7 +50,7 @@ demo: setup
 	$(SLMKIT) pull $(DEMO_MODELS)
 	$(SLMKIT) demo
 
-test: setup test-rust route-score test-python test-node test-e2e lint
+test: setup test-rust route-score test-python test-libraries test-node test-e2e lint
 
 ## Pull the real models the tests run on into the Hugging Face cache through `slmkit pull` (a
 ## no-op once cached; every file verified by sha256). See "Models: pull by name" in the README.
@@ -63,6 +63,12 @@ test-rust: models
 ## pytest against the real openai package, then mypy on the examples (venv in .venv).
 test-python:
 	bash bindings-python/test.sh
+
+## slmkit.OpenAI inside instructor, langchain-openai, pydantic-ai, openai-agents and llama-index,
+## on both tiers in-process (pinned in tests/libraries/python/requirements.lock; the venv is
+## made once under ~/.cache/slmkit/, keyed by the lock's hash).
+test-libraries:
+	bash tests/libraries/python/run.sh
 
 ## node --test against the real openai npm package, and the TypeScript drop-in check.
 test-node:
@@ -109,6 +115,8 @@ bench: setup
 	[ -x bench/.venv-litellm/bin/litellm ] || { python3 -m venv bench/.venv-litellm && \
 	  bench/.venv-litellm/bin/pip install -q 'litellm[proxy]==1.106.2'; }
 	.venv/bin/python bench/serve_overhead.py
+	@# The Python drop-in beside the native client: import time and per-call overhead.
+	.venv/bin/python bench/dropin_python.py
 	@# The wheel for bench/.venv-litellm, in test.sh's dev profile so llama.cpp is not compiled again. No
 	@# auditwheel repair: it patches the cargo artifact in place, which breaks the next build and maturin develop.
 	.venv/bin/maturin build --quiet -m bindings-python/Cargo.toml --profile dev --auditwheel skip \

@@ -6,7 +6,7 @@ Four targets, all answering from the same loopback backend (`slmkit-testserver`,
 replies at once with "echo: <last user text>"), all non-streaming chat completions:
 
   (a) openai client  -> test server                      (the floor: no proxy)
-  (b) slmkit.OpenAI  -> test server                      (slmkit in-process, cache off)
+  (b) slmkit.native.Client -> test server                (slmkit in-process, cache off)
   (c) openai client  -> slmkit serve -> test server      (cache off)
   (d) openai client  -> LiteLLM proxy -> test server     (cache off, no database)
 
@@ -51,6 +51,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import openai
 import slmkit
+import slmkit.native
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -60,7 +61,7 @@ RESULTS = BENCH / "results" / "serve_overhead.md"
 
 TARGETS = {
     "a": "openai -> test server (floor)",
-    "b": "slmkit.OpenAI in-process -> test server",
+    "b": "slmkit.native.Client in-process -> test server",
     "c": "openai -> slmkit serve -> test server",
     "d": "openai -> LiteLLM proxy -> test server",
 }
@@ -404,7 +405,7 @@ def main() -> int:
         calls: Dict[str, Callable[[str], None]] = {
             "a": make_call(openai_client(backend)),
             "b": make_call(
-                slmkit.OpenAI(
+                slmkit.native.Client(
                     llm={"backend": "remote", "base_url": backend, "model": "m", "api_key": "x"},
                     cache={"enabled": False},
                 )

@@ -1,4 +1,5 @@
-"""Median latencies from Python, through `client.chat.completions.create`.
+"""Median latencies from Python through the low-level client, `slmkit.native.Client` (the
+drop-in `slmkit.OpenAI` beside it: bench/dropin_python.py).
 
     .venv/bin/python bindings-python/bench.py [--calls N]
 
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import slmkit
+import slmkit.native
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
@@ -106,8 +108,8 @@ def compare_litellm(base_url: str, calls: int, loopback_calls: int) -> None:
     def litellm_call(**extra: Any) -> Any:
         return litellm.completion(model="openai/m", api_base=base_url, api_key="sk-bench", messages=MESSAGES, **extra)
 
-    cached = slmkit.OpenAI(base_url=base_url, api_key="sk-bench")
-    uncached = slmkit.OpenAI(base_url=base_url, api_key="sk-bench", cache={"enabled": False})
+    cached = slmkit.native.Client(base_url=base_url, api_key="sk-bench")
+    uncached = slmkit.native.Client(base_url=base_url, api_key="sk-bench", cache={"enabled": False})
 
     def slmkit_hit() -> Any:
         return cached.chat.completions.create(model="m", messages=MESSAGES, temperature=0)
@@ -166,7 +168,7 @@ def main() -> None:
         assert server.stdout is not None
         base_url = server.stdout.readline().strip()
 
-        cached = slmkit.OpenAI(base_url=base_url, api_key="sk-bench")
+        cached = slmkit.native.Client(base_url=base_url, api_key="sk-bench")
         first = cached.chat.completions.create(model="m", messages=MESSAGES, temperature=0)
         hit = cached.chat.completions.create(model="m", messages=MESSAGES, temperature=0)
         cache_status = (hit.slmkit or {}).get("cache")
@@ -177,9 +179,9 @@ def main() -> None:
         assert first.choices[0].message.content == hit.choices[0].message.content
 
         loopback_calls = max(200, args.calls // 5)
-        uncached = slmkit.OpenAI(base_url=base_url, api_key="sk-bench", cache={"enabled": False})
+        uncached = slmkit.native.Client(base_url=base_url, api_key="sk-bench", cache={"enabled": False})
         ours = median_us(lambda: uncached.chat.completions.create(model="m", messages=MESSAGES), loopback_calls)
-        print(f"loopback server call, slmkit.OpenAI:       median {ours:8.1f} µs")
+        print(f"loopback server call, slmkit.native:       median {ours:8.1f} µs")
         try:
             import openai
         except ImportError:

@@ -7,7 +7,9 @@ import socket
 import traceback
 from typing import Any, Dict, List, Type
 
+import openai
 import pytest
+from openai.types.chat import ChatCompletion
 
 import slmkit
 from conftest import MODEL, Server, local_slm, user
@@ -36,8 +38,11 @@ def test_http_statuses_map_to_openai_classes(server: Server, status: int, cls: T
     with pytest.raises(cls) as caught:
         client.chat.completions.create(model="m", messages=user("x"))
     error = caught.value
-    assert type(error) is cls
+    # slmkit's class and openai's of the same name at once.
+    assert type(error).__name__ == cls.__name__
+    assert isinstance(error, getattr(openai, cls.__name__)) and isinstance(error, openai.APIStatusError)
     assert isinstance(error, slmkit.APIStatusError) and isinstance(error, slmkit.APIError)
+    assert error.response.status_code == status and error.response.headers["x-should-retry"] == "false"
     assert error.status_code == status
     assert isinstance(error.body, dict) and error.body["message"] == f"scripted error {status}"
 
@@ -58,7 +63,8 @@ def test_unreachable_endpoint_is_a_connection_error() -> None:
     client = slmkit.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0)
     with pytest.raises(slmkit.APIConnectionError) as caught:
         client.chat.completions.create(model="m", messages=user("x"))
-    assert type(caught.value) is slmkit.APIConnectionError
+    assert type(caught.value).__name__ == "APIConnectionError"
+    assert isinstance(caught.value, openai.APIConnectionError)
     assert caught.value.causes, "the underlying cause is kept"
 
 
@@ -107,7 +113,7 @@ def test_missing_model_file_is_a_model_load_error(tmp_path: Any) -> None:
 def test_oversize_prompt_is_a_context_length_error() -> None:
     client = slmkit.OpenAI(slm={"backend": "local", "model": str(MODEL), "context": 256})
     with pytest.raises(slmkit.ContextLengthError) as caught:
-        client.chat.completions.create(messages=user("word " * 400), max_tokens=16)
+        client.chat.completions.create(model="slm", messages=user("word " * 400), max_tokens=16)
     error = caught.value
     assert isinstance(error, slmkit.BadRequestError) and error.status_code == 400
     assert error.context_window == 256 and (error.prompt_tokens or 0) > 256
@@ -120,7 +126,7 @@ def test_rejecting_validator_without_llm_is_a_validation_error() -> None:
 
     client = slmkit.OpenAI(slm=local_slm(), validators=[never], retry={"slm_attempts": 3})
     with pytest.raises(slmkit.ValidationError) as caught:
-        client.chat.completions.create(messages=user("hi"), max_tokens=8, response_format={"type": "json_object"})
+        client.chat.completions.create(model="slm", messages=user("hi"), max_tokens=8, response_format={"type": "json_object"})
     error = caught.value
     assert error.status_code == 422
     # Every rejected answer is retried, up to slm_attempts (one cut off mid-JSON with a larger
@@ -134,7 +140,7 @@ def test_rejecting_validator_without_llm_is_a_validation_error() -> None:
     # it is not retried unchanged, and with no LLM to escalate to the call ends at once.
     client = slmkit.OpenAI(slm=local_slm(), validators=[never], retry={"slm_attempts": 3})
     with pytest.raises(slmkit.ValidationError) as caught:
-        client.chat.completions.create(messages=user("hi"), max_tokens=8)
+        client.chat.completions.create(model="slm", messages=user("hi"), max_tokens=8)
     reasons = caught.value.reasons
     assert reasons[0].startswith("never: not good enough")
     if "cut off by max_tokens" in reasons[0]:
@@ -147,14 +153,14 @@ def test_tiny_queue_is_an_overloaded_error() -> None:
     client = slmkit.AsyncOpenAI(slm=local_slm(slots=1, queue=1, context=512))
 
     async def burst() -> List[Any]:
-        calls = [client.chat.completions.create(messages=user(f"q{i}"), max_tokens=64) for i in range(12)]
+        calls = [client.chat.completions.create(model="slm", messages=user(f"q{i}"), max_tokens=64) for i in range(12)]
         return await asyncio.gather(*calls, return_exceptions=True)
 
     results = asyncio.run(burst())
     overloaded = [r for r in results if isinstance(r, slmkit.OverloadedError)]
     assert overloaded, results
     assert overloaded[0].status_code == 503 and isinstance(overloaded[0], slmkit.InternalServerError)
-    assert any(isinstance(r, slmkit.ChatCompletion) for r in results)
+    assert any(isinstance(r, ChatCompletion) for r in results)
 
 
 class Boom(RuntimeError):
@@ -167,29 +173,30 @@ def test_a_raising_validator_surfaces_as_itself_with_traceback() -> None:
 
     client = slmkit.OpenAI(slm=local_slm(), validators=[explode])
     with pytest.raises(Boom, match="validator bug") as caught:
-        client.chat.completions.create(messages=user("hi"), max_tokens=4)
+        client.chat.completions.create(model="slm", messages=user("hi"), max_tokens=4)
     frames = traceback.extract_tb(caught.value.__traceback__)
     assert any(frame.name == "explode" for frame in frames)
 
     async_client = slmkit.AsyncOpenAI(slm=local_slm(), validators=[explode])
     with pytest.raises(Boom):
-        asyncio.run(async_client.chat.completions.create(messages=user("hi"), max_tokens=4))
+        asyncio.run(async_client.chat.completions.create(model="slm", messages=user("hi"), max_tokens=4))
 
 
 def test_a_validator_returning_nonsense_is_a_type_error() -> None:
     client = slmkit.OpenAI(slm=local_slm(), validators=[lambda request, answer: 42])
     with pytest.raises(TypeError, match="returned 42"):
-        client.chat.completions.create(messages=user("hi"), max_tokens=4)
+        client.chat.completions.create(model="slm", messages=user("hi"), max_tokens=4)
 
 
 def test_wrong_keywords_and_values_are_clear() -> None:
     client = slmkit.OpenAI(slm=local_slm())
-    with pytest.raises(TypeError, match="'max_token'.*did you mean 'max_tokens'"):
-        client.chat.completions.create(messages=user("hi"), max_token=4)  # type: ignore[call-overload]
+    # openai's own create() signature rejects an unknown keyword.
+    with pytest.raises(TypeError, match="unexpected keyword argument 'max_token'"):
+        client.chat.completions.create(model="slm", messages=user("hi"), max_token=4)  # type: ignore[call-overload]
     with pytest.raises(TypeError, match="messages"):
         client.chat.completions.create(model="m")  # type: ignore[call-overload]
     with pytest.raises(slmkit.BadRequestError, match="temperature") as caught:
-        client.chat.completions.create(messages=user("hi"), temperature=5)
+        client.chat.completions.create(model="slm", messages=user("hi"), temperature=5)
     assert caught.value.param == "temperature"
     with pytest.raises(TypeError, match="'retires'"):
         slmkit.OpenAI(slm=local_slm(), retires={})  # type: ignore[call-arg]

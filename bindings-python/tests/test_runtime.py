@@ -37,7 +37,7 @@ def test_200_concurrent_async_calls_on_the_local_model() -> None:
 
     async def run() -> List[slmkit.ChatCompletion]:
         return await asyncio.gather(
-            *[client.chat.completions.create(messages=user(f"n{i}"), max_tokens=4) for i in range(200)]
+            *[client.chat.completions.create(model="slm", messages=user(f"n{i}"), max_tokens=4) for i in range(200)]
         )
 
     results = asyncio.run(run())
@@ -70,14 +70,14 @@ def test_async_validators_run_on_the_callers_loop() -> None:
     client = slmkit.AsyncOpenAI(slm=local_slm(), validators=[check])
 
     async def run() -> Any:
-        await client.chat.completions.create(messages=user("hi"), max_tokens=4)
+        await client.chat.completions.create(model="slm", messages=user("hi"), max_tokens=4)
         return asyncio.get_running_loop()
 
     loop = asyncio.run(run())
     assert seen == [loop]
     # The sync client runs an async validator on a loop of its own.
     sync = slmkit.OpenAI(slm=local_slm(), validators=[check])
-    sync.chat.completions.create(messages=user("hi"), max_tokens=4)
+    sync.chat.completions.create(model="slm", messages=user("hi"), max_tokens=4)
     assert len(seen) == 2
 
 
@@ -104,7 +104,7 @@ def test_a_background_thread_keeps_ticking_during_a_sync_call(server: Server) ->
         before = len(ticks)
         started = time.perf_counter()
         while time.perf_counter() - started < 0.5:
-            client.chat.completions.create(messages=user("hello"), max_tokens=64)
+            client.chat.completions.create(model="slm", messages=user("hello"), max_tokens=64)
         assert len(ticks) - before >= 10
     finally:
         stop.set()
@@ -115,16 +115,35 @@ def test_breaking_out_of_a_stream_frees_the_slot() -> None:
     client = slmkit.OpenAI(slm=local_slm(slots=1, queue=1, context=512))
     for _ in range(3):
         # Greedy: with a random seed the fixture model sometimes ends at once, and a stream
-        # with no content runs to its end before there is anything to break out of.
-        for chunk in client.chat.completions.create(
-            messages=user("hi"), max_tokens=400, temperature=0, stream=True
-        ):
-            if chunk.choices and chunk.choices[0].delta.content:
-                break
+        # with no content runs to its end before there is anything to break out of. Leaving
+        # the `with` closes openai's stream (a bare `break` leaves it to the garbage
+        # collector, as with openai over HTTP: its Stream refers to itself).
+        with client.chat.completions.create(
+            model="slm", messages=user("hi"), max_tokens=400, temperature=0, stream=True
+        ) as stream:
+            for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    break
         # The only slot is free again: the next call is not overloaded.
-        client.chat.completions.create(messages=user("again"), max_tokens=4)
+        client.chat.completions.create(model="slm", messages=user("again"), max_tokens=4)
     outcomes = [r["outcome"] for r in client.ledger.records()]
     assert outcomes.count("cancelled") == 3 and outcomes.count("ok") == 3, outcomes
+
+
+class CountingNative:
+    """Stands in for a transport's native client, counting the calls it starts."""
+
+    def __init__(self, transport: Any) -> None:
+        self.native = transport.native
+        self.count = 0
+        transport.native = self
+
+    def create_async(self, *args: Any) -> Any:
+        self.count += 1
+        return self.native.create_async(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.native, name)
 
 
 def test_cancelling_an_async_call_frees_the_slot(server: Server) -> None:
@@ -145,10 +164,14 @@ def test_cancelling_an_async_call_frees_the_slot(server: Server) -> None:
     assert client.ledger.records()[-1]["outcome"] == "cancelled"
 
     local = slmkit.AsyncOpenAI(slm=local_slm(slots=1, queue=1, context=512))
+    started = CountingNative(local._client._transport)  # type: ignore[attr-defined]
 
     async def local_run() -> slmkit.ChatCompletion:
-        tasks = [asyncio.ensure_future(local.chat.completions.create(messages=user("x"), max_tokens=400)) for _ in range(2)]
-        await asyncio.sleep(0)
+        tasks = [asyncio.ensure_future(local.chat.completions.create(model="slm", messages=user("x"), max_tokens=400)) for _ in range(2)]
+        # openai's client awaits a few steps before its transport starts the calls: cancel
+        # once both are in the native client (one generating, one queued behind it).
+        while started.count < 2:
+            await asyncio.sleep(0.001)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -157,7 +180,7 @@ def test_cancelling_an_async_call_frees_the_slot(server: Server) -> None:
         deadline = time.perf_counter() + 5
         while True:
             try:
-                return await local.chat.completions.create(messages=user("after"), max_tokens=4)
+                return await local.chat.completions.create(model="slm", messages=user("after"), max_tokens=4)
             except slmkit.OverloadedError:
                 if time.perf_counter() > deadline:
                     raise
@@ -231,13 +254,13 @@ def test_explain_ledger_and_routing_hints(server: Server) -> None:
     assert client.explain(messages=user("hi"), metadata={"slmkit_route": "llm"})["tier"] == "llm"
     assert client.explain(messages=user("hi"), extra_body={"slmkit": {"route": "llm"}})["tier"] == "llm"
 
-    resp = client.chat.completions.create(messages=user("route me"), extra_body={"slmkit": {"route": "llm"}})
+    resp = client.chat.completions.create(model="slm", messages=user("route me"), extra_body={"slmkit": {"route": "llm"}})
     assert resp.choices[0].message.content == "echo: route me" and resp.slmkit is not None
     assert resp.slmkit["tier"] == "llm"
     # The hint does not leave the process.
     sent = server.requests()[-1]["body"]
     assert "slmkit" not in sent and "metadata" not in sent
-    client.chat.completions.create(messages=user("local"), max_tokens=4)
+    client.chat.completions.create(model="slm", messages=user("local"), max_tokens=4)
 
     report = client.ledger.report()
     assert isinstance(report, dict) and report["calls"] == 2
@@ -278,7 +301,7 @@ def test_async_validator_exceptions_surface_as_themselves() -> None:
 
     client = slmkit.AsyncOpenAI(slm=local_slm(), validators=[("strict", check)])
     with pytest.raises(Nope, match="async validator bug"):
-        asyncio.run(client.chat.completions.create(messages=user("hi"), max_tokens=4))
+        asyncio.run(client.chat.completions.create(model="slm", messages=user("hi"), max_tokens=4))
     assert client.ledger.records()[-1]["outcome"] == "error"
 
 

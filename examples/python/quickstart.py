@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any, Dict
 
 from slmkit import OpenAI  # was: from openai import OpenAI
 
@@ -25,10 +26,10 @@ def main() -> None:
     resp = client.chat.completions.create(
         model="gpt-4o", messages=[{"role": "user", "content": "Say hello"}], max_tokens=16
     )
-    print("text:", repr(resp.choices[0].message.content), "| served by", resp.slmkit and resp.slmkit["tier"])
+    print("text:", repr(resp.choices[0].message.content), "| served by", getattr(resp, "slmkit", {}).get("tier"))
 
     # Structured output: the small model is held to the schema by its grammar.
-    schema = {"type": "object", "properties": {"order_id": {"type": "integer"}}, "required": ["order_id"]}
+    schema: Dict[str, Any] = {"type": "object", "properties": {"order_id": {"type": "integer"}}, "required": ["order_id"]}
     resp = client.chat.completions.create(
         model="gpt-4o",
         messages=[{"role": "user", "content": "Extract the order id: 'order 1234 is late'"}],

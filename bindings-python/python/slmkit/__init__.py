@@ -6,11 +6,18 @@ attempt.
     client = OpenAI(slm="qwen2.5-1.5b-instruct-q8_0.gguf")
     resp = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
 
+``OpenAI`` and ``AsyncOpenAI`` are ``openai.OpenAI`` / ``openai.AsyncOpenAI`` instances whose
+HTTP layer answers in-process, so any library that takes an openai client takes them.
 ``client.ledger.report()`` says what it cost, net of retries; ``client.explain(...)`` says
-where a call would go.
+where a call would go. ``slmkit.native.Client`` is the low-level client.
+
+``import slmkit`` does not import ``openai`` or ``httpx``: they load when ``slmkit.OpenAI``,
+``slmkit.AsyncOpenAI``, ``slmkit.Stream`` or ``slmkit.AsyncStream`` is first used.
 """
 
-from ._client import AsyncOpenAI, AsyncStream, EvalResult, Ledger, OpenAI, Report, Stream, Validator
+from typing import TYPE_CHECKING, Any
+
+from ._client import EvalResult, Ledger, Report, Validator
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -36,6 +43,34 @@ from ._exceptions import (
 )
 from ._slmkit import __version__
 from .types import ChatCompletion, ChatCompletionChunk
+
+if TYPE_CHECKING:
+    from openai import AsyncStream, Stream
+
+    from ._dropin import AsyncOpenAI, OpenAI
+
+_LAZY = {
+    "OpenAI": ("slmkit._dropin", "OpenAI"),
+    "AsyncOpenAI": ("slmkit._dropin", "AsyncOpenAI"),
+    "Stream": ("openai", "Stream"),
+    "AsyncStream": ("openai", "AsyncStream"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The drop-in clients (and openai's stream classes), imported on first use."""
+    if name in _LAZY:
+        import importlib
+
+        module, attribute = _LAZY[name]
+        value = getattr(importlib.import_module(module), attribute)
+        globals()[name] = value
+        return value
+    if name == "native":
+        import importlib
+
+        return importlib.import_module("slmkit.native")
+    raise AttributeError(f"module 'slmkit' has no attribute {name!r}")
 
 __all__ = [
     "APIConnectionError",

@@ -1,4 +1,6 @@
-"""``slmkit.OpenAI`` and ``slmkit.AsyncOpenAI``: the ``openai`` clients' surface over slmkit."""
+"""``slmkit.native.Client`` and ``slmkit.native.AsyncClient``: the low-level clients, with the
+``openai`` clients' ``chat.completions.create`` surface over the native module, without
+importing ``openai``. ``slmkit.OpenAI`` (``_dropin.py``) is openai's own client on top of them."""
 
 from __future__ import annotations
 
@@ -78,7 +80,7 @@ if TYPE_CHECKING:
         timeout: NotRequired[Any]
 
 
-__all__ = ["AsyncOpenAI", "AsyncStream", "Ledger", "OpenAI", "Report", "Stream", "Validator"]
+__all__ = ["AsyncClient", "AsyncStream", "Client", "EvalResult", "Ledger", "Report", "Stream", "Validator"]
 
 #: A validator: called with the request (a dict) and the SLM's answer; returns None or True
 #: to accept, False or a reason (str) to reject; may be ``async def``. Raising aborts the call
@@ -417,7 +419,7 @@ class _ClientBase:
         return decision
 
     def __repr__(self) -> str:
-        return f"<slmkit.{type(self).__name__} {self._native!r}>"
+        return f"<slmkit.native.{type(self).__name__} {self._native!r}>"
 
 
 class Completions:
@@ -510,7 +512,7 @@ class AsyncCompletions:
     ) -> Union[ChatCompletion, AsyncStream]: ...
 
     async def create(self, **params: Any) -> Union[ChatCompletion, AsyncStream]:
-        """As ``OpenAI.chat.completions.create``, awaited. Cancelling the task cancels the
+        """As ``Client.chat.completions.create``, awaited. Cancelling the task cancels the
         call and frees the local engine's slot."""
         request, stream, timeout = _request(params)
         if stream:
@@ -531,8 +533,9 @@ class AsyncChat(Chat):
     completions: AsyncCompletions
 
 
-class OpenAI(_ClientBase):
-    """A drop-in for ``openai.OpenAI``: ``client.chat.completions.create(...)``."""
+class Client(_ClientBase):
+    """The low-level client: ``client.chat.completions.create(...)`` as with ``openai.OpenAI``,
+    answers as ``slmkit.types`` objects, no ``openai`` import, the least overhead per call."""
 
     chat: SyncChat
 
@@ -558,15 +561,15 @@ class OpenAI(_ClientBase):
     def close(self) -> None:
         """For compatibility with ``openai.OpenAI``; nothing to release."""
 
-    def __enter__(self) -> OpenAI:
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *_: object) -> None:
         self.close()
 
 
-class AsyncOpenAI(_ClientBase):
-    """A drop-in for ``openai.AsyncOpenAI``: ``await client.chat.completions.create(...)``."""
+class AsyncClient(_ClientBase):
+    """The async low-level client: ``await client.chat.completions.create(...)``."""
 
     chat: AsyncChat
 
@@ -574,13 +577,13 @@ class AsyncOpenAI(_ClientBase):
         self.chat = AsyncChat(AsyncCompletions(self._native))
 
     async def evaluate(self, tasks: EvalTasks, *, bare: bool = False) -> EvalResult:
-        """As ``OpenAI.evaluate``, on a worker thread so the event loop keeps running."""
+        """As ``Client.evaluate``, on a worker thread so the event loop keeps running."""
         return await asyncio.to_thread(_evaluate, self._native, tasks, bare)
 
     async def close(self) -> None:
         """For compatibility with ``openai.AsyncOpenAI``; nothing to release."""
 
-    async def __aenter__(self) -> AsyncOpenAI:
+    async def __aenter__(self) -> AsyncClient:
         return self
 
     async def __aexit__(self, *_: object) -> None:

@@ -28,6 +28,8 @@ from collections import Counter, defaultdict
 from typing import Any, Dict, List, Optional, Union
 
 import slmkit
+from openai.types import CompletionUsage
+from openai.types.chat import ChatCompletion
 from metagpt.configs.llm_config import LLMConfig, LLMType
 from metagpt.const import USE_CONFIG_TIMEOUT
 from metagpt.logs import log_llm_stream
@@ -95,20 +97,20 @@ class SlmkitLLM(BaseLLM):  # type: ignore[misc]
 
     async def _achat_completion(
         self, messages: List[Dict[str, Any]], timeout: Any = USE_CONFIG_TIMEOUT
-    ) -> slmkit.ChatCompletion:
+    ) -> ChatCompletion:
         task = self._task()
-        rsp: slmkit.ChatCompletion = await self.aclient.chat.completions.create(
+        rsp: ChatCompletion = await self.aclient.chat.completions.create(
             **self._cons_kwargs(messages, timeout, task)
         )
-        self._remember(task, rsp.slmkit)
+        self._remember(task, getattr(rsp, "slmkit", None))
         if rsp.usage is not None:
             self._update_costs(rsp.usage.model_dump())
         return rsp
 
     async def acompletion(
         self, messages: List[Dict[str, Any]], timeout: Any = USE_CONFIG_TIMEOUT
-    ) -> slmkit.ChatCompletion:
-        rsp: slmkit.ChatCompletion = await self._achat_completion(messages, timeout=timeout)
+    ) -> ChatCompletion:
+        rsp: ChatCompletion = await self._achat_completion(messages, timeout=timeout)
         return rsp
 
     async def _achat_completion_stream(self, messages: List[Dict[str, Any]], timeout: Any = USE_CONFIG_TIMEOUT) -> str:
@@ -117,11 +119,13 @@ class SlmkitLLM(BaseLLM):  # type: ignore[misc]
             **self._cons_kwargs(messages, timeout, task), stream=True, stream_options={"include_usage": True}
         )
         parts: List[str] = []
-        usage: Optional[slmkit.types.CompletionUsage] = None
+        usage: Optional[CompletionUsage] = None
         async with stream:
             async for chunk in stream:
-                if chunk.slmkit:
-                    self._remember(task, chunk.slmkit)
+                # slmkit's metadata rides on the first chunk only (an extra field of openai's model).
+                metadata = getattr(chunk, "slmkit", None)
+                if metadata:
+                    self._remember(task, metadata)
                 if chunk.usage is not None:
                     usage = chunk.usage
                 if not chunk.choices:  # the usage-only chunk, skipped as OpenAILLM does
@@ -134,7 +138,7 @@ class SlmkitLLM(BaseLLM):  # type: ignore[misc]
             self._update_costs(usage.model_dump())
         return "".join(parts)
 
-    def get_choice_text(self, rsp: Union[slmkit.ChatCompletion, Dict[str, Any]]) -> str:
+    def get_choice_text(self, rsp: Union[ChatCompletion, Dict[str, Any]]) -> str:
         if isinstance(rsp, dict):
             return str(rsp["choices"][0]["message"]["content"] or "")
         return rsp.choices[0].message.content or ""
