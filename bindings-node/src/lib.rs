@@ -373,27 +373,7 @@ impl NativeClient {
     /// an OpenAI model list (JSON), the SLM first.
     #[napi]
     pub fn models(&self) -> napi::Result<String> {
-        let data: Vec<Value> = [Tier::Slm, Tier::Llm]
-            .into_iter()
-            .filter_map(|tier| {
-                let config = self.client.tier(tier)?;
-                let mut entry = json!({
-                    "id": config.backend.forcing_id().map_or_else(|| config.backend.model(), str::to_owned),
-                    "object": "model",
-                    "created": 0,
-                    "owned_by": format!("slmkit-{tier}"),
-                    "tier": tier,
-                    "backend": config.backend.kind(),
-                    "name": config.backend.model(),
-                });
-                if let slmkit::Backend::Local(engine) = &config.backend {
-                    entry["context_window"] = json!(engine.context_window());
-                    entry["tool_support"] = json!(engine.model().tool_support());
-                }
-                Some(entry)
-            })
-            .collect();
-        serde_json::to_string(&json!({"object": "list", "data": data})).map_err(json_error)
+        serde_json::to_string(&self.client.models()).map_err(json_error)
     }
 
     /// The ledger's report (JSON).

@@ -252,13 +252,7 @@ impl NativeClient {
     /// The configured tiers' models, as JSON: `[{"tier": "slm", "model": "..."}, ...]` (what the
     /// drop-in's `GET /models` lists).
     fn models(&self, py: Python<'_>) -> PyResult<String> {
-        let client = self.client(py)?;
-        let models: Vec<serde_json::Value> = [slmkit::Tier::Slm, slmkit::Tier::Llm]
-            .into_iter()
-            .filter_map(|tier| client.tier(tier).map(|config| (tier, config.backend.model())))
-            .map(|(tier, model)| serde_json::json!({"tier": tier, "model": model}))
-            .collect();
-        to_json(&models)
+        to_json(&self.client(py)?.models())
     }
 
     fn ledger_report(&self, py: Python<'_>) -> PyResult<String> {

@@ -519,31 +519,7 @@ fn sse_response(chunks: ChunkStream) -> Response {
 }
 
 async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
-    let data: Vec<Value> = [Tier::Slm, Tier::Llm]
-        .into_iter()
-        .filter_map(|tier| {
-            let config = state.client.tier(tier)?;
-            let mut entry = json!({
-                "id": config.backend.forcing_id().map_or_else(|| config.backend.model(), str::to_owned),
-                "object": "model",
-                "created": 0,
-                "owned_by": format!("slmkit-{tier}"),
-                "tier": tier,
-                "backend": config.backend.kind(),
-                "name": config.backend.model(),
-            });
-            if let slmkit::Backend::Local(engine) = &config.backend {
-                let model = engine.model();
-                entry["context_window"] = json!(engine.context_window());
-                entry["context_length"] = json!(model.context_length());
-                entry["quantization"] = json!(model.quantization());
-                entry["tool_support"] = json!(model.tool_support());
-                entry["chat_template"] = json!(if model.has_chat_template() { "gguf" } else { "chatml_fallback" });
-            }
-            Some(entry)
-        })
-        .collect();
-    Json(json!({"object": "list", "data": data}))
+    Json(state.client.models())
 }
 
 async fn report(State(state): State<Arc<AppState>>) -> Response {

@@ -127,10 +127,8 @@ def _not_found(request: httpx.Request, message: str) -> httpx.Response:
 
 
 def _models(native: NativeClient) -> List[Dict[str, Any]]:
-    return [
-        {"id": entry["model"] or entry["tier"], "object": "model", "created": 0, "owned_by": f"slmkit-{entry['tier']}"}
-        for entry in json.loads(native.models())
-    ]
+    data: List[Dict[str, Any]] = json.loads(native.models())["data"]
+    return data
 
 
 def _serve_models(native: NativeClient, request: httpx.Request) -> httpx.Response:

@@ -252,6 +252,39 @@ impl Client {
         self.inner.tier_config(tier)
     }
 
+    /// The configured tiers as OpenAI's `GET /v1/models` list (`{"object": "list", "data":
+    /// [...]}`), one entry per tier with slmkit's fields beside OpenAI's: the tier, the backend,
+    /// and for a local model its context window, quantization and tool support. `serve` and
+    /// both bindings' in-process `/models` answer with this.
+    pub fn models(&self) -> serde_json::Value {
+        let data: Vec<serde_json::Value> = [Tier::Slm, Tier::Llm]
+            .into_iter()
+            .filter_map(|tier| {
+                let config = self.tier(tier)?;
+                let mut entry = serde_json::json!({
+                    "id": config.backend.forcing_id().map_or_else(|| config.backend.model(), str::to_owned),
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": format!("slmkit-{tier}"),
+                    "tier": tier,
+                    "backend": config.backend.kind(),
+                    "name": config.backend.model(),
+                });
+                if let Backend::Local(engine) = &config.backend {
+                    let model = engine.model();
+                    entry["context_window"] = serde_json::json!(engine.context_window());
+                    entry["context_length"] = serde_json::json!(model.context_length());
+                    entry["quantization"] = serde_json::json!(model.quantization());
+                    entry["tool_support"] = serde_json::json!(model.tool_support());
+                    entry["chat_template"] =
+                        serde_json::json!(if model.has_chat_template() { "gguf" } else { "chatml_fallback" });
+                }
+                Some(entry)
+            })
+            .collect();
+        serde_json::json!({"object": "list", "data": data})
+    }
+
     /// Where `request` would go, and why, with each signal's contribution.
     ///
     /// # Errors
