@@ -11,7 +11,7 @@ export CARGO_TERM_COLOR ?= never
 
 APT_PACKAGES := cmake clang libclang-dev
 
-.PHONY: help setup demo test test-rust test-python test-libraries test-node test-e2e route-score lint bench eval-metagpt fixtures clean models
+.PHONY: help setup demo test test-rust test-python test-libraries test-node test-e2e test-stress route-score lint bench bench-soak fuzz eval-metagpt fixtures clean models
 
 # Real models the tests run on, pulled through `slmkit pull` into the Hugging Face cache
 # (~/.cache/huggingface/hub, or $$HF_HUB_CACHE) once and verified by sha256.
@@ -24,6 +24,9 @@ help:
 	@echo "make test     set up and run every test suite"
 	@echo "make lint     clippy -D warnings, rustfmt and rustdoc checks"
 	@echo "make bench    benchmarks (not part of make test)"
+	@echo "make test-stress  the Python and Node suites 5 times each with every core loaded (~30-40 min)"
+	@echo "make bench-soak  slmkit serve under open-loop load with and without hostile clients (~3 min)"
+	@echo "make fuzz     the fuzz targets, FUZZ_SECONDS each (default 600; nightly; not part of make test)"
 	@echo "make eval-metagpt  a real MetaGPT run on the real models (10-20 min; not part of make test)"
 	@echo "make models   pull the real models the tests run on (cached)"
 	@echo "make fixtures regenerate the tiny GGUF test models (needs Python)"
@@ -79,6 +82,17 @@ test-node:
 test-e2e: test-python test-node
 	bash tests/e2e/run.sh
 
+## The Python and Node suites STRESS_RUNS times each (default 5) while stress-ng (apt-installed
+## if missing, else busy loops) loads every core; fails unless every run passes. About 30-40 min
+## on 2 cores. Logs in $(CARGO_TARGET_DIR)/test-stress.
+test-stress: setup
+	bash scripts/test_stress.sh
+
+## cargo-fuzz (installed if missing) on nightly: request JSON, the remote SSE parser, the config
+## TOML, the GGUF pre-flight check, the tool-call parser; FUZZ_SECONDS each (default 600).
+fuzz:
+	bash scripts/fuzz.sh
+
 ## The router's score on the labelled development set (the tests assert >= 85%).
 route-score:
 	cargo run -q -p slmkit-cli -- route-score tests/routing/devset.jsonl
@@ -125,6 +139,13 @@ bench: setup
 	bench/.venv-litellm/bin/python bindings-python/bench.py
 	[ -d bindings-node/node_modules ] || bash bindings-node/test.sh
 	node bindings-node/bench.mjs
+	$(MAKE) bench-soak
+
+## slmkit serve at 200 req/s for 60 s against the loopback test server, with and without 10%
+## hostile requests; writes bench/results/soak-DATE.md. About 3 minutes. Standard-library Python.
+bench-soak:
+	cargo build -p slmkit-cli -p slmkit-testserver
+	python3 bench/soak.py
 
 ## MetaGPT's generate_repo (PRD, design, tasks) through slmkit serve with Qwen2.5-Coder-0.5B as the
 ## SLM and the 1.5B standing in for the LLM, with and without the action as a routing hint; writes

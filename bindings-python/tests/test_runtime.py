@@ -175,8 +175,8 @@ def test_cancelling_an_async_call_frees_the_slot(server: Server) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        # The engine's worker drops cancelled requests at its next step, so the queue frees
-        # soon after the cancellation returns, not at the same instant.
+        # A cancelled request leaves the engine's queue when its Rust future is dropped, which
+        # happens on a runtime thread just after asyncio's cancellation returns.
         deadline = time.perf_counter() + 5
         while True:
             try:
@@ -196,12 +196,17 @@ def _child_script(body: str) -> List[str]:
 
 def test_ctrl_c_interrupts_a_long_sync_call(server: Server) -> None:
     server.script({"kind": "reply", "delay_ms": 20000})
+    # A process started in the background by a non-interactive shell (`make test &`, CI
+    # runners, nohup) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt
+    # handler: Ctrl-C could never interrupt anything. The child asks for the handler itself,
+    # as a program that wants Ctrl-C must, so the test checks slmkit rather than its launcher.
     script = f"""
-        import sys, time, slmkit
+        import signal, sys, time, slmkit
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         client = slmkit.OpenAI(base_url={server.base_url!r}, api_key="k", max_retries=0)
-        print("calling", flush=True)
         started = time.perf_counter()
         try:
+            print("calling", flush=True)
             client.chat.completions.create(model="m", messages=[{{"role": "user", "content": "x"}}])
         except KeyboardInterrupt:
             print("interrupted after %.2f" % (time.perf_counter() - started), flush=True)

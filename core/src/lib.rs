@@ -35,6 +35,8 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod eval;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hints;
 pub mod ledger;
 pub mod local;

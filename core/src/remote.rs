@@ -329,6 +329,19 @@ impl SseState {
     }
 }
 
+/// Every chunk (or the error that ends the stream) that `body`, split into `pieces` reads,
+/// yields through the same parser a live stream uses. For the fuzzers
+/// ([`crate::fuzzing::sse`]) and tests; runs on the caller's Tokio runtime.
+pub(crate) async fn parse_sse_body(backend: &RemoteBackend, pieces: Vec<Vec<u8>>) -> Vec<Result<ChatCompletionChunk>> {
+    let source = futures::stream::iter(pieces.into_iter().map(Ok::<_, reqwest::Error>));
+    let mut state = SseState { events: Box::pin(source.eventsource()), backend: backend.clone(), done: false };
+    let mut items = Vec::new();
+    while let Some(item) = state.next().await {
+        items.push(item);
+    }
+    items
+}
+
 /// A request body as JSON. A failure is an error, never an empty body sent in its place.
 fn request_json<T: serde::Serialize>(request: &T) -> Result<Value> {
     serde_json::to_value(request).map_err(|err| Error::Internal(format!("cannot serialise the request: {err}")))

@@ -349,6 +349,44 @@ async fn dropping_a_stream_frees_its_slot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_queued_request_frees_its_queue_place_at_once() {
+    let engine = engine_with(EngineOptions {
+        slots: 1,
+        queue_capacity: 1,
+        context_per_slot: Some(2048),
+        ..EngineOptions::default()
+    });
+    let mut long = ChatCompletionRequest { max_tokens: Some(1900), temperature: Some(0.0), ..request("go on") };
+    long.stream = Some(true);
+    let running = engine.create_stream(&long).await.unwrap();
+    let admitted = async {
+        while engine.queued() > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), admitted).await.expect("the first request takes the slot");
+
+    let queued = engine.create_stream(&long).await.unwrap();
+    assert_eq!(engine.queued(), 1);
+    drop(queued);
+    // Synchronously, not at the worker's next step: the worker is busy with `running`.
+    assert_eq!(engine.queued(), 0, "a cancelled request must leave the queue when it is cancelled");
+
+    let mut quick = ChatCompletionRequest { max_tokens: Some(4), ..request("next") };
+    quick.stream = Some(true);
+    let waiting = match engine.create_stream(&quick).await {
+        Ok(stream) => stream,
+        Err(err) => panic!("the cancelled request still holds the only queue place: {err}"),
+    };
+    drop(running);
+    let chunks = tokio::time::timeout(std::time::Duration::from_secs(60), waiting.collect::<Vec<_>>())
+        .await
+        .expect("the queued request runs once the slot frees");
+    assert!(chunks.iter().all(Result::is_ok));
+    assert_eq!(engine.queued(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_prefix_is_reused_and_reported() {
     let engine = engine();
     let system = "You are a support router. ".repeat(20);

@@ -1,9 +1,8 @@
 //! The OpenAI-shaped API of the local engine: requests in, completions and chunk streams out.
 
 use serde_json::Map;
-use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::engine::{Event, LocalEngine, Sampling};
+use super::engine::{Event, JobEvents, LocalEngine, Sampling};
 use super::grammar::{constraint_for, OutputConstraint, OutputKind, ToolCallSyntax};
 use super::model::ToolSupport;
 use super::output::parse_tool_calls;
@@ -72,7 +71,7 @@ impl LocalEngine {
     }
 
     /// Validates and renders the request, checks it fits, and queues it.
-    async fn enqueue(&self, request: &ChatCompletionRequest) -> Result<(Prepared, UnboundedReceiver<Event>)> {
+    async fn enqueue(&self, request: &ChatCompletionRequest) -> Result<(Prepared, JobEvents)> {
         let engine = self.clone();
         let request = request.clone();
         // Rendering and tokenizing a 25k-token prompt takes milliseconds, and turning a schema
@@ -350,7 +349,7 @@ enum Phase {
 }
 
 struct StreamState {
-    events: UnboundedReceiver<Event>,
+    events: JobEvents,
     chunks: ChunkMaker,
     prepared: Prepared,
     engine: LocalEngine,

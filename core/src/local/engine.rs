@@ -13,9 +13,10 @@
 //! instead of duplicating them). A request arriving while another one is still reading the
 //! same long prefix waits for it instead of reading it a second time.
 
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -100,6 +101,42 @@ pub(crate) struct Job {
     pub max_tokens: u32,
     pub stops: Vec<String>,
     pub events: UnboundedSender<Event>,
+    place: Arc<QueuePlace>,
+}
+
+/// A job's place in the engine's queue, given back exactly once: when the worker takes the
+/// job into a slot, or when its caller drops [`JobEvents`] (a cancelled call), whichever comes
+/// first. So a cancelled call stops counting against the queue the moment it is cancelled.
+struct QueuePlace {
+    held: AtomicBool,
+    queued: Arc<AtomicUsize>,
+}
+
+impl QueuePlace {
+    fn release(&self) {
+        if self.held.swap(false, Ordering::AcqRel) {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// The events of a submitted job. Dropping it cancels the job: its queue place is freed at
+/// once, and the worker drops the job at its next step.
+pub(crate) struct JobEvents {
+    receiver: UnboundedReceiver<Event>,
+    place: Arc<QueuePlace>,
+}
+
+impl JobEvents {
+    pub(crate) async fn recv(&mut self) -> Option<Event> {
+        self.receiver.recv().await
+    }
+}
+
+impl Drop for JobEvents {
+    fn drop(&mut self) {
+        self.place.release();
+    }
 }
 
 /// What the worker reports about a job.
@@ -129,7 +166,7 @@ pub struct LocalEngine {
 
 struct EngineShared {
     model: LocalModel,
-    jobs: Mutex<Option<SyncSender<Job>>>,
+    jobs: Mutex<Option<Sender<Job>>>,
     queued: Arc<AtomicUsize>,
     /// Nanoseconds the worker has spent decoding and sampling, since it started.
     busy_ns: Arc<AtomicU64>,
@@ -232,7 +269,7 @@ impl LocalEngine {
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1))
             .max(1);
-        let (jobs_tx, jobs_rx) = sync_channel::<Job>(options.queue_capacity);
+        let (jobs_tx, jobs_rx) = channel::<Job>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
         let queued = Arc::new(AtomicUsize::new(0));
         let busy_ns = Arc::new(AtomicU64::new(0));
@@ -246,11 +283,10 @@ impl LocalEngine {
             batch_size: options.batch_size,
         };
         let loaded = model.shared();
-        let worker_queued = Arc::clone(&queued);
         let worker_busy = Arc::clone(&busy_ns);
         let worker = std::thread::Builder::new()
             .name(format!("slmkit-engine-{}", model.name()))
-            .spawn(move || run_worker(loaded, worker_config, jobs_rx, ready_tx, worker_queued, worker_busy))
+            .spawn(move || run_worker(loaded, worker_config, jobs_rx, ready_tx, worker_busy))
             .map_err(|err| Error::Io { context: "cannot start the engine thread".into(), source: err })?;
         match ready_rx.recv() {
             Ok(Ok(())) => {}
@@ -318,20 +354,23 @@ impl LocalEngine {
         constraint: OutputConstraint,
         max_tokens: u32,
         stops: Vec<String>,
-    ) -> Result<UnboundedReceiver<Event>> {
-        let (events, receiver) = unbounded_channel();
-        let job = Job { prompt, sampling, constraint, max_tokens, stops, events };
+    ) -> Result<JobEvents> {
         let jobs = self.shared.jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let sender = jobs.as_ref().ok_or(Error::EngineStopped)?;
-        self.shared.queued.fetch_add(1, Ordering::Relaxed);
-        match sender.try_send(job) {
-            Ok(()) => Ok(receiver),
-            Err(TrySendError::Full(_)) => {
-                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-                Err(Error::Overloaded { queued: self.shared.queue_capacity, capacity: self.shared.queue_capacity })
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+        // The count, not the channel, bounds the queue: a cancelled job leaves the count at
+        // once (see `QueuePlace`) though it stays in the channel until the worker drains it.
+        let capacity = self.shared.queue_capacity.max(1);
+        let queued = &self.shared.queued;
+        if queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < capacity).then_some(n + 1)).is_err() {
+            return Err(Error::Overloaded { queued: capacity, capacity });
+        }
+        let place = Arc::new(QueuePlace { held: AtomicBool::new(true), queued: Arc::clone(queued) });
+        let (events, receiver) = unbounded_channel();
+        let job = Job { prompt, sampling, constraint, max_tokens, stops, events, place: Arc::clone(&place) };
+        match sender.send(job) {
+            Ok(()) => Ok(JobEvents { receiver, place }),
+            Err(_) => {
+                place.release();
                 Err(Error::EngineStopped)
             }
         }
@@ -399,7 +438,6 @@ fn run_worker(
     config: WorkerConfig,
     jobs: Receiver<Job>,
     ready: std::sync::mpsc::Sender<Result<()>>,
-    queued: Arc<AtomicUsize>,
     busy_ns: Arc<AtomicU64>,
 ) {
     let context = match create_context(&model, &config) {
@@ -425,30 +463,35 @@ fn run_worker(
         grammars: GrammarSamplers::default(),
     };
     let mut queue_open = true;
+    let mut waiting = VecDeque::new();
     loop {
-        if worker.active_count() == 0 {
+        if worker.active_count() == 0 && waiting.is_empty() {
             if !queue_open {
                 return;
             }
             match jobs.recv() {
-                Ok(job) => {
-                    queued.fetch_sub(1, Ordering::Relaxed);
-                    worker.admit(job);
-                }
+                Ok(job) => waiting.push_back(job),
                 Err(_) => return,
             }
         }
-        while queue_open && worker.active_count() < worker.slots {
+        // Everything queued is taken off the channel each step, so a cancelled job's prompt is
+        // freed at the next step rather than when a slot frees.
+        while queue_open {
             match jobs.try_recv() {
-                Ok(job) => {
-                    queued.fetch_sub(1, Ordering::Relaxed);
-                    worker.admit(job);
-                }
+                Ok(job) => waiting.push_back(job),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => queue_open = false,
             }
         }
-        worker.step();
+        waiting.retain(|job: &Job| !job.events.is_closed());
+        while worker.active_count() < worker.slots {
+            let Some(job) = waiting.pop_front() else { break };
+            job.place.release();
+            worker.admit(job);
+        }
+        if worker.active_count() > 0 {
+            worker.step();
+        }
     }
 }
 

@@ -16,6 +16,7 @@ const DEFAULT_ALIGNMENT: u64 = 32;
 const MAX_ENTRIES: u64 = 1 << 24;
 const MAX_STRING_BYTES: u64 = 1 << 26;
 const MAX_TENSOR_DIMS: u32 = 4;
+const MAX_ARRAY_NESTING: u32 = 8;
 
 /// What the pre-flight check learned about a GGUF file.
 #[derive(Debug, Clone)]
@@ -34,7 +35,13 @@ pub(crate) fn check_gguf(path: &Path) -> Result<GgufSummary> {
     let fail = |reason: String| Error::model_load(path, reason);
     let file = File::open(path).map_err(|err| fail(format!("cannot open file: {err}")))?;
     let file_len = file.metadata().map_err(|err| fail(format!("cannot read file metadata: {err}")))?.len();
-    let mut reader = Reader { inner: BufReader::new(file), file_len };
+    check_gguf_bytes(BufReader::new(file), file_len, path)
+}
+
+/// As [`check_gguf`], on `file_len` bytes from `source`; `path` names them in errors.
+pub(crate) fn check_gguf_bytes(source: impl Read + Seek, file_len: u64, path: &Path) -> Result<GgufSummary> {
+    let fail = |reason: String| Error::model_load(path, reason);
+    let mut reader = Reader { inner: source, file_len };
 
     let mut magic = [0u8; 4];
     reader.read_exact(&mut magic).map_err(|_| fail(format!("not a GGUF file: only {file_len} bytes long")))?;
@@ -157,8 +164,8 @@ fn ggml_type_block(ggml_type: u32) -> Option<(u64, u64)> {
     })
 }
 
-struct Reader {
-    inner: BufReader<File>,
+struct Reader<R> {
+    inner: R,
     file_len: u64,
 }
 
@@ -171,7 +178,7 @@ impl ReadError {
     }
 }
 
-impl Reader {
+impl<R: Read + Seek> Reader<R> {
     fn read_exact(&mut self, buf: &mut [u8]) -> std::result::Result<(), ReadError> {
         self.inner.read_exact(buf).map_err(|err| ReadError(err.to_string()))
     }
@@ -220,6 +227,10 @@ impl Reader {
     }
 
     fn skip_value(&mut self, value_type: u32) -> std::result::Result<(), ReadError> {
+        self.skip_nested_value(value_type, 0)
+    }
+
+    fn skip_nested_value(&mut self, value_type: u32, depth: u32) -> std::result::Result<(), ReadError> {
         if let Some(size) = scalar_size(value_type) {
             return self.skip(size);
         }
@@ -229,17 +240,67 @@ impl Reader {
                 self.skip(len)
             }
             ARRAY_TYPE => {
+                // Each level costs the file only 12 bytes, so a crafted file could nest deep
+                // enough to overflow the stack; real models nest arrays one level at most.
+                if depth >= MAX_ARRAY_NESTING {
+                    return Err(ReadError(format!("arrays nested more than {MAX_ARRAY_NESTING} deep")));
+                }
                 let item_type = self.u32()?;
                 let len = self.count("array length")?;
                 if let Some(size) = scalar_size(item_type) {
                     return self.skip(len.saturating_mul(size));
                 }
                 for _ in 0..len {
-                    self.skip_value(item_type)?;
+                    self.skip_nested_value(item_type, depth + 1)?;
                 }
                 Ok(())
             }
             other => Err(ReadError(format!("unknown metadata value type {other}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+
+    /// A GGUF with no tensors whose one metadata value is an array of arrays `depth` deep.
+    fn nested_arrays(depth: u32) -> Vec<u8> {
+        let mut bytes = b"GGUF".to_vec();
+        bytes.extend(3u32.to_le_bytes());
+        bytes.extend(0u64.to_le_bytes());
+        bytes.extend(1u64.to_le_bytes());
+        bytes.extend(4u64.to_le_bytes());
+        bytes.extend(b"deep");
+        bytes.extend(ARRAY_TYPE.to_le_bytes());
+        for _ in 0..depth {
+            bytes.extend(ARRAY_TYPE.to_le_bytes());
+            bytes.extend(1u64.to_le_bytes());
+        }
+        bytes.extend(UINT32_TYPE.to_le_bytes());
+        bytes.extend(1u64.to_le_bytes());
+        bytes.extend(7u32.to_le_bytes());
+        bytes.resize(bytes.len().next_multiple_of(DEFAULT_ALIGNMENT as usize), 0);
+        bytes
+    }
+
+    fn check(bytes: &[u8]) -> Result<GgufSummary> {
+        check_gguf_bytes(Cursor::new(bytes), bytes.len() as u64, Path::new("test.gguf"))
+    }
+
+    #[test]
+    fn arrays_nested_as_deep_as_the_bound_are_read() {
+        let summary = check(&nested_arrays(MAX_ARRAY_NESTING - 1)).expect("within the bound");
+        assert_eq!(summary.tensor_count, 0);
+    }
+
+    #[test]
+    fn arrays_nested_past_the_bound_are_refused() {
+        match check(&nested_arrays(MAX_ARRAY_NESTING)) {
+            Err(Error::ModelLoad { reason, .. }) => assert!(reason.contains("nested more than 8 deep"), "{reason}"),
+            other => panic!("expected ModelLoad, got {other:?}"),
         }
     }
 }

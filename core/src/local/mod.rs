@@ -5,10 +5,10 @@
 
 mod chat;
 mod engine;
-mod gguf;
-mod grammar;
+pub(crate) mod gguf;
+pub(crate) mod grammar;
 mod model;
-mod output;
+pub(crate) mod output;
 mod prefix_store;
 mod sampling;
 mod template;
