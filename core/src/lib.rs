@@ -43,6 +43,7 @@ pub mod models;
 pub mod remote;
 pub mod route_eval;
 pub mod routing;
+pub mod shared;
 pub mod tier;
 pub mod types;
 pub mod validate;
