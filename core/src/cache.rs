@@ -212,6 +212,8 @@ pub(crate) struct ResponseCache {
     routes: moka::future::Cache<RequestDigest, CacheKey>,
     config: CacheConfig,
     fleet: Option<Fleet>,
+    /// The digest behind each fleet id stored here, so a fleet eviction finds its entry.
+    fleet_digests: moka::future::Cache<String, RequestDigest>,
 }
 
 impl ResponseCache {
@@ -233,7 +235,17 @@ impl ResponseCache {
             builder = builder.time_to_live(Duration::from_secs_f64(config.ttl_s));
             routes = routes.time_to_live(Duration::from_secs_f64(config.ttl_s));
         }
-        Ok(ResponseCache { entries: builder.build(), routes: routes.build(), config, fleet: None })
+        let mut digests = moka::future::Cache::builder().max_capacity(config.max_entries);
+        if config.ttl_s > 0.0 {
+            digests = digests.time_to_live(Duration::from_secs_f64(config.ttl_s));
+        }
+        Ok(ResponseCache {
+            entries: builder.build(),
+            routes: routes.build(),
+            config,
+            fleet: None,
+            fleet_digests: digests.build(),
+        })
     }
 
     /// Makes `store` this cache's L2, shared with the processes whose backends have the same
@@ -244,7 +256,22 @@ impl ResponseCache {
             hasher.update(identity.as_bytes());
             hasher.update([0]);
         }
-        self.fleet = Some(Fleet { store, scope: hasher.finalize().into() });
+        let scope: [u8; 32] = hasher.finalize().into();
+        // Another process rejected an answer: drop this process's copy of it too.
+        let (entries, routes) = (self.entries.clone(), self.routes.clone());
+        let fleet = Fleet { store: Arc::clone(&store), scope };
+        let digests = self.fleet_digests.clone();
+        store.on_eviction(Arc::new(move |id: String| {
+            let (entries, routes, digests) = (entries.clone(), routes.clone(), digests.clone());
+            Box::pin(async move {
+                if let Some(digest) = digests.remove(&id).await {
+                    if let Some(key) = routes.remove(&digest).await {
+                        entries.invalidate(&key).await;
+                    }
+                }
+            })
+        }));
+        self.fleet = Some(fleet);
         self
     }
 
@@ -284,7 +311,7 @@ impl ResponseCache {
         let (key, answer) = self.fleet_answer(fleet, &fleet.id(digest)).await?;
         let answer = Arc::new(answer);
         self.entries.insert(key, Arc::clone(&answer)).await;
-        self.routes.insert(*digest, key).await;
+        self.remember(*digest, key).await;
         Some(answer)
     }
 
@@ -301,14 +328,14 @@ impl ResponseCache {
             self.fleet_store(fleet, &fleet.id(&digest), &key, &answer).await;
         }
         self.entries.insert(key, Arc::new(answer)).await;
-        self.routes.insert(digest, key).await;
+        self.remember(digest, key).await;
     }
 
     /// Removes the answers stored under `keys` and the route from `digest` to them, here and
     /// fleet-wide: a caller rejected the answer, so it must never be served again.
     pub(crate) async fn evict(&self, digest: &RequestDigest, keys: &[CacheKey]) {
         if let Some(fleet) = &self.fleet {
-            fleet.store.delete_answer(&fleet.id(digest)).await;
+            fleet.store.evict_everywhere(&fleet.id(digest)).await;
         }
         self.routes.invalidate(digest).await;
         for key in keys {
@@ -318,6 +345,9 @@ impl ResponseCache {
 
     /// Remembers that requests with `digest` are stored under `key`.
     pub(crate) async fn remember(&self, digest: RequestDigest, key: CacheKey) {
+        if let Some(fleet) = &self.fleet {
+            self.fleet_digests.insert(fleet.id(&digest), digest).await;
+        }
         self.routes.insert(digest, key).await;
     }
 
@@ -345,7 +375,13 @@ impl ResponseCache {
 
     /// One run of `init` across the fleet: take the request's lock and run it, or wait for
     /// the holder's answer. Redis away, or a wait past the lock's expiry: run it here.
-    async fn fleet_run<F>(&self, fleet: &Fleet, digest: &RequestDigest, key: &CacheKey, init: F) -> Result<Arc<CachedAnswer>>
+    async fn fleet_run<F>(
+        &self,
+        fleet: &Fleet,
+        digest: &RequestDigest,
+        key: &CacheKey,
+        init: F,
+    ) -> Result<Arc<CachedAnswer>>
     where
         F: std::future::Future<Output = Result<CachedAnswer>>,
     {

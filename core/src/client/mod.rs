@@ -45,8 +45,8 @@ use crate::error::{Error, Result};
 use crate::hints::{bypasses_cache, task_tag};
 use crate::ledger::{AttemptRecord, Ledger, Outcome, Pricing};
 use crate::metadata::{CacheStatus, CallMetadata};
-use crate::shared::{fleet_records, SharedStore, StreamSink};
 use crate::routing::{RouteDecision, Router, RoutingConfig, SlmProfile};
+use crate::shared::{fleet_records, SharedStore, StreamSink};
 use crate::tier::Tier;
 use crate::types::{is_usage_only, new_id, ChatCompletion, ChatCompletionRequest, ChunkStream};
 use crate::validate::{default_validators, Validator};
@@ -185,8 +185,10 @@ impl ClientBuilder {
             }
         });
         let router = Router::new(&self.routing, slm_profile, self.llm.is_some())?;
-        let identities: Vec<String> =
-            [&self.slm, &self.llm].into_iter().map(|tier| tier.as_ref().map(|tier| tier.backend.identity()).unwrap_or_default()).collect();
+        let identities: Vec<String> = [&self.slm, &self.llm]
+            .into_iter()
+            .map(|tier| tier.as_ref().map(|tier| tier.backend.identity()).unwrap_or_default())
+            .collect();
         let cache = if self.cache.enabled {
             let cache = ResponseCache::new(self.cache)?;
             Some(Arc::new(match &self.shared {

@@ -36,7 +36,8 @@ pub enum Wait {
     GaveUp,
 }
 
-const RELEASE: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+const RELEASE: &str =
+    r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
 const POLL_START: Duration = Duration::from_millis(2);
 const POLL_MAX: Duration = Duration::from_millis(50);
@@ -61,7 +62,13 @@ impl SharedStore {
             match ttl {
                 Some(ttl) => {
                     let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-                    redis::cmd("SET").arg(&key).arg(bytes).arg("PX").arg(millis).query_async::<()>(&mut connection).await
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(bytes)
+                        .arg("PX")
+                        .arg(millis)
+                        .query_async::<()>(&mut connection)
+                        .await
                 }
                 None => connection.set::<_, _, ()>(&key, bytes).await,
             }

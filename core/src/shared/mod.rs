@@ -13,6 +13,7 @@
 //! [`SharedStore::errors`] counts each failure.
 
 pub mod entries;
+pub mod evictions;
 pub mod stream;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,6 +27,7 @@ use tokio::sync::Notify;
 use crate::error::{Error, Result};
 
 pub use entries::{LockOutcome, Wait};
+pub use evictions::OnEviction;
 pub use stream::{fleet_records, StreamSink};
 
 /// The `[shared]` section.
@@ -139,6 +141,8 @@ pub(crate) struct State {
     /// Wakes the prober when an operation fails.
     outage: Notify,
     closed: AtomicBool,
+    /// What to do with another process's eviction (the local cache's L1 invalidation).
+    on_eviction: std::sync::OnceLock<OnEviction>,
 }
 
 /// Stops the store's runtime thread when the store goes.
@@ -182,6 +186,7 @@ impl SharedStore {
             errors: AtomicU64::new(0),
             outage: Notify::new(),
             closed: AtomicBool::new(false),
+            on_eviction: std::sync::OnceLock::new(),
         });
         // Not `block_on`: the caller may itself be on an async runtime.
         let (sender, receiver) = std::sync::mpsc::channel();
@@ -216,6 +221,7 @@ impl SharedStore {
                 );
             }
         }
+        runtime.spawn(evictions::listen(Arc::clone(&state), client.clone()));
         runtime.spawn(probe(Arc::clone(&state), client));
         Ok(Arc::new(SharedStore { state, runtime, _thread: thread }))
     }
@@ -338,12 +344,11 @@ async fn probe(state: Arc<State>, client: redis::Client) {
         tokio::time::sleep(backoff).await;
         let existing = state.lock_connection().clone();
         let answered = match existing {
-            Some(mut connection) => tokio::time::timeout(
-                CONNECT_TIMEOUT,
-                redis::cmd("PING").query_async::<String>(&mut connection),
-            )
-            .await
-            .is_ok_and(|reply| reply.is_ok()),
+            Some(mut connection) => {
+                tokio::time::timeout(CONNECT_TIMEOUT, redis::cmd("PING").query_async::<String>(&mut connection))
+                    .await
+                    .is_ok_and(|reply| reply.is_ok())
+            }
             None => match tokio::time::timeout(CONNECT_TIMEOUT, open(&client, state.config.budget_ms)).await {
                 Ok(Ok(connection)) => {
                     *state.lock_connection() = Some(connection);
@@ -366,10 +371,10 @@ const PROBE_MAX: Duration = Duration::from_secs(5);
 
 /// A current-thread runtime on its own thread, until the returned guard goes.
 fn start_runtime() -> Result<(tokio::runtime::Handle, RuntimeThread)> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|source| Error::Io {
-        context: "cannot start the shared store's runtime".into(),
-        source,
-    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Io { context: "cannot start the shared store's runtime".into(), source })?;
     let handle = runtime.handle().clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     std::thread::Builder::new()
@@ -407,9 +412,6 @@ mod tests {
             ..SharedConfig::new("")
         };
         assert!(matches!(config.url(), Err(Error::Config(message)) if message.contains("SLMKIT_SURELY_UNSET_REDIS")));
-        assert!(matches!(
-            SharedStore::connect(&SharedConfig::new("http://nope")),
-            Err(Error::SharedStore { .. })
-        ));
+        assert!(matches!(SharedStore::connect(&SharedConfig::new("http://nope")), Err(Error::SharedStore { .. })));
     }
 }

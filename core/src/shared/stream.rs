@@ -99,7 +99,15 @@ async fn ship(state: Arc<State>, key: String, mut queue: mpsc::UnboundedReceiver
                 .run("ledger stream", SHIP_BUDGET, |mut connection| async move {
                     let mut pipe = redis::pipe();
                     for line in &batch {
-                        pipe.cmd("XADD").arg(&stream).arg("MAXLEN").arg("~").arg(max_len).arg("*").arg("r").arg(line).ignore();
+                        pipe.cmd("XADD")
+                            .arg(&stream)
+                            .arg("MAXLEN")
+                            .arg("~")
+                            .arg(max_len)
+                            .arg("*")
+                            .arg("r")
+                            .arg(line)
+                            .ignore();
                     }
                     pipe.query_async::<()>(&mut connection).await
                 })
@@ -126,7 +134,8 @@ async fn ship(state: Arc<State>, key: String, mut queue: mpsc::UnboundedReceiver
 /// # Errors
 /// [`Error::SharedStore`] when Redis cannot be reached or read.
 pub async fn fleet_records(url: &str, key_prefix: &str) -> Result<(Vec<AttemptRecord>, Vec<String>)> {
-    let failed = |source| Error::SharedStore { context: format!("cannot read the fleet ledger at {}", redacted(url)), source };
+    let failed =
+        |source| Error::SharedStore { context: format!("cannot read the fleet ledger at {}", redacted(url)), source };
     let client = redis::Client::open(url).map_err(failed)?;
     let mut connection = tokio::time::timeout(Duration::from_secs(5), client.get_multiplexed_async_connection())
         .await
