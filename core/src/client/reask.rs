@@ -34,13 +34,16 @@ const MAX_REMEMBERED: usize = 10_000;
 pub(crate) struct ReaskKey {
     digest: RequestDigest,
     caller: Option<String>,
+    /// A framework that re-sends a call re-sends it the same way; the same request asked once
+    /// whole and once streamed is two ways of reading one answer, not a rejection of it.
+    streamed: bool,
 }
 
 impl ReaskKey {
     /// The key of `request`, if it is deterministic enough for a repeat to mean a rejection.
     pub(crate) fn of(request: &ChatCompletionRequest, digest: RequestDigest) -> Option<Self> {
         let deterministic = request.temperature == Some(0.0) || request.seed.is_some();
-        deterministic.then(|| ReaskKey { digest, caller: request.user.clone() })
+        deterministic.then(|| ReaskKey { digest, caller: request.user.clone(), streamed: request.stream == Some(true) })
     }
 
     pub(crate) fn digest(&self) -> &RequestDigest {
@@ -206,6 +209,17 @@ mod tests {
         log.remember(ReaskKey::of(&alice, digest(&alice)).unwrap(), answered("call-a"));
         assert!(log.contains(&ReaskKey::of(&alice, digest(&alice)).unwrap()));
         assert!(!log.contains(&ReaskKey::of(&bob, digest(&bob)).unwrap()));
+    }
+
+    #[test]
+    fn the_same_request_streamed_is_not_a_reask_of_it_whole() {
+        let whole = request(Some(0.0), Some("alice"));
+        let mut streamed = whole.clone();
+        streamed.stream = Some(true);
+        let log = ReaskLog::new(DEFAULT_REASK_WINDOW);
+        log.remember(ReaskKey::of(&whole, digest(&whole)).unwrap(), answered("call-a"));
+        assert!(!log.contains(&ReaskKey::of(&streamed, digest(&streamed)).unwrap()));
+        assert!(log.contains(&ReaskKey::of(&whole, digest(&whole)).unwrap()));
     }
 
     #[test]
