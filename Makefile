@@ -9,7 +9,8 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 export CARGO_TERM_COLOR ?= never
 
-APT_PACKAGES := cmake clang libclang-dev
+# redis-server: the [shared] tests (cli/tests/shared.rs) start their own instances on loopback.
+APT_PACKAGES := cmake clang libclang-dev redis-server
 
 .PHONY: help setup demo test test-rust test-python test-node test-e2e route-score lint bench eval-metagpt fixtures clean models
 
@@ -28,7 +29,8 @@ help:
 	@echo "make models   pull the real models the tests run on (cached)"
 	@echo "make fixtures regenerate the tiny GGUF test models (needs Python)"
 
-## Install the system packages llama.cpp's build needs (cmake; clang and libclang for bindgen).
+## Install the system packages llama.cpp's build needs (cmake; clang and libclang for bindgen),
+## and redis-server for the shared-store tests.
 setup:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
