@@ -93,6 +93,8 @@ BENCH_MODELS := qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.5b-instruct
 bench: setup
 	cargo bench -p slmkit --bench routing
 	cargo bench -p slmkit --bench overhead
+	@# L1 vs L2 (a redis-server it starts on loopback) cache hits; the table goes to bench/results/.
+	mkdir -p bench/results && cargo bench -p slmkit --bench shared | tee bench/results/shared-$$(date +%F).md
 	@# Built from source without -march=native and without pip's wheel cache: a wheel built on
 	@# another machine's CPU dies here with an illegal instruction on its first decode.
 	[ -x bench/.venv-llamacpp/bin/python ] || { python3 -m venv bench/.venv-llamacpp && \
