@@ -9,7 +9,8 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 export CARGO_TERM_COLOR ?= never
 
-APT_PACKAGES := cmake clang libclang-dev
+# redis-server: the [shared] tests (cli/tests/shared.rs) start their own instances on loopback.
+APT_PACKAGES := cmake clang libclang-dev redis-server
 
 .PHONY: help setup demo test test-rust test-python test-libraries test-node test-e2e test-stress route-score lint bench bench-soak fuzz eval-metagpt fixtures clean models
 
@@ -31,7 +32,8 @@ help:
 	@echo "make models   pull the real models the tests run on (cached)"
 	@echo "make fixtures regenerate the tiny GGUF test models (needs Python)"
 
-## Install the system packages llama.cpp's build needs (cmake; clang and libclang for bindgen).
+## Install the system packages llama.cpp's build needs (cmake; clang and libclang for bindgen),
+## and redis-server for the shared-store tests.
 setup:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -111,6 +113,8 @@ BENCH_MODELS := qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.5b-instruct
 bench: setup
 	cargo bench -p slmkit --bench routing
 	cargo bench -p slmkit --bench overhead
+	@# L1 vs L2 (a redis-server it starts on loopback) cache hits; the table goes to bench/results/.
+	mkdir -p bench/results && cargo bench -p slmkit --bench shared | tee bench/results/shared-$$(date +%F).md
 	@# Built from source without -march=native and without pip's wheel cache: a wheel built on
 	@# another machine's CPU dies here with an illegal instruction on its first decode.
 	[ -x bench/.venv-llamacpp/bin/python ] || { python3 -m venv bench/.venv-llamacpp && \

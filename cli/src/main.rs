@@ -108,15 +108,36 @@ enum Command {
     },
     /// List the model catalog and what is cached.
     Models,
-    /// Render a ledger JSONL file as the report table (or JSON).
+    /// Render a ledger JSONL file, or with --redis the whole fleet's ledger stream, as the
+    /// report table (or JSON).
     Report {
-        ledger: PathBuf,
+        #[arg(required_unless_present = "redis", conflicts_with = "redis")]
+        ledger: Option<PathBuf>,
+        /// The fleet's Redis (`[shared] redis_url`), to report on every process's attempts.
+        #[arg(long, value_name = "URL")]
+        redis: Option<String>,
+        /// The fleet's `[shared] key_prefix`.
+        #[arg(long, default_value = "slmkit:")]
+        key_prefix: String,
         #[arg(long)]
         json: bool,
     },
 }
 
+/// Logs the core's warnings (and, with `SLMKIT_LOG=info` or `debug`, more) to stderr.
+fn start_logging() {
+    let level = match std::env::var("SLMKIT_LOG").unwrap_or_default().to_ascii_lowercase().as_str() {
+        "error" => tracing::Level::ERROR,
+        "info" => tracing::Level::INFO,
+        "debug" => tracing::Level::DEBUG,
+        "trace" => tracing::Level::TRACE,
+        _ => tracing::Level::WARN,
+    };
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(level).with_target(false).init();
+}
+
 fn main() -> ExitCode {
+    start_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -190,8 +211,12 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         Command::Models => print!("{}", slmkit_cli::models::list()),
-        Command::Report { ledger, json } => {
-            let (records, warnings) = read_jsonl(&ledger)?;
+        Command::Report { ledger, redis, key_prefix, json } => {
+            let (records, warnings) = match (redis, ledger) {
+                (Some(url), _) => slmkit::shared::fleet_records(&url, &key_prefix).await?,
+                (None, Some(ledger)) => read_jsonl(&ledger)?,
+                (None, None) => return Err("slmkit report needs a ledger file or --redis URL".into()),
+            };
             for warning in &warnings {
                 eprintln!("warning: {warning}");
             }

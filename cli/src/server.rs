@@ -522,8 +522,30 @@ async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(state.client.models())
 }
 
-async fn report(State(state): State<Arc<AppState>>) -> Response {
-    match serde_json::to_value(state.client.ledger().report()) {
+/// `?scope=fleet`: the whole fleet's ledger stream (with `[shared]`); otherwise this process's.
+#[derive(serde::Deserialize)]
+struct ReportQuery {
+    scope: Option<String>,
+}
+
+async fn report(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Query(query): axum::extract::Query<ReportQuery>,
+) -> Response {
+    let report = match query.scope.as_deref() {
+        None | Some("process") => state.client.ledger().report(),
+        Some("fleet") => match state.client.fleet_report().await {
+            Ok((report, _unparsed)) => report,
+            Err(err) => return error_response(&err),
+        },
+        Some(other) => {
+            return error_response(&Error::InvalidRequest {
+                message: format!("scope must be process or fleet, not {other:?}"),
+                param: Some("scope".into()),
+            })
+        }
+    };
+    match serde_json::to_value(report) {
         Ok(report) => Json(report).into_response(),
         Err(err) => error_response(&Error::Internal(format!("cannot serialise the report: {err}"))),
     }
@@ -604,6 +626,14 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         &[("", report.counterfactual_llm_cost_usd)],
     );
     metric("energy_joules_total", "counter", "Energy of local attempts.", &[("", report.energy_j)]);
+    if let Some(store) = state.client.shared_store() {
+        metric(
+            "shared_errors_total",
+            "counter",
+            "Shared-store (Redis) operations that failed or ran past the budget; calls went on locally.",
+            &[("", store.errors() as f64)],
+        );
+    }
     out.push_str("# HELP slmkit_request_duration_seconds Chat-completions request latency.\n# TYPE slmkit_request_duration_seconds histogram\n");
     for (bucket, count) in BUCKETS.iter().zip(&state.latency.counts) {
         out.push_str(&format!(

@@ -6,6 +6,12 @@
 //! and any field slmkit does not know) and of nothing that does not (`stream`,
 //! `stream_options`, `user`, metadata the router ignores). Remote tiers enter the key by URL,
 //! model and a hash of their API key, never the key itself.
+//!
+//! With a fleet's shared store ([`crate::shared`]) this cache is L1 and Redis is L2: a miss
+//! here reads Redis under an id made of the request digest and the backends' identities (so
+//! only processes with the same backends share answers); stored answers are written to both
+//! (with the same TTL; answers over the store's entry bound stay local); evictions delete in
+//! both; and identical concurrent calls across the fleet share one run (single flight).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +23,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::hints::{HINT_FIELD, HINT_METADATA_PREFIX};
 use crate::metadata::strip;
+use crate::shared::{LockOutcome, SharedStore, Wait};
 use crate::tier::Tier;
 use crate::types::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest};
 
@@ -96,6 +103,87 @@ impl CachedAnswer {
     }
 }
 
+/// A cached answer as the fleet's store holds it (JSON).
+#[derive(Serialize, Deserialize)]
+struct StoredAnswer {
+    key: String,
+    completion: ChatCompletion,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chunks: Option<Vec<ChatCompletionChunk>>,
+    tier: Tier,
+    model: String,
+    cost_usd: f64,
+    counterfactual_llm_cost_usd: f64,
+    reasons: Vec<String>,
+}
+
+impl StoredAnswer {
+    fn encode(key: &CacheKey, answer: &CachedAnswer) -> Option<Vec<u8>> {
+        serde_json::to_vec(&StoredAnswer {
+            key: hex(key),
+            completion: answer.completion.clone(),
+            chunks: answer.chunks.clone(),
+            tier: answer.tier,
+            model: answer.model.clone(),
+            cost_usd: answer.cost_usd,
+            counterfactual_llm_cost_usd: answer.counterfactual_llm_cost_usd,
+            reasons: answer.reasons.clone(),
+        })
+        .ok()
+    }
+
+    /// The answer and its key; `None` for bytes that are not one (another version's, or
+    /// damaged).
+    fn decode(bytes: &[u8]) -> Option<(CacheKey, CachedAnswer)> {
+        let stored: StoredAnswer = serde_json::from_slice(bytes).ok()?;
+        let key = unhex(&stored.key)?;
+        let origin = AnswerOrigin {
+            tier: stored.tier,
+            model: stored.model,
+            cost_usd: stored.cost_usd,
+            counterfactual_llm_cost_usd: stored.counterfactual_llm_cost_usd,
+            reasons: stored.reasons,
+        };
+        Some((key, CachedAnswer::new(stored.completion, stored.chunks, origin)))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<CacheKey> {
+    let mut key = [0u8; 32];
+    if text.len() != 64 {
+        return None;
+    }
+    for (index, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(index * 2..index * 2 + 2)?, 16).ok()?;
+    }
+    Some(key)
+}
+
+/// The fleet's store as this cache's L2.
+struct Fleet {
+    store: Arc<SharedStore>,
+    /// A hash of the backends' identities: answers are shared only between processes whose
+    /// tiers are the same.
+    scope: [u8; 32],
+}
+
+impl Fleet {
+    fn id(&self, digest: &RequestDigest) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(self.scope);
+        hasher.update(digest.0);
+        hex(&hasher.finalize())
+    }
+}
+
+/// How many times a fleet single flight races again for a lock whose holder failed before
+/// making the call here.
+const FLEET_RACES: usize = 3;
+
 /// Who made a cached answer, and at what cost.
 #[derive(Debug, Clone)]
 pub(crate) struct AnswerOrigin {
@@ -123,6 +211,9 @@ pub(crate) struct ResponseCache {
     /// without being routed again (routing may tokenize the whole prompt).
     routes: moka::future::Cache<RequestDigest, CacheKey>,
     config: CacheConfig,
+    fleet: Option<Fleet>,
+    /// The digest behind each fleet id stored here, so a fleet eviction finds its entry.
+    fleet_digests: moka::future::Cache<String, RequestDigest>,
 }
 
 impl ResponseCache {
@@ -144,7 +235,64 @@ impl ResponseCache {
             builder = builder.time_to_live(Duration::from_secs_f64(config.ttl_s));
             routes = routes.time_to_live(Duration::from_secs_f64(config.ttl_s));
         }
-        Ok(ResponseCache { entries: builder.build(), routes: routes.build(), config })
+        let mut digests = moka::future::Cache::builder().max_capacity(config.max_entries);
+        if config.ttl_s > 0.0 {
+            digests = digests.time_to_live(Duration::from_secs_f64(config.ttl_s));
+        }
+        Ok(ResponseCache {
+            entries: builder.build(),
+            routes: routes.build(),
+            config,
+            fleet: None,
+            fleet_digests: digests.build(),
+        })
+    }
+
+    /// Makes `store` this cache's L2, shared with the processes whose backends have the same
+    /// `identities`.
+    pub(crate) fn shared_through(mut self, store: Arc<SharedStore>, identities: &[String]) -> Self {
+        let mut hasher = Sha256::new();
+        for identity in identities {
+            hasher.update(identity.as_bytes());
+            hasher.update([0]);
+        }
+        let scope: [u8; 32] = hasher.finalize().into();
+        // Another process rejected an answer: drop this process's copy of it too.
+        let (entries, routes) = (self.entries.clone(), self.routes.clone());
+        let fleet = Fleet { store: Arc::clone(&store), scope };
+        let digests = self.fleet_digests.clone();
+        store.on_eviction(Arc::new(move |id: String| {
+            let (entries, routes, digests) = (entries.clone(), routes.clone(), digests.clone());
+            Box::pin(async move {
+                if let Some(digest) = digests.remove(&id).await {
+                    if let Some(key) = routes.remove(&digest).await {
+                        entries.invalidate(&key).await;
+                    }
+                }
+            })
+        }));
+        self.fleet = Some(fleet);
+        self
+    }
+
+    fn ttl(&self) -> Option<Duration> {
+        (self.config.ttl_s > 0.0).then(|| Duration::from_secs_f64(self.config.ttl_s))
+    }
+
+    /// Reads the fleet's answer under `id`; a stored value that is not an answer is deleted.
+    async fn fleet_answer(&self, fleet: &Fleet, id: &str) -> Option<(CacheKey, CachedAnswer)> {
+        let bytes = fleet.store.get_answer(id).await?;
+        let decoded = StoredAnswer::decode(&bytes);
+        if decoded.is_none() {
+            fleet.store.delete_answer(id).await;
+        }
+        decoded
+    }
+
+    async fn fleet_store(&self, fleet: &Fleet, id: &str, key: &CacheKey, answer: &CachedAnswer) {
+        if let Some(bytes) = StoredAnswer::encode(key, answer) {
+            fleet.store.put_answer(id, bytes, self.ttl()).await;
+        }
     }
 
     /// Whether `request` may be served from, and stored in, the cache.
@@ -153,21 +301,42 @@ impl ResponseCache {
             && (!self.config.deterministic_only || request.temperature == Some(0.0) || request.seed.is_some())
     }
 
-    /// The answer stored for a request with this digest, found without routing it.
+    /// The answer stored for a request with this digest, found without routing it: here,
+    /// else in the fleet's store (and then kept here too).
     pub(crate) async fn lookup(&self, digest: &RequestDigest) -> Option<Arc<CachedAnswer>> {
+        if let Some(answer) = self.lookup_local(digest).await {
+            return Some(answer);
+        }
+        let fleet = self.fleet.as_ref()?;
+        let (key, answer) = self.fleet_answer(fleet, &fleet.id(digest)).await?;
+        let answer = Arc::new(answer);
+        self.entries.insert(key, Arc::clone(&answer)).await;
+        self.remember(*digest, key).await;
+        Some(answer)
+    }
+
+    /// As [`ResponseCache::lookup`], in this process only: never waits on the network.
+    pub(crate) async fn lookup_local(&self, digest: &RequestDigest) -> Option<Arc<CachedAnswer>> {
         let key = self.routes.get(digest).await?;
         self.entries.get(&key).await
     }
 
-    /// Stores `answer` under `key`, and remembers the key for the request's digest.
+    /// Stores `answer` under `key` (and in the fleet's store), and remembers the key for the
+    /// request's digest.
     pub(crate) async fn insert(&self, digest: RequestDigest, key: CacheKey, answer: CachedAnswer) {
+        if let Some(fleet) = &self.fleet {
+            self.fleet_store(fleet, &fleet.id(&digest), &key, &answer).await;
+        }
         self.entries.insert(key, Arc::new(answer)).await;
-        self.routes.insert(digest, key).await;
+        self.remember(digest, key).await;
     }
 
-    /// Removes the answers stored under `keys` and the route from `digest` to them: a caller
-    /// rejected the answer, so it must never be served again.
+    /// Removes the answers stored under `keys` and the route from `digest` to them, here and
+    /// fleet-wide: a caller rejected the answer, so it must never be served again.
     pub(crate) async fn evict(&self, digest: &RequestDigest, keys: &[CacheKey]) {
+        if let Some(fleet) = &self.fleet {
+            fleet.store.evict_everywhere(&fleet.id(digest)).await;
+        }
         self.routes.invalidate(digest).await;
         for key in keys {
             self.entries.invalidate(key).await;
@@ -176,20 +345,77 @@ impl ResponseCache {
 
     /// Remembers that requests with `digest` are stored under `key`.
     pub(crate) async fn remember(&self, digest: RequestDigest, key: CacheKey) {
+        if let Some(fleet) = &self.fleet {
+            self.fleet_digests.insert(fleet.id(&digest), digest).await;
+        }
         self.routes.insert(digest, key).await;
     }
 
     /// Returns the cached answer, or runs `init` once for all concurrent callers with the same
-    /// key, storing its answer if it succeeds.
+    /// key (across the fleet, with a shared store), storing its answer if it succeeds. An
+    /// answer another process made comes back without `init` running.
     pub(crate) async fn get_or_run<F>(
         &self,
+        digest: &RequestDigest,
         key: CacheKey,
         init: F,
     ) -> std::result::Result<Arc<CachedAnswer>, Arc<Error>>
     where
         F: std::future::Future<Output = Result<CachedAnswer>>,
     {
-        self.entries.try_get_with(key, async { init.await.map(Arc::new) }).await
+        self.entries
+            .try_get_with(key, async {
+                match &self.fleet {
+                    Some(fleet) => self.fleet_run(fleet, digest, &key, init).await,
+                    None => init.await.map(Arc::new),
+                }
+            })
+            .await
+    }
+
+    /// One run of `init` across the fleet: take the request's lock and run it, or wait for
+    /// the holder's answer. Redis away, or a wait past the lock's expiry: run it here.
+    async fn fleet_run<F>(
+        &self,
+        fleet: &Fleet,
+        digest: &RequestDigest,
+        key: &CacheKey,
+        init: F,
+    ) -> Result<Arc<CachedAnswer>>
+    where
+        F: std::future::Future<Output = Result<CachedAnswer>>,
+    {
+        let id = fleet.id(digest);
+        for _ in 0..FLEET_RACES {
+            match fleet.store.lock(&id).await {
+                LockOutcome::Acquired(token) => {
+                    // The last holder may have finished between this call's lookup and now.
+                    if let Some((_, answer)) = self.fleet_answer(fleet, &id).await {
+                        fleet.store.release(&id, &token).await;
+                        return Ok(Arc::new(answer));
+                    }
+                    let made = init.await;
+                    if let Ok(answer) = &made {
+                        self.fleet_store(fleet, &id, key, answer).await;
+                    }
+                    fleet.store.release(&id, &token).await;
+                    return made.map(Arc::new);
+                }
+                LockOutcome::Unavailable => break,
+                LockOutcome::Held => match fleet.store.wait_for(&id).await {
+                    Wait::Answer(bytes) => match StoredAnswer::decode(&bytes) {
+                        Some((_, answer)) => return Ok(Arc::new(answer)),
+                        None => {
+                            fleet.store.delete_answer(&id).await;
+                            break;
+                        }
+                    },
+                    Wait::Released => {}
+                    Wait::GaveUp => break,
+                },
+            }
+        }
+        init.await.map(Arc::new)
     }
 
     /// Entries stored now (after pending maintenance).

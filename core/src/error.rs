@@ -117,6 +117,16 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    /// The fleet's shared store (Redis) could not be used where it had to be: at start-up with
+    /// `[shared] required = true`, or when reading the fleet ledger. Calls never fail with it;
+    /// they fall back to the local cache.
+    #[error("{context}: {source}")]
+    SharedStore {
+        context: String,
+        #[source]
+        source: redis::RedisError,
+    },
+
     /// The call was cancelled by the caller.
     #[error("the call was cancelled")]
     Cancelled,
@@ -161,7 +171,7 @@ impl Error {
             // A deadline slmkit gave up on (the upstream's, or the call's own): the gateway
             // timed out, not the client's request, so not 408.
             Error::Timeout { .. } => 504,
-            Error::Overloaded { .. } | Error::EngineStopped => 503,
+            Error::Overloaded { .. } | Error::EngineStopped | Error::SharedStore { .. } => 503,
             Error::Connection { .. } | Error::MalformedResponse { .. } => 502,
             Error::StreamInterrupted { source, .. } => source.status_code(),
             Error::Shared(inner) => inner.status_code(),
@@ -208,6 +218,7 @@ impl Error {
             Error::ValidationFailed { .. } => "validation_failed",
             Error::Validator { .. } => "validator_error",
             Error::Config(_) => "config",
+            Error::SharedStore { .. } => "shared_store",
             Error::Cancelled => "cancelled",
             Error::Shared(inner) => inner.kind(),
             Error::Io { .. } => "io",
@@ -241,7 +252,7 @@ impl Error {
             Error::Api { status: 429, .. } => "RateLimitError",
             Error::Api { status, .. } if *status >= 500 => "InternalServerError",
             Error::Api { .. } => "APIStatusError",
-            Error::Connection { .. } => "APIConnectionError",
+            Error::Connection { .. } | Error::SharedStore { .. } => "APIConnectionError",
             Error::MalformedResponse { .. } => "APIResponseValidationError",
             // The class says why the stream broke.
             Error::StreamInterrupted { source, .. } => source.openai_class(),
@@ -297,7 +308,7 @@ impl Error {
             }),
             Error::ValidationFailed { reasons } => json!({"reasons": reasons}),
             Error::Validator { name, .. } => json!({"validator": name}),
-            Error::Io { context, .. } => json!({"reason": context}),
+            Error::Io { context, .. } | Error::SharedStore { context, .. } => json!({"reason": context}),
             Error::Template(reason) | Error::Inference(reason) | Error::Config(reason) | Error::Internal(reason) => {
                 json!({"reason": reason})
             }

@@ -46,6 +46,7 @@ pub mod remote;
 pub mod route_eval;
 pub mod routing;
 pub mod schema;
+pub mod shared;
 pub mod tier;
 pub mod types;
 pub mod validate;

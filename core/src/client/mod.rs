@@ -49,6 +49,7 @@ use crate::hints::{bypasses_cache, task_tag};
 use crate::ledger::{AttemptRecord, Ledger, Outcome, Pricing};
 use crate::metadata::{CacheStatus, CallMetadata};
 use crate::routing::{RouteDecision, Router, RoutingConfig, SlmProfile};
+use crate::shared::{fleet_records, SharedStore, StreamSink};
 use crate::tier::Tier;
 use crate::types::{is_usage_only, new_id, ChatCompletion, ChatCompletionRequest, ChunkStream};
 use crate::validate::{default_validators, Validator};
@@ -63,6 +64,7 @@ pub struct ClientBuilder {
     routing: RoutingConfig,
     cache: CacheConfig,
     counterfactual: Option<Pricing>,
+    shared: Option<Arc<SharedStore>>,
 }
 
 impl Default for ClientBuilder {
@@ -76,6 +78,7 @@ impl Default for ClientBuilder {
             routing: RoutingConfig::default(),
             cache: CacheConfig::default(),
             counterfactual: None,
+            shared: None,
         }
     }
 }
@@ -139,6 +142,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Shares the response cache (as L2), single flight and the ledger (as a stream) with
+    /// every process on `store`.
+    pub fn shared(mut self, store: Arc<SharedStore>) -> Self {
+        self.shared = Some(store);
+        self
+    }
+
     /// # Errors
     /// [`Error::Config`] when no tier is configured, a pricing is invalid, or the retry
     /// budget allows no attempt.
@@ -178,7 +188,24 @@ impl ClientBuilder {
             }
         });
         let router = Router::new(&self.routing, slm_profile, self.llm.is_some())?;
-        let cache = if self.cache.enabled { Some(Arc::new(ResponseCache::new(self.cache)?)) } else { None };
+        let identities: Vec<String> = [&self.slm, &self.llm]
+            .into_iter()
+            .map(|tier| tier.as_ref().map(|tier| tier.backend.identity()).unwrap_or_default())
+            .collect();
+        let cache = if self.cache.enabled {
+            let cache = ResponseCache::new(self.cache)?;
+            Some(Arc::new(match &self.shared {
+                Some(store) => cache.shared_through(Arc::clone(store), &identities),
+                None => cache,
+            }))
+        } else {
+            None
+        };
+        if let Some(store) = &self.shared {
+            if self.ledger.also_to(StreamSink::start(store)).is_err() {
+                return Err(Error::Config("this ledger already streams to a shared store".into()));
+            }
+        }
         Ok(Client {
             inner: Arc::new(ClientInner {
                 slm: self.slm,
@@ -190,6 +217,7 @@ impl ClientBuilder {
                 router,
                 cache,
                 counterfactual,
+                shared: self.shared,
                 #[cfg(test)]
                 passes: tests::Passes::default(),
             }),
@@ -212,6 +240,8 @@ struct ClientInner {
     router: Router,
     cache: Option<Arc<ResponseCache>>,
     counterfactual: Pricing,
+    /// The fleet's store, with `[shared]`.
+    shared: Option<Arc<SharedStore>>,
     /// Answers callers got recently, to tell a re-ask from a new call.
     reasks: ReaskLog,
     /// Routing and hashing passes, counted for the test that there is one of each per call.
@@ -447,7 +477,7 @@ impl Client {
         let mut made: Option<(CallMetadata, Option<Answered>)> = None;
         let answer = slot
             .cache
-            .get_or_run(key, async {
+            .get_or_run(&slot.digest, key, async {
                 let mut call = Call::new(&self.inner, request, decision, CacheStatus::Miss);
                 let completion = call.run::<Whole>().await?;
                 made = Some((call.metadata(), call.answered()));
@@ -500,7 +530,7 @@ impl Client {
             return None; // A re-ask: the cache holds the answer its caller rejected.
         }
         let started = Instant::now();
-        let answer = slot.cache.lookup(&slot.digest).now_or_never().flatten()?;
+        let answer = slot.cache.lookup_local(&slot.digest).now_or_never().flatten()?;
         Some(self.hit(prepared, &answer, started))
     }
 
@@ -624,6 +654,28 @@ impl Client {
             cache: CacheStatus::Hit,
             reask: None,
         }
+    }
+
+    /// The fleet's shared store, with `[shared]`.
+    pub fn shared_store(&self) -> Option<&Arc<SharedStore>> {
+        self.inner.shared.as_ref()
+    }
+
+    /// The report over the whole fleet's ledger stream (every process sharing this client's
+    /// store), and the stream entries that did not parse.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] without `[shared]`; [`Error::SharedStore`] when Redis cannot
+    /// be read.
+    pub async fn fleet_report(&self) -> Result<(crate::ledger::Report, Vec<String>)> {
+        let Some(store) = &self.inner.shared else {
+            return Err(Error::invalid_request("a fleet report needs a [shared] store", Some("scope")));
+        };
+        let ledger = self.inner.ledger.clone();
+        // Records of this process still on their way to the stream count too.
+        let _ = tokio::task::spawn_blocking(move || ledger.flush()).await;
+        let (records, warnings) = fleet_records(store.url(), &store.config().key_prefix).await?;
+        Ok((crate::ledger::Report::from_records(&records), warnings))
     }
 
     /// Answers stored in the response cache now.

@@ -32,6 +32,11 @@
 //! [ledger]
 //! path = "slmkit-ledger.jsonl"
 //!
+//! [shared]                 # optional: a fleet of processes sharing one Redis (or Valkey)
+//! redis_url_env = "SLMKIT_REDIS_URL"   # or redis_url = "redis://:password@host:6379/0"
+//! required = false           # true: refuse to start without it; false: warn, use L1 only
+//! budget_ms = 50             # the most a call waits on Redis
+//!
 //! [[validators]]
 //! kind = "regex"
 //! pattern = "^\\[CONTENT\\]"
@@ -54,6 +59,7 @@ use crate::client::{Backend, Client, ClientBuilder, RetryPolicy};
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, Pricing};
 use crate::routing::RoutingConfig;
+use crate::shared::{SharedConfig, SharedStore};
 use crate::validate::{NonEmpty, RegexMatches, Validator};
 
 /// The whole file.
@@ -72,6 +78,10 @@ pub struct Config {
     pub ledger: LedgerSection,
     #[serde(default)]
     pub cache: CacheConfig,
+    /// The fleet's shared store (Redis): L2 cache, single flight, fleet ledger. None: nothing
+    /// is shared and no Redis is needed.
+    #[serde(default)]
+    pub shared: Option<SharedConfig>,
     #[serde(default)]
     pub validators: Vec<ValidatorSection>,
     /// Keep the JSON, schema and tool-argument validators (default true).
@@ -386,6 +396,9 @@ impl Config {
         builder = builder.routing(self.routing.clone()).cache(self.cache.clone());
         if let Some(path) = &self.ledger.path {
             builder = builder.ledger(Ledger::with_file(path)?);
+        }
+        if let Some(shared) = &self.shared {
+            builder = builder.shared(SharedStore::connect(shared)?);
         }
         for validator in &self.validators {
             let validator: Arc<dyn Validator> = match validator {

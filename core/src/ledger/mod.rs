@@ -18,4 +18,4 @@ pub use pricing::Pricing;
 pub use record::{AttemptRecord, Outcome};
 pub(crate) use report::CallEnd;
 pub use report::{Report, Totals};
-pub use store::{read_jsonl, Ledger, DEFAULT_MEMORY_LIMIT};
+pub use store::{read_jsonl, Ledger, RecordSink, DEFAULT_MEMORY_LIMIT};

@@ -34,6 +34,17 @@ struct Shared {
     /// Set when the process is stopping: attempts cut off from here on were not cancelled by
     /// their callers (see [`Ledger::mark_shutting_down`]).
     shutting_down: std::sync::atomic::AtomicBool,
+    /// Where every record also goes (the fleet's stream), once set.
+    sink: std::sync::OnceLock<Arc<dyn RecordSink>>,
+}
+
+/// Somewhere besides memory and the file that every record is handed to, such as the fleet
+/// ledger's Redis stream. `append` must not wait on I/O: it runs on the caller's thread.
+pub trait RecordSink: Send + Sync {
+    fn append(&self, record: &AttemptRecord);
+
+    /// Waits (bounded) until what was appended has left, where the sink can say.
+    fn flush(&self) {}
 }
 
 struct Memory {
@@ -85,7 +96,14 @@ impl Ledger {
 
     fn new(memory_limit: usize, file: Option<FileWriter>) -> Self {
         let memory = Memory { records: VecDeque::new(), memory_limit, totals: Totals::default(), recorded: 0 };
-        Ledger { inner: Arc::new(Shared { memory: Mutex::new(memory), file, shutting_down: Default::default() }) }
+        Ledger {
+            inner: Arc::new(Shared {
+                memory: Mutex::new(memory),
+                file,
+                shutting_down: Default::default(),
+                sink: std::sync::OnceLock::new(),
+            }),
+        }
     }
 
     fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
@@ -97,6 +115,9 @@ impl Ledger {
     pub fn record(&self, record: AttemptRecord) {
         if let Some(file) = &self.inner.file {
             file.append(&record);
+        }
+        if let Some(sink) = self.inner.sink.get() {
+            sink.append(&record);
         }
         let mut memory = self.memory();
         memory.totals.add(&record);
@@ -150,6 +171,18 @@ impl Ledger {
         if let Some(file) = &self.inner.file {
             file.flush();
         }
+        if let Some(sink) = self.inner.sink.get() {
+            sink.flush();
+        }
+    }
+
+    /// Also hands every record from now on to `sink`. Once per ledger (clones included): a
+    /// second sink is refused and returned.
+    ///
+    /// # Errors
+    /// The sink back, when one is already set.
+    pub fn also_to(&self, sink: Arc<dyn RecordSink>) -> std::result::Result<(), Arc<dyn RecordSink>> {
+        self.inner.sink.set(sink)
     }
 
     /// Says the process is shutting down: attempts dropped from now on are recorded as cut

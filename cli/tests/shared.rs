@@ -1,0 +1,422 @@
+//! `[shared]`: several `slmkit serve` processes on one real `redis-server` (started here on
+//! free loopback ports, in temporary folders), answering from one loopback LLM test server.
+//! Nothing is skipped: without `redis-server` on the PATH every test fails, saying how to
+//! install it (`make setup`).
+
+// Tests stop loudly on failure: the library code must not (workspace lints).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use slmkit::ledger::{read_jsonl, Report};
+use slmkit_testserver::{Behavior, TestServer};
+
+/// A temporary folder, removed with everything in it when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("slmkit-shared-{name}-{}-{}", std::process::id(), rand_suffix()));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000_007
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `redis-server` on a loopback port, in its own folder; killed when dropped.
+struct Redis {
+    port: u16,
+    password: Option<String>,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start(password: Option<&str>) -> Redis {
+        let mut redis =
+            Redis { port: free_port(), password: password.map(str::to_owned), dir: TempDir::new("redis"), child: None };
+        redis.restart();
+        redis
+    }
+
+    fn url(&self) -> String {
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// Starts it (again, on the same port) and waits until it answers.
+    fn restart(&mut self) {
+        let mut command = Command::new("redis-server");
+        command
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(password) = &self.password {
+            command.args(["--requirepass", password]);
+        }
+        let child = command.spawn().unwrap_or_else(|err| {
+            panic!("cannot start redis-server ({err}): install it with `make setup` (apt-get install redis-server)")
+        });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while redis::Client::open(self.url()).unwrap().get_connection().is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not answer on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
+    }
+
+    fn answer_keys(&self) -> Vec<String> {
+        redis::cmd("KEYS").arg("slmkit:answer:*").query(&mut self.connection()).unwrap()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One `slmkit serve` process.
+struct Serve {
+    child: Child,
+    base: String,
+    stderr: PathBuf,
+    ledger: PathBuf,
+    _dir: TempDir,
+}
+
+impl Serve {
+    fn start(llm: &TestServer, shared: &str) -> Serve {
+        Self::try_start(llm, shared).unwrap_or_else(|err| panic!("slmkit serve did not start: {err}"))
+    }
+
+    /// Starts it; `Err` with its stderr when it exits before listening.
+    fn try_start(llm: &TestServer, shared: &str) -> Result<Serve, String> {
+        let dir = TempDir::new("serve");
+        let ledger = dir.0.join("ledger.jsonl");
+        let config = dir.0.join("slmkit.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[llm]\nbackend = \"remote\"\nbase_url = \"{}\"\nmodel = \"big\"\napi_key = \"k\"\n\n[ledger]\npath = {:?}\n\n{shared}\n",
+                llm.base_url(),
+                ledger.display().to_string(),
+            ),
+        )
+        .unwrap();
+        let stderr = dir.0.join("stderr.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_slmkit"))
+            .args(["serve", "--port", "0", "--host", "127.0.0.1", "--config"])
+            .arg(&config)
+            .env("SLMKIT_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(base) = line.strip_prefix("slmkit serve: listening on ") {
+                        break base.trim().to_owned();
+                    }
+                }
+                _ => {
+                    let _ = child.wait();
+                    return Err(std::fs::read_to_string(&stderr).unwrap_or_default());
+                }
+            }
+        };
+        // Keep reading stdout so the process never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Serve { child, base, stderr, ledger, _dir: dir })
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Stops it with SIGTERM (a clean shutdown flushes the ledger) and waits.
+    fn stop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+
+    fn kill_9(&mut self) {
+        let _ = Command::new("kill").arg("-9").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn shared_section(redis: &Redis, extra: &str) -> String {
+    format!("[shared]\nredis_url = \"{}\"\n{extra}", redis.url())
+}
+
+/// A deterministic request from `user` (distinct users: a repeat is not a re-ask).
+fn request(content: &str, user: &str) -> Value {
+    json!({"model": "big", "temperature": 0, "user": user, "messages": [{"role": "user", "content": content}]})
+}
+
+async fn ask(http: &reqwest::Client, serve: &Serve, body: &Value) -> Value {
+    let response = http.post(format!("{}/chat/completions", serve.base)).json(body).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    response.json().await.unwrap()
+}
+
+fn content(answer: &Value) -> &str {
+    answer["choices"][0]["message"]["content"].as_str().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_make_one_backend_call_and_the_fleet_report_sums_their_ledgers() {
+    let redis = Redis::start(None);
+    let llm = TestServer::start().await;
+    // Slow enough that every request arrives while the one call is in flight.
+    llm.set_default(Behavior::reply("the one answer", 10, 3).delayed(800));
+    let mut a = Serve::start(&llm, &shared_section(&redis, ""));
+    let mut b = Serve::start(&llm, &shared_section(&redis, ""));
+    let http = reqwest::Client::new();
+
+    let calls = (0..50).map(|index| {
+        let (http, serve) = (&http, if index % 2 == 0 { &a } else { &b });
+        async move { ask(http, serve, &request("what is 2+2?", &format!("agent-{index}"))).await }
+    });
+    let answers = futures::future::join_all(calls).await;
+    assert_eq!(llm.request_count(), 1, "50 identical requests over two processes: one backend call");
+    assert!(answers.iter().all(|answer| content(answer) == "the one answer"));
+    let hits = |serve_index: usize| {
+        answers
+            .iter()
+            .enumerate()
+            .filter(|(index, answer)| index % 2 == serve_index && answer["slmkit"]["cache"] == "hit")
+            .count()
+    };
+    assert_eq!(hits(0) + hits(1), 49, "every answer but the one made is a hit");
+    assert!(hits(0) == 25 || hits(1) == 25, "the process that did not call served only hits");
+
+    // An answer cached by one is a hit in the other, later too.
+    let later = ask(&http, &b, &request("what is 2+2?", "late-agent")).await;
+    assert_eq!(later["slmkit"]["cache"], "hit");
+    assert_eq!(llm.request_count(), 1);
+
+    // The fleet report (over HTTP and from the command) equals the sum of both JSONL ledgers.
+    // The stream is shipped off the call path: poll until both processes' records are in.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let fleet: Value = loop {
+        let report: Value =
+            http.get(format!("{}/slmkit/report?scope=fleet", a.base)).send().await.unwrap().json().await.unwrap();
+        if report["calls"] == 51 {
+            break report;
+        }
+        assert!(Instant::now() < deadline, "the fleet stream never held both ledgers: {report}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    a.stop();
+    b.stop();
+    let (mut records, warnings) = read_jsonl(&a.ledger).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    records.extend(read_jsonl(&b.ledger).unwrap().0);
+    assert_eq!(records.len(), 51, "one attempt and 50 hits");
+    let local = serde_json::to_value(Report::from_records(&records)).unwrap();
+    for field in
+        ["calls", "attempts", "served_from_cache", "served_by_llm", "escalations", "failed_calls", "prompt_tokens"]
+    {
+        assert_eq!(fleet[field], local[field], "{field}: fleet {fleet} vs ledgers {local}");
+    }
+    for field in ["llm_cost_usd", "cache_saved_usd", "counterfactual_llm_cost_usd"] {
+        let (fleet, local) = (fleet[field].as_f64().unwrap_or(0.0), local[field].as_f64().unwrap_or(0.0));
+        assert!((fleet - local).abs() < 1e-9, "{field}: {fleet} vs {local}");
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_slmkit"))
+        .args(["report", "--json", "--redis", &redis.url()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let from_command: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(from_command["calls"], local["calls"]);
+    assert_eq!(from_command["attempts"], local["attempts"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_answer_is_deleted_fleet_wide() {
+    let redis = Redis::start(None);
+    let llm = TestServer::start().await;
+    llm.push([Behavior::reply_text("first, rejected"), Behavior::reply_text("second")]);
+    let a = Serve::start(&llm, &shared_section(&redis, ""));
+    let b = Serve::start(&llm, &shared_section(&redis, ""));
+    let http = reqwest::Client::new();
+    let question = "name a colour";
+
+    assert_eq!(content(&ask(&http, &a, &request(question, "agent")).await), "first, rejected");
+    let in_b = ask(&http, &b, &request(question, "other")).await;
+    assert_eq!((content(&in_b), &in_b["slmkit"]["cache"]), ("first, rejected", &json!("hit")), "B holds it now");
+    // The same caller re-sends the identical request to A: a re-ask, rejecting the answer.
+    let reask = ask(&http, &a, &request(question, "agent")).await;
+    assert_eq!(content(&reask), "second");
+    assert_eq!(llm.request_count(), 2);
+    // B's copy goes too (the eviction is published); poll: the message crosses processes.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut round = 0;
+    loop {
+        round += 1;
+        let answer = ask(&http, &b, &request(question, &format!("other-{round}"))).await;
+        if content(&answer) != "first, rejected" {
+            assert_eq!(content(&answer), "second");
+            break;
+        }
+        assert!(Instant::now() < deadline, "B still serves the rejected answer");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_redis_mid_run_fails_no_call_warns_once_and_reconnects() {
+    let mut redis = Redis::start(None);
+    let llm = TestServer::start().await;
+    let mut a = Serve::start(&llm, &shared_section(&redis, ""));
+    let http = reqwest::Client::new();
+    let mut index = 0;
+    let mut asked = |http: reqwest::Client| {
+        index += 1;
+        let body = request(&format!("question {index}"), "agent");
+        let base = a.base.clone();
+        async move {
+            let response = http.post(format!("{base}/chat/completions")).json(&body).send().await.unwrap();
+            response.status().as_u16()
+        }
+    };
+    for _ in 0..5 {
+        assert_eq!(asked(http.clone()).await, 200);
+    }
+    assert_eq!(redis.answer_keys().len(), 5, "answers reach L2 while Redis is up");
+    redis.kill();
+    for _ in 0..20 {
+        assert_eq!(asked(http.clone()).await, 200, "a call failed because Redis was down");
+    }
+    let metrics = http.get(format!("{}/metrics", a.base.trim_end_matches("/v1"))).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    let errors: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("slmkit_shared_errors_total "))
+        .expect("the shared errors counter")
+        .parse()
+        .unwrap();
+    assert!(errors >= 1.0, "{metrics}");
+    redis.restart();
+    // Reconnection: new answers reach the fresh (empty) Redis again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert_eq!(asked(http.clone()).await, 200);
+        if !redis.answer_keys().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never reconnected: {}", a.stderr());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    a.stop();
+    let log = a.stderr();
+    assert_eq!(log.matches("shared store unavailable").count(), 1, "one warning per outage:\n{log}");
+    assert!(log.contains("shared store reachable again"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_holder_killed_with_sigkill_blocks_the_others_only_until_its_lock_expires() {
+    let redis = Redis::start(None);
+    let llm = TestServer::start().await;
+    // The first call hangs in the backend; the lock holder dies with it.
+    llm.push([Behavior::reply_text("never delivered").delayed(60_000)]);
+    llm.set_default(Behavior::reply_text("from the survivor"));
+    let section = shared_section(&redis, "lock_ttl_ms = 2000\n");
+    let mut holder = Serve::start(&llm, &section);
+    let survivor = Serve::start(&llm, &section);
+    let http = reqwest::Client::new();
+    let body = request("a slow question", "agent");
+    let holder_call = tokio::spawn({
+        let (http, url, body) = (http.clone(), format!("{}/chat/completions", holder.base), body.clone());
+        async move { http.post(url).json(&body).send().await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while llm.request_count() == 0 {
+        assert!(Instant::now() < deadline, "the holder never called the backend");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let locks: Vec<String> = redis::cmd("KEYS").arg("slmkit:lock:*").query(&mut redis.connection()).unwrap();
+    assert_eq!(locks.len(), 1, "the holder holds the request's lock");
+    holder.kill_9();
+    assert!(holder_call.await.unwrap().is_err(), "the holder's caller lost its connection");
+    let started = Instant::now();
+    let answer = ask(&http, &survivor, &request("a slow question", "other")).await;
+    assert_eq!(content(&answer), "from the survivor");
+    assert!(started.elapsed() < Duration::from_secs(30), "waited past the lock's expiry");
+    assert_eq!(llm.request_count(), 2);
+}
+
+fn start_fails(llm: &TestServer, shared: &str) -> String {
+    match Serve::try_start(llm, shared) {
+        Ok(serve) => panic!("started with {shared}: {}", serve.stderr()),
+        Err(stderr) => stderr,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_or_refusing_redis_is_an_error_when_required_else_a_warning() {
+    let llm = TestServer::start().await;
+    let nothing = format!("redis://127.0.0.1:{}", free_port());
+    let required = format!("[shared]\nredis_url = \"{nothing}\"\nrequired = true\n");
+    let stderr = start_fails(&llm, &required);
+    assert!(stderr.contains("[shared] required") && stderr.contains(&nothing), "{stderr}");
+
+    let optional = Serve::start(&llm, &format!("[shared]\nredis_url = \"{nothing}\"\n"));
+    assert!(optional.stderr().contains("shared store unreachable at start-up"), "{}", optional.stderr());
+    let http = reqwest::Client::new();
+    assert_eq!(content(&ask(&http, &optional, &request("still served", "agent")).await), "echo: still served");
+
+    let guarded = Redis::start(Some("right-password"));
+    let wrong = format!("redis://:wrong-password@127.0.0.1:{}", guarded.port);
+    let stderr = start_fails(&llm, &format!("[shared]\nredis_url = \"{wrong}\"\nrequired = true\n"));
+    assert!(stderr.contains("[shared] required"), "{stderr}");
+    assert!(!stderr.contains("wrong-password"), "the password leaked: {stderr}");
+    let right = Serve::start(&llm, &format!("[shared]\nredis_url = \"{}\"\nrequired = true\n", guarded.url()));
+    assert_eq!(content(&ask(&http, &right, &request("with the password", "agent")).await), "echo: with the password");
+}
