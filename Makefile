@@ -90,6 +90,7 @@ BENCH_MODELS := qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.5b-instruct
 
 bench: setup
 	cargo bench -p slmkit --bench routing
+	cargo bench -p slmkit --bench routing_sim
 	cargo bench -p slmkit --bench overhead
 	@# Built from source without -march=native and without pip's wheel cache: a wheel built on
 	@# another machine's CPU dies here with an illegal instruction on its first decode.

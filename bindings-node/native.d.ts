@@ -38,6 +38,8 @@ export declare class NativeClient {
   createStream(requestJson: string, token: CancelToken, timeoutMs?: number | undefined | null): Promise<NativeStream>
   /** Where a request would go, and why (JSON). */
   explain(requestJson: string): string
+  /** Explicit feedback on an answered call (a ledger record the adaptive router learns from). */
+  feedback(callId: string, correct: boolean, reason?: string | undefined | null): void
   /** The ledger's report (JSON). */
   ledgerReport(): string
   /** The ledger's report as a text table. */
