@@ -40,7 +40,7 @@ impl Default for AdaptiveConfig {
         AdaptiveConfig {
             quality_floor: 0.7,
             probe_rate: 0.05,
-            prior_strength: 4.0,
+            prior_strength: 2.0,
             usd_per_latency_second: 0.0,
             keep: 0.98,
             seed: None,
@@ -117,6 +117,8 @@ const ASSUMED_LLM_DECODE_TPS: f64 = 80.0;
 /// Output expected when the caller sets no budget, and the cap on reading a budget as output.
 const ASSUMED_OUTPUT_TOKENS: u32 = 300;
 const OUTPUT_CAP: u32 = 1000;
+/// Evidence (weighted outcomes) past which the posterior mean, not a sample, meets the floor.
+const CONFIDENT_EVIDENCE: f64 = 10.0;
 /// How steeply the heuristic score turns into a prior success rate.
 const PRIOR_SLOPE: f64 = 1.2;
 
@@ -184,27 +186,36 @@ impl Adaptive {
         let slm_first = attempts * (costs.slm_usd + price * costs.slm_s) + fail * (costs.llm_usd + price * costs.llm_s);
         let llm = costs.llm_usd + price * costs.llm_s;
         let floor = self.config.quality_floor;
+        let evidence = cluster.slm_success.weight();
+        // Thompson sampling while the cluster is uncertain; its mean once it is not, so a
+        // cluster near the floor does not flip call by call.
+        let belief = if evidence < CONFIDENT_EVIDENCE { sampled } else { posterior_mean };
+        // Until the SLM has been measured on the cluster, its cost is a guess: the heuristic's
+        // answer (the prior against the floor) decides.
+        let measured = cluster.slm.latency_ms.weight >= 1.0;
         let mut probe = false;
-        let (tier, why) = if sampled < floor {
+        let (tier, why) = if belief < floor {
             if roll < self.config.probe_rate {
                 probe = true;
                 (
                     Tier::Slm,
                     format!(
-                        "a probe: the SLM's success after retries (mean {posterior_mean:.2}, sampled \
-                         {sampled:.2}) is below the floor ({floor:.2}), and {:.0}% of such calls still try it",
+                        "a probe: the SLM's success after retries ({belief:.2}) is below the floor ({floor:.2}), \
+                         and {:.0}% of such calls still try it",
                         self.config.probe_rate * 100.0
                     ),
                 )
             } else {
-                (
-                    Tier::Llm,
-                    format!(
-                        "the SLM's success after retries (mean {posterior_mean:.2}, sampled {sampled:.2}) is below \
-                         the floor ({floor:.2})"
-                    ),
-                )
+                (Tier::Llm, format!("the SLM's success after retries ({belief:.2}) is below the floor ({floor:.2})"))
             }
+        } else if !measured {
+            (
+                Tier::Slm,
+                format!(
+                    "the SLM's success after retries ({belief:.2}) clears the floor ({floor:.2}), and the SLM \
+                     is not measured on this task yet"
+                ),
+            )
         } else if slm_first <= llm {
             (Tier::Slm, format!("SLM first is expected to cost ${slm_first:.6}, the LLM ${llm:.6}"))
         } else {

@@ -170,7 +170,7 @@ pub struct ClusterId {
 const REMEMBERED_CALLS: usize = 20_000;
 /// SLM attempts of calls still in flight, before the oldest is dropped.
 const OPEN_CALLS: usize = 4_096;
-const FILE_VERSION: u32 = 1;
+const FILE_VERSION: u32 = 2;
 
 /// A call whose SLM attempts are under way.
 #[derive(Debug, Clone)]
@@ -196,11 +196,66 @@ struct State {
     settled_order: VecDeque<String>,
 }
 
-/// The file's form.
+/// The file's form: each cluster as its key, model and [`ClusterStats::to_numbers`] (compact,
+/// so 10,000 clusters load in milliseconds).
 #[derive(Serialize, Deserialize)]
 struct StatsFile {
     version: u32,
-    clusters: Vec<(ClusterId, ClusterStats)>,
+    clusters: Vec<(String, String, Vec<f64>)>,
+}
+
+impl ClusterStats {
+    /// The statistics as a flat list of numbers, in a fixed order.
+    fn to_numbers(&self) -> Vec<f64> {
+        vec![
+            self.first_try.successes,
+            self.first_try.failures,
+            self.slm_success.successes,
+            self.slm_success.failures,
+            self.slm_attempts.value,
+            self.slm_attempts.weight,
+            self.slm_calls as f64,
+            self.escalations as f64,
+            self.caller_rejections as f64,
+            self.slm.cost_usd.value,
+            self.slm.cost_usd.weight,
+            self.slm.latency_ms.value,
+            self.slm.latency_ms.weight,
+            self.llm.cost_usd.value,
+            self.llm.cost_usd.weight,
+            self.llm.latency_ms.value,
+            self.llm.latency_ms.weight,
+            self.signals.validation as f64,
+            self.signals.caller_rejection as f64,
+            self.signals.caller_feedback as f64,
+            self.signals.eval as f64,
+            self.updated_ms as f64,
+        ]
+    }
+
+    /// The inverse of [`ClusterStats::to_numbers`]; `None` for a list of the wrong length.
+    fn from_numbers(numbers: &[f64]) -> Option<Self> {
+        let &[a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p, q, r, s, t, u, v] = numbers else { return None };
+        let count = |value: f64| value.max(0.0) as u64;
+        let mean = |value, weight| Mean { value, weight };
+        Some(ClusterStats {
+            first_try: Beta { successes: a, failures: b },
+            slm_success: Beta { successes: c, failures: d },
+            slm_attempts: mean(e, f),
+            slm_calls: count(g),
+            escalations: count(h),
+            caller_rejections: count(i),
+            slm: TierCost { cost_usd: mean(j, k), latency_ms: mean(l, m) },
+            llm: TierCost { cost_usd: mean(n, o), latency_ms: mean(p, q) },
+            signals: SignalCounts {
+                validation: count(r),
+                caller_rejection: count(s),
+                caller_feedback: count(t),
+                eval: count(u),
+            },
+            updated_ms: count(v),
+        })
+    }
 }
 
 /// Outcome statistics for every cluster, fed by a ledger.
@@ -235,7 +290,19 @@ impl OutcomeStats {
         match std::fs::read(path) {
             Ok(bytes) => match serde_json::from_slice::<StatsFile>(&bytes) {
                 Ok(file) if file.version == FILE_VERSION => {
-                    stats.lock().clusters = file.clusters.into_iter().collect();
+                    let mut clusters = HashMap::with_capacity(file.clusters.len());
+                    for (key, model, numbers) in file.clusters {
+                        match ClusterStats::from_numbers(&numbers) {
+                            Some(cluster) => {
+                                clusters.insert(ClusterId { key, model }, cluster);
+                            }
+                            None => {
+                                tracing::warn!(path = %path.display(), "routing statistics file is corrupt; starting afresh");
+                                return stats;
+                            }
+                        }
+                    }
+                    stats.lock().clusters = clusters;
                 }
                 Ok(file) => tracing::warn!(
                     path = %path.display(),
@@ -272,8 +339,12 @@ impl OutcomeStats {
     /// [`Error::Io`] when the file cannot be written.
     pub fn save(&self) -> Result<()> {
         let Some(path) = &self.path else { return Ok(()) };
-        let clusters: Vec<(ClusterId, ClusterStats)> =
-            self.lock().clusters.iter().map(|(id, stats)| (id.clone(), stats.clone())).collect();
+        let clusters: Vec<(String, String, Vec<f64>)> = self
+            .lock()
+            .clusters
+            .iter()
+            .map(|(id, stats)| (id.key.clone(), id.model.clone(), stats.to_numbers()))
+            .collect();
         let text = serde_json::to_vec(&StatsFile { version: FILE_VERSION, clusters })
             .map_err(|err| Error::Config(format!("cannot serialise routing statistics: {err}")))?;
         let temporary = path.with_extension("routing.json.tmp");
@@ -399,18 +470,21 @@ impl OutcomeStats {
             }
             _ => return,
         };
-        if !correct {
-            // The validators' success this verdict overrules is taken back.
-            let taken = self.learning.validation_weight;
-            stats.slm_success.successes = (stats.slm_success.successes - taken).max(0.0);
-            if settled.first_try {
-                stats.first_try.successes = (stats.first_try.successes - taken).max(0.0);
-                stats.first_try.add(false, weight);
-            }
+        stats.updated_ms = record.timestamp_ms;
+        if correct {
+            // The validators already counted this answer a success: a confirmation adds no
+            // weight (counting it again would inflate every cluster that gets feedback).
+            return;
+        }
+        // The validators' success this verdict overrules is taken back.
+        let taken = self.learning.validation_weight;
+        stats.slm_success.successes = (stats.slm_success.successes - taken).max(0.0);
+        if settled.first_try {
+            stats.first_try.successes = (stats.first_try.successes - taken).max(0.0);
+            stats.first_try.add(false, weight);
         }
         stats.slm_success.forget(keep);
-        stats.slm_success.add(correct, weight);
-        stats.updated_ms = record.timestamp_ms;
+        stats.slm_success.add(false, weight);
     }
 }
 
@@ -524,7 +598,7 @@ mod tests {
         let reloaded = OutcomeStats::load(&path, Learning::default());
         assert_eq!(stats(&reloaded).slm_calls, 1);
         drop(reloaded);
-        std::fs::write(&path, b"{\"version\":1,\"clusters\":[[{\"key\":").unwrap();
+        std::fs::write(&path, b"{\"version\":2,\"clusters\":[[\"k\",\"m\",[1.0]]]}").unwrap();
         let fresh = OutcomeStats::load(&path, Learning::default());
         assert!(fresh.is_empty());
         fresh.observe(&attempt("b", 1, Tier::Slm, Outcome::Ok, true));

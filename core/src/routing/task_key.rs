@@ -98,6 +98,7 @@ fn hash_message(message: &ChatMessage, hash: &mut Fnv) {
 fn skeleton(text: &str, hash: &mut Fnv) {
     let text = head(text);
     let mut headings = Vec::new();
+    let mut labels = Vec::new();
     let mut prose = Vec::new();
     let mut in_code = false;
     for line in text.lines() {
@@ -106,17 +107,25 @@ fn skeleton(text: &str, hash: &mut Fnv) {
             in_code = !in_code;
             continue;
         }
-        if in_code || line.is_empty() || line.len() > LONG_LINE {
+        if in_code || line.is_empty() {
+            continue;
+        }
+        // The opening line is the instruction however long it is (a one-line system prompt);
+        // any later long line is pasted input.
+        let opening = headings.is_empty() && prose.is_empty();
+        if line.len() > LONG_LINE && !opening {
             continue;
         }
         if is_heading(line) {
             headings.push(line);
+        } else if let Some(label) = field_label(line) {
+            labels.push(label);
         } else {
             prose.push(line);
         }
     }
     if headings.len() >= SECTIONED {
-        for line in headings {
+        for line in headings.iter().chain(&labels) {
             masked_words(line, usize::MAX, hash);
         }
         return;
@@ -135,6 +144,27 @@ fn skeleton(text: &str, hash: &mut Fnv) {
     }
 }
 
+/// `# Title`, or a short `Label:` line (capitalised, no code punctuation: `def f():` and
+/// `Traceback (most recent call last):` are not headings).
+fn is_heading(line: &str) -> bool {
+    if line.starts_with('#') {
+        return true;
+    }
+    let Some(label) = line.strip_suffix(':') else { return false };
+    label.len() <= 60
+        && label.chars().next().is_some_and(char::is_uppercase)
+        && !label.contains(['(', ')', '=', '"', '{', '['])
+        && label.split_whitespace().count() <= 6
+}
+
+/// The field a bulleted `- Field: ...` line describes (a template's list of output fields).
+fn field_label(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix("- ")?;
+    let (label, _) = rest.split_once(':')?;
+    let plain = !label.is_empty() && label.len() <= 40 && !label.contains(['(', ')', '=', '"', '{', '[']);
+    plain.then_some(label)
+}
+
 fn head(text: &str) -> &str {
     if text.len() <= READ_CHARS {
         return text;
@@ -144,10 +174,6 @@ fn head(text: &str) -> &str {
         end -= 1;
     }
     &text[..end]
-}
-
-fn is_heading(line: &str) -> bool {
-    line.starts_with('#') || (line.ends_with(':') && line.len() <= 60 && !line.starts_with('-'))
 }
 
 /// Hashes up to `limit` words of `line`, lowercased, with digits, quoted spans, file names
