@@ -141,6 +141,18 @@ function buildClient(openai, Stream) {
     }
 
     /**
+     * Tells slmkit whether call `callId`'s answer (its `slmkit.call_id`) was right: a ledger
+     * record of its own, weighed above the validators' verdict by the adaptive router.
+     */
+    feedback(callId, correct, reason) {
+      try {
+        this._native.feedback(callId, correct, reason ?? null);
+      } catch (thrown) {
+        throw convertError(thrown);
+      }
+    }
+
+    /**
      * Runs checkable agent tasks through this client, one at a time, and adds up the results
      * per task kind and overall (what `slmkit eval` prints). `tasks`: a JSONL file's path, or
      * an array of task objects (`{id, kind, request, check}`; tests/eval/FORMAT.md).

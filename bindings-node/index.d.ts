@@ -313,6 +313,8 @@ declare class OpenAI extends BaseOpenAI {
   ledger: Ledger;
   /** Where `params` would be sent, and why, without sending it. */
   explain(params: ChatCompletionCreateParams): RouteDecision;
+  /** Whether call `callId`'s answer was right: a ledger record the adaptive router learns from. */
+  feedback(callId: string, correct: boolean, reason?: string): void;
   /** Runs checkable agent tasks (a JSONL file's path, or task objects) and adds them up. */
   evaluate(tasks: string | Array<EvalTask>, options?: { bare?: boolean }): Promise<EvalResult>;
 }

@@ -54,6 +54,8 @@ export declare class NativeClient {
    * an OpenAI model list (JSON), the SLM first.
    */
   models(): string
+  /** Explicit feedback on an answered call (a ledger record the adaptive router learns from). */
+  feedback(callId: string, correct: boolean, reason?: string | undefined | null): void
   /** The ledger's report (JSON). */
   ledgerReport(): string
   /** The ledger's report as a text table. */

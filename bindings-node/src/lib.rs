@@ -376,6 +376,12 @@ impl NativeClient {
         serde_json::to_string(&self.client.models()).map_err(json_error)
     }
 
+    /// Explicit feedback on an answered call (a ledger record the adaptive router learns from).
+    #[napi]
+    pub fn feedback(&self, call_id: String, correct: bool, reason: Option<String>) -> napi::Result<()> {
+        self.client.feedback(&call_id, correct, reason).map_err(to_napi)
+    }
+
     /// The ledger's report (JSON).
     #[napi]
     pub fn ledger_report(&self) -> napi::Result<String> {

@@ -125,6 +125,12 @@ test('explain, ledger report and records, routing hints', async () => {
   assert.match(client.ledger.table(), /ledger report/);
   assert.throws(() => client.explain({ model: '', messages, slmkit: { route: 'moon' } }), OpenAI.BadRequestError);
 
+  // Feedback on an answered call is a ledger record; an unknown call is a BadRequestError.
+  client.feedback(answer.slmkit.call_id, false, 'wrong answer');
+  const verdict = client.ledger.records().find((record) => record.outcome === 'feedback');
+  assert.deepEqual([verdict.call_id, verdict.feedback, verdict.reason], [answer.slmkit.call_id, { correct: false, source: 'caller' }, 'wrong answer']);
+  assert.throws(() => client.feedback('call-nope', true), OpenAI.BadRequestError);
+
   // openai's APIPromise helpers.
   const { data, response } = await client.chat.completions.create({ model: '', messages, max_tokens: 4 }).withResponse();
   assert.equal(data.object, 'chat.completion');

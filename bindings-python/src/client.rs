@@ -248,6 +248,12 @@ impl NativeClient {
         to_json(&decision)
     }
 
+    /// Explicit feedback on an answered call (a ledger record the adaptive router learns from).
+    #[pyo3(signature = (call_id, correct, reason=None))]
+    fn feedback(&self, py: Python<'_>, call_id: &str, correct: bool, reason: Option<String>) -> PyResult<()> {
+        self.client(py)?.feedback(call_id, correct, reason).map_err(|err| to_py(py, &err))
+    }
+
     /// The ledger report as JSON.
     /// The configured tiers' models, as JSON: `[{"tier": "slm", "model": "..."}, ...]` (what the
     /// drop-in's `GET /models` lists).

@@ -275,6 +275,14 @@ def test_explain_ledger_and_routing_hints(server: Server) -> None:
     assert [r["tier"] for r in records] == ["llm", "slm"]
     assert {"call_id", "attempt", "outcome", "cost_usd"} <= set(records[0])
 
+    # Feedback on an answered call is a ledger record; an unknown call is a BadRequestError.
+    client.feedback(resp.slmkit["call_id"], correct=False, reason="wrong answer")
+    verdict = client.ledger.records()[-1]
+    assert verdict["outcome"] == "feedback" and verdict["call_id"] == resp.slmkit["call_id"]
+    assert verdict["feedback"] == {"correct": False, "source": "caller"} and verdict["reason"] == "wrong answer"
+    with pytest.raises(slmkit.BadRequestError):
+        client.feedback("call-nope", correct=True)
+
 
 def test_config_file_and_environment(tmp_path: Any, server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "slmkit.toml"

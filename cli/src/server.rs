@@ -178,7 +178,8 @@ pub fn app(client: Client, server: &ServerConfig) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/responses", post(responses::responses))
         .route("/v1/models", get(models))
-        .route("/v1/slmkit/report", get(report));
+        .route("/v1/slmkit/report", get(report))
+        .route("/v1/slmkit/feedback", post(feedback));
     let metrics_public = server.metrics_public.unwrap_or(server.api_key.is_none());
     let mut open = Router::new().route("/healthz", get(|| async { Json(json!({"status": "ok"})) }));
     if metrics_public {
@@ -548,6 +549,39 @@ async fn report(
     match serde_json::to_value(report) {
         Ok(report) => Json(report).into_response(),
         Err(err) => error_response(&Error::Internal(format!("cannot serialise the report: {err}"))),
+    }
+}
+
+/// The body of `POST /v1/slmkit/feedback`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedbackBody {
+    call_id: String,
+    correct: bool,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Explicit feedback on an answer (`Client::feedback`): `{"call_id", "correct", "reason"?}`.
+async fn feedback(State(state): State<Arc<AppState>>, body: Body) -> Response {
+    let parsed = match axum::body::to_bytes(body, state.max_body_bytes).await {
+        Ok(bytes) => serde_json::from_slice::<FeedbackBody>(&bytes).map_err(|err| err.to_string()),
+        Err(_) => Err(format!("the request body is larger than {} bytes", state.max_body_bytes)),
+    };
+    let body = match parsed {
+        Ok(body) => body,
+        Err(reason) => {
+            return openai_error(
+                StatusCode::BAD_REQUEST,
+                &format!("feedback must be {{\"call_id\": string, \"correct\": bool, \"reason\"?: string}}: {reason}"),
+                "invalid_request_error",
+                None,
+            )
+        }
+    };
+    match state.client.feedback(&body.call_id, body.correct, body.reason) {
+        Ok(()) => Json(json!({"object": "slmkit.feedback", "call_id": body.call_id, "recorded": true})).into_response(),
+        Err(err) => error_response(&err),
     }
 }
 

@@ -419,3 +419,36 @@ async fn metrics_need_the_key_when_auth_is_on() {
     let open = start(&config, ServerConfig::default()).await;
     assert_eq!(http.get(open.base.replace("/v1", "/metrics")).send().await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn feedback_is_recorded_against_an_answered_call() {
+    let llm = TestServer::start().await;
+    let running = start(
+        &format!("[llm]\nbackend = \"remote\"\nbase_url = \"{}\"\nmodel = \"big\"\n", llm.base_url()),
+        ServerConfig::default(),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let answer: Value = http
+        .post(format!("{}/chat/completions", running.base))
+        .json(&json!({"messages": [{"role": "user", "content": "hello"}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let call_id = answer["slmkit"]["call_id"].as_str().unwrap().to_owned();
+    let url = format!("{}/slmkit/feedback", running.base);
+    let ok =
+        http.post(&url).json(&json!({"call_id": call_id, "correct": false, "reason": "wrong"})).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.json::<Value>().await.unwrap()["recorded"], true);
+    let unknown = http.post(&url).json(&json!({"call_id": "call-nope", "correct": true})).send().await.unwrap();
+    assert_eq!(unknown.status(), 400);
+    assert_eq!(unknown.json::<Value>().await.unwrap()["error"]["param"], "call_id");
+    let malformed = http.post(&url).json(&json!({"call_id": 7})).send().await.unwrap();
+    assert_eq!(malformed.status(), 400);
+    assert!(malformed.json::<Value>().await.unwrap()["error"]["message"].as_str().unwrap().contains("call_id"));
+    drop(running.stop);
+}

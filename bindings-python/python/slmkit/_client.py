@@ -418,6 +418,12 @@ class _ClientBase:
         decision: Dict[str, Any] = json.loads(self._native.explain(request))
         return decision
 
+    def feedback(self, call_id: str, correct: bool, reason: Optional[str] = None) -> None:
+        """Tells slmkit whether call ``call_id``'s answer (its ``slmkit.call_id``) was right. It
+        goes into the ledger as its own record, and the adaptive router weighs it above the
+        validators' verdict."""
+        self._native.feedback(call_id, correct, reason)
+
     def __repr__(self) -> str:
         return f"<slmkit.native.{type(self).__name__} {self._native!r}>"
 

@@ -447,6 +447,12 @@ class OpenAI(openai.OpenAI):
         ``reasons``), without making it."""
         return _explain(self._native, params)
 
+    def feedback(self, call_id: str, correct: bool, reason: Optional[str] = None) -> None:
+        """Tells slmkit whether call ``call_id``'s answer (its ``slmkit.call_id``) was right: a
+        ledger record of its own, which the adaptive router weighs above the validators'
+        verdict. An unknown call is a ``BadRequestError``."""
+        self._native.feedback(call_id, correct, reason)
+
     def evaluate(self, tasks: EvalTasks, *, bare: bool = False) -> EvalResult:
         """Runs checkable agent tasks through this client (see ``slmkit.native.Client.evaluate``)."""
         return _evaluate(self._native, tasks, bare)
@@ -509,6 +515,10 @@ class AsyncOpenAI(openai.AsyncOpenAI):
     def explain(self, **params: Any) -> Dict[str, Any]:
         """As ``OpenAI.explain``."""
         return _explain(self._native, params)
+
+    def feedback(self, call_id: str, correct: bool, reason: Optional[str] = None) -> None:
+        """As ``OpenAI.feedback`` (quick: it only writes a ledger record)."""
+        self._native.feedback(call_id, correct, reason)
 
     async def evaluate(self, tasks: EvalTasks, *, bare: bool = False) -> EvalResult:
         """As ``OpenAI.evaluate``, on a worker thread so the event loop keeps running."""

@@ -521,6 +521,7 @@ impl<'a> Call<'a> {
         if let Some(chain) = &self.chain {
             guard.reask_of(&chain.root);
         }
+        guard.task_key(self.decision.task_key.as_ref().map(|key| key.key.as_str()));
         let validators = self.validators_for(tier);
         let started = Instant::now();
         let hold = !grammar_settles(&config.backend, request, &validators);

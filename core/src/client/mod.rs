@@ -46,8 +46,10 @@ use self::reask::{Answered, Chain, ReaskKey, ReaskLog};
 use crate::cache::{digest, key_for, CacheConfig, CachedAnswer, RequestDigest, ResponseCache};
 use crate::error::{Error, Result};
 use crate::hints::{bypasses_cache, task_tag};
-use crate::ledger::{AttemptRecord, Ledger, Outcome, Pricing};
+use crate::ledger::{AttemptRecord, FeedbackSource, Ledger, Outcome, Pricing, Verdict};
 use crate::metadata::{CacheStatus, CallMetadata};
+use crate::routing::adaptive::{Adaptive, TierPrices};
+use crate::routing::stats::{stats_path, Learning, OutcomeStats};
 use crate::routing::{RouteDecision, Router, RoutingConfig, SlmProfile};
 use crate::shared::{fleet_records, SharedStore, StreamSink};
 use crate::tier::Tier;
@@ -187,7 +189,22 @@ impl ClientBuilder {
                 SlmProfile { context_window: 0, tokenizer: None, supports_tools: true, supports_images: false }
             }
         });
-        let router = Router::new(&self.routing, slm_profile, self.llm.is_some())?;
+        let mut router = Router::new(&self.routing, slm_profile, self.llm.is_some())?;
+        if let (true, Some(slm), Some(llm)) = (self.routing.adaptive, &self.slm, &self.llm) {
+            let learning = Learning { keep: self.routing.learning.keep, ..Learning::default() };
+            let stats = Arc::new(match self.ledger.path() {
+                Some(ledger) => OutcomeStats::load(&stats_path(ledger), learning),
+                None => OutcomeStats::new(learning),
+            });
+            self.ledger.observe(stats.clone());
+            let prices = TierPrices {
+                slm: slm.pricing.clone(),
+                llm: llm.pricing.clone(),
+                slm_model: slm.backend.model(),
+                slm_attempts: self.retry.slm_attempts,
+            };
+            router = router.with_adaptive(Adaptive::new(stats, prices, self.routing.learning)?);
+        }
         let identities: Vec<String> = [&self.slm, &self.llm]
             .into_iter()
             .map(|tier| tier.as_ref().map(|tier| tier.backend.identity()).unwrap_or_default())
@@ -313,6 +330,61 @@ impl Client {
             })
             .collect();
         serde_json::json!({"object": "list", "data": data})
+    }
+
+    /// Explicit feedback on call `call_id`'s answer: a `feedback` record in the ledger, which
+    /// the adaptive router weighs above the validators' verdict.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] when no served call `call_id` is in the ledger's memory.
+    pub fn feedback(&self, call_id: &str, correct: bool, reason: Option<String>) -> Result<()> {
+        self.judge(call_id, correct, reason, FeedbackSource::Caller)
+    }
+
+    /// As [`Client::feedback`], from `source`.
+    pub(crate) fn judge(
+        &self,
+        call_id: &str,
+        correct: bool,
+        reason: Option<String>,
+        source: FeedbackSource,
+    ) -> Result<()> {
+        let Some(served) = self.inner.ledger.served_record(call_id) else {
+            return Err(Error::invalid_request(
+                format!("no answered call {call_id:?} is in the ledger to take feedback"),
+                Some("call_id"),
+            ));
+        };
+        self.inner.ledger.record(AttemptRecord {
+            outcome: Outcome::Feedback,
+            reason,
+            feedback: Some(Verdict { correct, source }),
+            task_key: served.task_key.clone(),
+            reask_of: served.reask_of.clone(),
+            ..AttemptRecord::new(
+                call_id,
+                served.attempt,
+                served.tier,
+                &served.backend,
+                &served.model,
+                served.task.as_deref(),
+            )
+        });
+        Ok(())
+    }
+
+    /// Writes the adaptive router's statistics to their file now (they are also written when
+    /// the last clone of the client goes). A no-op without the adaptive router or a ledger file.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be written.
+    pub fn save_routing_stats(&self) -> Result<()> {
+        self.inner.router.outcome_stats().map_or(Ok(()), |stats| stats.save())
+    }
+
+    /// The adaptive router's statistics, when it is on.
+    pub fn outcome_stats(&self) -> Option<&Arc<OutcomeStats>> {
+        self.inner.router.outcome_stats()
     }
 
     /// Where `request` would go, and why, with each signal's contribution.

@@ -115,6 +115,11 @@ impl AttemptGuard {
         }
     }
 
+    /// Tags the attempt with its call's task cluster (what the outcome statistics gather by).
+    pub(super) fn task_key(&mut self, key: Option<&str>) {
+        self.record.task_key = key.map(str::to_owned);
+    }
+
     /// Marks the attempt as part of a re-ask of call `root`.
     pub(super) fn reask_of(&mut self, root: &str) {
         self.record.reask_of = Some(root.to_owned());

@@ -23,7 +23,7 @@
 //! slm_attempts = 3
 //! reask_window_s = 120       # an identical greedy request this soon after an answer rejects it
 //!
-//! [routing]                  # see routing_defaults.toml for every knob
+//! [routing]                  # see routing/defaults.toml for every knob
 //! bias = -0.1
 //! [[routing.rules]]
 //! tags = ["WriteCode"]

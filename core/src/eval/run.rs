@@ -9,7 +9,7 @@ use super::tasks::Task;
 use crate::client::{Backend, Client};
 use crate::error::{Error, Result};
 use crate::hints::HINT_FIELD;
-use crate::ledger::{AttemptRecord, Outcome};
+use crate::ledger::{AttemptRecord, FeedbackSource, Outcome};
 use crate::metadata::CallMetadata;
 use crate::tier::Tier;
 use crate::types::ChatCompletion;
@@ -105,6 +105,12 @@ async fn run_task(client: &Client, task: &Task, options: &EvalOptions, caller: &
                     .is_some_and(|first| first.tier == Tier::Slm && first.outcome == Outcome::Ok);
             }
             let verdict = task.check.judge(&completion);
+            if let Some(call_id) = CallMetadata::of(&completion.extra).map(|metadata| metadata.call_id) {
+                // The check's verdict teaches the adaptive router; a call the ledger no longer
+                // holds has nothing to teach.
+                let _unknown_call =
+                    client.judge(&call_id, verdict.correct, verdict.reason.clone(), FeedbackSource::Eval);
+            }
             result.correct = verdict.correct;
             result.reason = verdict.reason;
             result.answer = Some(shown_answer(&completion));

@@ -15,7 +15,7 @@ pub mod store;
 /// Re-exported from [`crate::tier`], where it lives now, so `slmkit::ledger::Tier` keeps working.
 pub use crate::tier::Tier;
 pub use pricing::Pricing;
-pub use record::{AttemptRecord, Outcome};
+pub use record::{AttemptRecord, FeedbackSource, Outcome, Verdict};
 pub(crate) use report::CallEnd;
 pub use report::{Report, Totals};
-pub use store::{read_jsonl, Ledger, RecordSink, DEFAULT_MEMORY_LIMIT};
+pub use store::{read_jsonl, Ledger, RecordObserver, RecordSink, DEFAULT_MEMORY_LIMIT};

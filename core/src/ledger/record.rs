@@ -26,12 +26,16 @@ pub enum Outcome {
     /// failed), so the answer it served was rejected. Same `call_id` and `attempt` as the
     /// served record it overrules.
     RejectedByCaller,
+    /// Not an attempt but a verdict on one: explicit feedback on the served answer
+    /// (`Client::feedback`, or `slmkit eval`'s check). The verdict is in `feedback`; same
+    /// `call_id` and `attempt` as the served record it judges.
+    Feedback,
 }
 
 impl Outcome {
     /// Whether a backend was asked (cache hits and caller verdicts are not attempts).
     pub fn is_attempt(self) -> bool {
-        !matches!(self, Outcome::CacheHit | Outcome::RejectedByCaller)
+        !matches!(self, Outcome::CacheHit | Outcome::RejectedByCaller | Outcome::Feedback)
     }
 }
 
@@ -82,8 +86,31 @@ pub struct AttemptRecord {
     /// On a re-ask's records: the first call of the chain the caller keeps re-sending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reask_of: Option<String>,
+    /// The router's task key for the call (see `routing::task_key`), on its attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_key: Option<String>,
+    /// On a `feedback` record: the verdict and who gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<Verdict>,
     /// Milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
+}
+
+/// Explicit feedback on a served answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub correct: bool,
+    pub source: FeedbackSource,
+}
+
+/// Who judged an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedbackSource {
+    /// The caller (`Client::feedback`, `POST /v1/slmkit/feedback`).
+    Caller,
+    /// `slmkit eval`'s check of the answer.
+    Eval,
 }
 
 impl AttemptRecord {
@@ -112,6 +139,8 @@ impl AttemptRecord {
             saved_cost_usd: None,
             task: task.map(str::to_owned),
             reask_of: None,
+            task_key: None,
+            feedback: None,
             timestamp_ms: now_ms(),
         }
     }

@@ -73,6 +73,10 @@ impl Report {
         let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         let mut attempts = 0u64;
         for record in records {
+            // Feedback judges an answer; the statistics read it, the report does not.
+            if record.outcome == Outcome::Feedback {
+                continue;
+            }
             // Cache hits are calls, not attempts: no backend was asked.
             if record.outcome.is_attempt() {
                 attempts += 1;
@@ -286,6 +290,9 @@ impl Totals {
     /// Counts one attempt record. A call is counted at its first attempt (attempt 1), and by
     /// the tier of the attempt that served it.
     pub(crate) fn add(&mut self, record: &AttemptRecord) {
+        if record.outcome == Outcome::Feedback {
+            return;
+        }
         if record.outcome == Outcome::RejectedByCaller {
             self.rejected_by_caller += 1;
             self.withdrawn_counterfactual_usd += record.counterfactual_llm_cost_usd.unwrap_or(0.0);

@@ -10,7 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use super::record::AttemptRecord;
@@ -36,7 +36,15 @@ struct Shared {
     shutting_down: std::sync::atomic::AtomicBool,
     /// Where every record also goes (the fleet's stream), once set.
     sink: std::sync::OnceLock<Arc<dyn RecordSink>>,
+    observers: RwLock<Vec<Arc<dyn RecordObserver>>>,
 }
+
+/// Told of every record as it is recorded (the router's outcome statistics). Called on the
+/// recording thread, outside the ledger's lock: it must be quick and must not record.
+pub trait RecordObserver: Send + Sync {
+    fn observe(&self, record: &AttemptRecord);
+}
+
 
 /// Somewhere besides memory and the file that every record is handed to, such as the fleet
 /// ledger's Redis stream. `append` must not wait on I/O: it runs on the caller's thread.
@@ -102,6 +110,7 @@ impl Ledger {
                 file,
                 shutting_down: Default::default(),
                 sink: std::sync::OnceLock::new(),
+                observers: RwLock::new(Vec::new()),
             }),
         }
     }
@@ -111,6 +120,16 @@ impl Ledger {
         self.inner.memory.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Adds `observer`, told of every record from now on.
+    pub fn observe(&self, observer: Arc<dyn RecordObserver>) {
+        self.inner.observers.write().unwrap_or_else(|poisoned| poisoned.into_inner()).push(observer);
+    }
+
+    /// The JSONL file the ledger appends to, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.file.as_ref().map(|file| file.path.as_path())
+    }
+
     /// Adds a record, and hands it to the file's writer, if there is one. Never waits on I/O.
     pub fn record(&self, record: AttemptRecord) {
         if let Some(file) = &self.inner.file {
@@ -118,6 +137,9 @@ impl Ledger {
         }
         if let Some(sink) = self.inner.sink.get() {
             sink.append(&record);
+        }
+        for observer in self.inner.observers.read().unwrap_or_else(|poisoned| poisoned.into_inner()).iter() {
+            observer.observe(&record);
         }
         let mut memory = self.memory();
         memory.totals.add(&record);
@@ -152,6 +174,11 @@ impl Ledger {
         let first_in_memory = memory.recorded - memory.records.len() as u64;
         let skip = usize::try_from(mark.saturating_sub(first_in_memory)).unwrap_or(usize::MAX);
         memory.records.iter().skip(skip).cloned().collect()
+    }
+
+    /// The newest served record of `call_id` still in memory.
+    pub fn served_record(&self, call_id: &str) -> Option<AttemptRecord> {
+        self.memory().records.iter().rev().find(|record| record.served && record.call_id == call_id).cloned()
     }
 
     /// The report over the records in memory.

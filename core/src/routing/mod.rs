@@ -3,8 +3,12 @@
 //! It reads the whole request: every message's size against the SLM's window, the
 //! modalities and tools it needs, the structure it asks for, the task its instructions
 //! describe, the output it expects and the depth of the conversation, plus the caller's own
-//! tags. Lexicons, weights and rules come from configuration (`routing_defaults.toml`,
+//! tags. Lexicons, weights and rules come from configuration (`routing/defaults.toml`,
 //! overridable in the `[routing]` section).
+
+pub mod adaptive;
+pub mod stats;
+pub mod task_key;
 
 use std::collections::BTreeMap;
 
@@ -12,6 +16,9 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use self::adaptive::{Adaptive, AdaptiveConfig, AdaptiveView};
+use self::stats::OutcomeStats;
+pub use self::task_key::{task_key, KeySource, TaskKey};
 use crate::error::{Error, Result};
 use crate::hints::hint;
 pub use crate::hints::task_tag;
@@ -21,7 +28,7 @@ use crate::types::{
     ChatCompletionRequest, ContentPart, MessageContent, ResponseFormat, Role, ToolChoice, ToolChoiceMode,
 };
 
-const DEFAULTS: &str = include_str!("routing_defaults.toml");
+const DEFAULTS: &str = include_str!("defaults.toml");
 
 /// The `[routing]` section: everything optional, laid over the defaults.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -48,7 +55,7 @@ pub struct RoutingConfig {
     /// Whether the SLM tier reads images (a local tier never does). Default false.
     #[serde(default)]
     pub slm_supports_images: Option<bool>,
-    /// Weight overrides by name (see `routing_defaults.toml`).
+    /// Weight overrides by name (see `routing/defaults.toml`).
     #[serde(default)]
     pub weights: BTreeMap<String, f64>,
     /// Phrases added to the default lexicon, or new weights for default phrases.
@@ -63,6 +70,13 @@ pub struct RoutingConfig {
     /// Drop the default rules.
     #[serde(default)]
     pub replace_rules: bool,
+    /// Learn from outcomes: per task cluster, the expected cost of SLM first against the LLM
+    /// (the score is the prior). Needs both tiers.
+    #[serde(default)]
+    pub adaptive: bool,
+    /// The adaptive router's knobs (`[routing.learning]`).
+    #[serde(default)]
+    pub learning: AdaptiveConfig,
 }
 
 /// A caller-tag rule: a tag named by the call, or a regex on its system prompt, picks the tier.
@@ -89,7 +103,7 @@ struct Defaults {
     rules: Vec<Rule>,
 }
 
-/// Signal weights; see `routing_defaults.toml` for what each means.
+/// Signal weights; see `routing/defaults.toml` for what each means.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Weights {
@@ -140,6 +154,10 @@ pub struct RouteDecision {
     /// Whether the caller chose the tier (a route hint, or a tier's model id in `model`): a
     /// forced SLM call is never escalated.
     pub forced: bool,
+    /// The call's task cluster (absent only when a tier is missing).
+    pub task_key: Option<TaskKey>,
+    /// The adaptive router's posterior and expected costs, when it decided.
+    pub adaptive: Option<AdaptiveView>,
 }
 
 /// What the router knows about the SLM tier.
@@ -177,6 +195,7 @@ pub struct Router {
     rules: Vec<CompiledRule>,
     slm: Option<SlmProfile>,
     has_llm: bool,
+    adaptive: Option<Adaptive>,
 }
 
 impl std::fmt::Debug for Router {
@@ -287,7 +306,19 @@ impl Router {
             rules,
             slm,
             has_llm,
+            adaptive: None,
         })
+    }
+
+    /// Lets `adaptive` decide scored calls (the score becomes its prior).
+    pub fn with_adaptive(mut self, adaptive: Adaptive) -> Self {
+        self.adaptive = Some(adaptive);
+        self
+    }
+
+    /// The outcome statistics the adaptive router learns from, when it is on.
+    pub fn outcome_stats(&self) -> Option<&std::sync::Arc<OutcomeStats>> {
+        self.adaptive.as_ref().map(Adaptive::stats)
     }
 
     /// Decides where `request` goes.
@@ -304,6 +335,8 @@ impl Router {
             prompt_tokens: 0,
             prompt_tokens_exact: false,
             forced: false,
+            task_key: Some(task_key(request)),
+            adaptive: None,
         };
         let Some(slm) = &self.slm else {
             decision.tier = Tier::Llm;
@@ -339,6 +372,13 @@ impl Router {
             return Ok(decision);
         }
         self.score(request, slm, prompt_tokens, &mut decision);
+        if let (Some(adaptive), Some(score), Some(key)) = (&self.adaptive, decision.score, &decision.task_key) {
+            let (tier, view) =
+                adaptive.decide(&key.key, score, self.threshold, prompt_tokens, request.max_output_tokens());
+            decision.tier = tier;
+            decision.reasons.insert(0, format!("adaptive, task {}: {}", key.key, view.why));
+            decision.adaptive = Some(view);
+        }
         Ok(decision)
     }
 
