@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use slmkit::types::responses::ResponseRequest;
 use slmkit::types::ChatCompletionRequest;
 use slmkit::validate::{Callback, Verdict};
-use slmkit::{Client, Config, OpenAiClientOptions, Prepared, PreparedResponse, Tier};
+use slmkit::{Client, Config, OpenAiClientOptions, Prepared, PreparedResponse};
 use tokio_util::sync::CancellationToken;
 
 /// What every slmkit error message starts with, so `index.js` can tell them from napi's own.

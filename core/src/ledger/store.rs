@@ -45,7 +45,6 @@ pub trait RecordObserver: Send + Sync {
     fn observe(&self, record: &AttemptRecord);
 }
 
-
 /// Somewhere besides memory and the file that every record is handed to, such as the fleet
 /// ledger's Redis stream. `append` must not wait on I/O: it runs on the caller's thread.
 pub trait RecordSink: Send + Sync {
