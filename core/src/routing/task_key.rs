@@ -3,7 +3,7 @@
 //!
 //! The caller's tag wins (`metadata.slmkit_task`, e.g. MetaGPT's action name). Otherwise the
 //! key is a fingerprint of the call's fixed parts: the system prompt and the last user turn
-//! reduced to their skeleton (see [`skeleton`]), the response format and the tool names.
+//! reduced to their skeleton (see `skeleton`), the response format and the tool names.
 
 use serde::Serialize;
 
