@@ -463,7 +463,7 @@ async fn answer(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
     if let Err(err) = slmkit::hints::check(&request) {
         return error_response(&err);
     }
-    apply_header_hints(&mut request, headers);
+    apply_header_hints(&mut request.extra, headers);
     if request.is_stream() {
         match state.client.create_stream(&request).await {
             Ok(chunks) => sse_response(chunks),
@@ -477,11 +477,12 @@ async fn answer(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
     }
 }
 
-/// `X-Slmkit-Route` and `X-Slmkit-Task` become the same hints `{"slmkit": {...}}` carries.
-fn apply_header_hints(request: &mut ChatCompletionRequest, headers: &HeaderMap) {
+/// `X-Slmkit-Route` and `X-Slmkit-Task` become the same hints `{"slmkit": {...}}` carries, in a
+/// chat or a Responses request's extra fields.
+fn apply_header_hints(extra: &mut serde_json::Map<String, Value>, headers: &HeaderMap) {
     for (header_name, key) in [("x-slmkit-route", "route"), ("x-slmkit-task", "task")] {
         if let Some(value) = headers.get(header_name).and_then(|value| value.to_str().ok()) {
-            let hints = request.extra.entry(HINT_FIELD).or_insert_with(|| json!({}));
+            let hints = extra.entry(HINT_FIELD).or_insert_with(|| json!({}));
             if let Some(hints) = hints.as_object_mut() {
                 hints.insert(key.into(), Value::String(value.to_owned()));
             }

@@ -12,8 +12,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
-use serde_json::{json, Value};
-use slmkit::hints::HINT_FIELD;
+use serde_json::json;
 use slmkit::types::responses::{ResponseEventStream, ResponseRequest};
 use slmkit::Error;
 
@@ -58,7 +57,7 @@ async fn answer(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
     if let Err(err) = slmkit::client::to_chat_request(&request).and_then(|chat| slmkit::hints::check(&chat)) {
         return error_response(&err);
     }
-    apply_header_hints(&mut request, headers);
+    super::apply_header_hints(&mut request.extra, headers);
     if request.is_stream() {
         match state.client.respond_stream(&request).await {
             Ok(events) => sse_response(events),
@@ -68,18 +67,6 @@ async fn answer(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
         match state.client.respond(&request).await {
             Ok(response) => Json(response).into_response(),
             Err(err) => error_response(&err),
-        }
-    }
-}
-
-/// `X-Slmkit-Route` and `X-Slmkit-Task`, as on chat completions.
-fn apply_header_hints(request: &mut ResponseRequest, headers: &HeaderMap) {
-    for (header_name, key) in [("x-slmkit-route", "route"), ("x-slmkit-task", "task")] {
-        if let Some(value) = headers.get(header_name).and_then(|value| value.to_str().ok()) {
-            let hints = request.extra.entry(HINT_FIELD).or_insert_with(|| json!({}));
-            if let Some(hints) = hints.as_object_mut() {
-                hints.insert(key.into(), Value::String(value.to_owned()));
-            }
         }
     }
 }
