@@ -420,12 +420,14 @@ async fn chat_completions(State(state): State<Arc<AppState>>, headers: HeaderMap
     response
 }
 
-async fn answer(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
+/// A request's body as text, read within `body_timeout_s` and `max_body_bytes`; the error
+/// response otherwise. Chat and Responses requests both come through here.
+async fn read_body_text(state: &AppState, body: Body) -> Result<String, Response> {
     let reading = tokio::time::timeout(state.body_timeout, axum::body::to_bytes(body, state.max_body_bytes));
     let bytes: Bytes = match reading.await {
         Ok(Ok(bytes)) => bytes,
         Err(_) => {
-            return openai_error(
+            return Err(openai_error(
                 StatusCode::REQUEST_TIMEOUT,
                 &format!(
                     "the request body did not arrive within {} s (body_timeout_s)",
@@ -433,29 +435,28 @@ async fn answer(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
                 ),
                 "invalid_request_error",
                 Some("request_timeout"),
-            )
+            ))
         }
         Ok(Err(_)) => {
-            return openai_error(
+            return Err(openai_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!("the request body is larger than {} bytes", state.max_body_bytes),
                 "invalid_request_error",
                 Some("request_too_large"),
-            )
+            ))
         }
     };
-    let text = match std::str::from_utf8(&bytes) {
+    std::str::from_utf8(&bytes).map(str::to_owned).map_err(|err| {
+        openai_error(StatusCode::BAD_REQUEST, &format!("the body is not UTF-8: {err}"), "invalid_request_error", None)
+    })
+}
+
+async fn answer(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
+    let text = match read_body_text(state, body).await {
         Ok(text) => text,
-        Err(err) => {
-            return openai_error(
-                StatusCode::BAD_REQUEST,
-                &format!("the body is not UTF-8: {err}"),
-                "invalid_request_error",
-                None,
-            )
-        }
+        Err(response) => return response,
     };
-    let mut request = match ChatCompletionRequest::from_json(text) {
+    let mut request = match ChatCompletionRequest::from_json(&text) {
         Ok(request) => request,
         Err(err) => return error_response(&err),
     };

@@ -16,7 +16,7 @@ use serde_json::json;
 use slmkit::types::responses::{ResponseEventStream, ResponseRequest};
 use slmkit::Error;
 
-use super::{error_json, error_response, openai_error, AppState};
+use super::{error_json, error_response, AppState};
 
 pub(super) async fn responses(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
@@ -30,26 +30,11 @@ pub(super) async fn responses(State(state): State<Arc<AppState>>, headers: Heade
 }
 
 async fn answer(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
-    let Ok(bytes) = axum::body::to_bytes(body, state.max_body_bytes).await else {
-        return openai_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("the request body is larger than {} bytes", state.max_body_bytes),
-            "invalid_request_error",
-            Some("request_too_large"),
-        );
-    };
-    let text = match std::str::from_utf8(&bytes) {
+    let text = match super::read_body_text(state, body).await {
         Ok(text) => text,
-        Err(err) => {
-            return openai_error(
-                StatusCode::BAD_REQUEST,
-                &format!("the body is not UTF-8: {err}"),
-                "invalid_request_error",
-                None,
-            )
-        }
+        Err(response) => return response,
     };
-    let mut request = match ResponseRequest::from_json(text) {
+    let mut request = match ResponseRequest::from_json(&text) {
         Ok(request) => request,
         Err(err) => return error_response(&err),
     };
