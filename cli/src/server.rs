@@ -635,6 +635,18 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         &[("", report.validation_failures as f64)],
     );
     metric(
+        "overloaded_total",
+        "counter",
+        "SLM attempts refused because the local engine's queue was full (see [slm] on_overload).",
+        &[("", report.overloaded as f64)],
+    );
+    metric(
+        "rejected_by_caller_total",
+        "counter",
+        "Answers the caller rejected by re-sending the same request (re-asks).",
+        &[("", report.rejected_by_caller as f64)],
+    );
+    metric(
         "cache_hits_total",
         "counter",
         "Calls answered from the response cache.",

@@ -120,15 +120,18 @@ async fn idle_connections_and_slow_bodies_time_out() {
     let mut idle = TcpStream::connect(&running.address).await.unwrap();
     assert!(read_to_close(&mut idle, Duration::from_secs(20)).await.is_some(), "an idle connection stayed open");
 
-    let mut slow_body = TcpStream::connect(&running.address).await.unwrap();
-    let head = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"messages\"",
-        running.address
-    );
-    slow_body.write_all(head.as_bytes()).await.unwrap();
-    let answer = read_to_close(&mut slow_body, Duration::from_secs(20)).await.expect("answered and closed");
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    assert!(answer.contains("body_timeout_s"), "{answer}");
+    // Both routes that read a JSON body share the timeout (the Responses route once lacked it).
+    for (path, start_of_body) in [("chat/completions", "{\"messages\""), ("responses", "{\"input\"")] {
+        let mut slow_body = TcpStream::connect(&running.address).await.unwrap();
+        let head = format!(
+            "POST /v1/{path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{start_of_body}",
+            running.address
+        );
+        slow_body.write_all(head.as_bytes()).await.unwrap();
+        let answer = read_to_close(&mut slow_body, Duration::from_secs(20)).await.expect("answered and closed");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{path}: {answer}");
+        assert!(answer.contains("body_timeout_s"), "{path}: {answer}");
+    }
     drop(running.stop);
 }
 
@@ -175,6 +178,44 @@ async fn a_request_cut_off_by_shutdown_is_recorded_as_such() {
     assert_eq!(records[0].outcome, Outcome::Cancelled);
     assert_eq!(records[0].reason.as_deref(), Some(SHUTDOWN_REASON));
     caller.abort();
+}
+
+/// Finding 6 through the server: with `on_overload = "reject"` a full engine queue is a 503
+/// `server_overloaded`, nothing goes to the LLM, and `/metrics` counts each refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_rejections_are_503s_and_counted_in_metrics() {
+    let llm = TestServer::start().await;
+    let config = format!(
+        "[retry]\nslm_attempts = 1\n\n[slm]\nbackend = \"local\"\nmodel = {:?}\ncontext = 2048\nslots = 1\nqueue = 1\non_overload = \"reject\"\n\n[llm]\nbackend = \"remote\"\nbase_url = \"{}\"\nmodel = \"big\"\napi_key = \"k\"\n",
+        fixture(),
+        llm.base_url()
+    );
+    let running = start(&config, ServerConfig::default(), Duration::from_secs(5)).await;
+    let calls = (0..8).map(|n| {
+        let address = running.address.clone();
+        tokio::spawn(async move {
+            let body = json!({"messages": [{"role": "user", "content": format!("write a long story {n}")}],
+                              "max_tokens": 200, "slmkit": {"route": "slm"}});
+            chat(&address, &body).await
+        })
+    });
+    let mut refused = 0;
+    for call in calls.collect::<Vec<_>>() {
+        let (status, body) = call.await.unwrap();
+        match status {
+            200 => {}
+            503 => {
+                assert_eq!(body["error"]["type"], "server_overloaded", "{body}");
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(refused > 0, "eight calls into one slot and a queue of one must overflow");
+    assert_eq!(llm.request_count(), 0, "reject never spills to the LLM");
+    let metrics = reqwest::get(format!("http://{}/metrics", running.address)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(&format!("slmkit_overloaded_total {refused}\n")), "{metrics}");
+    drop(running.stop);
 }
 
 /// Findings 1 and 2, and issue 19's `$defs`, through the server: bad schemas are 400s naming
