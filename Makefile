@@ -113,6 +113,7 @@ BENCH_MODELS := qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.5b-instruct
 bench: setup
 	cargo bench -p slmkit --bench routing
 	cargo bench -p slmkit --bench routing_sim
+	cargo bench -p slmkit --bench routing_replay -- --out bench/results/routing-replay-$$(date +%F).md
 	cargo bench -p slmkit --bench overhead
 	@# L1 vs L2 (a redis-server it starts on loopback) cache hits; the table goes to bench/results/.
 	mkdir -p bench/results && cargo bench -p slmkit --bench shared | tee bench/results/shared-$$(date +%F).md
