@@ -113,6 +113,9 @@ BENCH_MODELS := qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.5b-instruct
 bench: setup
 	cargo bench -p slmkit --bench routing
 	cargo bench -p slmkit --bench routing_sim
+	@# The 72-task Qwen2.5-Coder-0.5B eval replayed through the adaptive router (the LLM assumed right).
+	cargo bench -p slmkit --bench routing_replay -- bench/results/eval-qwen2.5-coder-0.5b-pipeline-72.json \
+	  --out bench/results/routing-replay-$$(date +%F).md
 	cargo bench -p slmkit --bench overhead
 	@# L1 vs L2 (a redis-server it starts on loopback) cache hits; the table goes to bench/results/.
 	mkdir -p bench/results && cargo bench -p slmkit --bench shared | tee bench/results/shared-$$(date +%F).md

@@ -130,3 +130,43 @@ async fn the_router_learns_explains_takes_feedback_and_remembers() {
 fn reopen(slm: &TestServer, llm: &TestServer, ledger: &Path) -> Client {
     client(slm, llm, ledger)
 }
+
+#[tokio::test]
+async fn statistics_reach_their_file_while_the_client_runs_and_the_report_counts_signals() {
+    let dir = std::env::temp_dir().join(format!("slmkit-adaptive-autosave-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ledger = dir.join("ledger.jsonl");
+    let stats_file = dir.join("ledger.routing.json");
+    let _ = std::fs::remove_file(&ledger);
+    let _ = std::fs::remove_file(&stats_file);
+    let (slm, llm) = (TestServer::start().await, TestServer::start().await);
+    slm.set_default(Behavior::reply_text("{\"label\": \"bug\"}"));
+    let routing = RoutingConfig {
+        adaptive: true,
+        learning: AdaptiveConfig { probe_rate: 0.0, seed: Some(11), save_every_s: 0.05, ..AdaptiveConfig::default() },
+        ..RoutingConfig::default()
+    };
+    let client = Client::builder()
+        .slm(remote(&slm, "small"), per_token(0.1, 0.2))
+        .llm(remote(&llm, "big"), per_token(2.5, 10.0))
+        .ledger(Ledger::with_file(&ledger).unwrap())
+        .routing(routing)
+        .build()
+        .unwrap();
+    let answered = client.create(&tagged("Classify", "ticket 1")).await.unwrap();
+    let call_id = CallMetadata::of(&answered.extra).unwrap().call_id;
+    client.feedback(&call_id, false, Some("wrong label".into())).unwrap();
+    // No close, no explicit save: the periodic save writes the file.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&stats_file).is_ok_and(|text| text.contains("tag:Classify")) {
+        assert!(std::time::Instant::now() < deadline, "the statistics file never appeared");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    client.ledger().flush();
+    let (records, _) = slmkit::ledger::read_jsonl(&ledger).unwrap();
+    let report = slmkit::Report::from_records(&records);
+    let cluster = report.clusters.iter().find(|cluster| cluster.task_key == "tag:Classify").unwrap();
+    assert_eq!((cluster.validation, cluster.caller_feedback, cluster.eval), (1, 1, 0), "{report:?}");
+    drop(client);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -197,6 +197,7 @@ impl ClientBuilder {
                 None => OutcomeStats::new(learning),
             });
             self.ledger.observe(stats.clone());
+            let saved = Arc::clone(&stats);
             let prices = TierPrices {
                 slm: slm.pricing.clone(),
                 llm: llm.pricing.clone(),
@@ -204,6 +205,10 @@ impl ClientBuilder {
                 slm_attempts: self.retry.slm_attempts,
             };
             router = router.with_adaptive(Adaptive::new(stats, prices, self.routing.learning)?);
+            // After `Adaptive::new` checked the interval; one too long to count is only at close.
+            if let Ok(every) = std::time::Duration::try_from_secs_f64(self.routing.learning.save_every_s) {
+                saved.autosave(every);
+            }
         }
         let identities: Vec<String> = [&self.slm, &self.llm]
             .into_iter()

@@ -17,5 +17,5 @@ pub use crate::tier::Tier;
 pub use pricing::Pricing;
 pub use record::{AttemptRecord, FeedbackSource, Outcome, Verdict};
 pub(crate) use report::CallEnd;
-pub use report::{Report, Totals};
+pub use report::{ClusterSignals, Report, Totals};
 pub use store::{read_jsonl, Ledger, RecordObserver, RecordSink, DEFAULT_MEMORY_LIMIT};

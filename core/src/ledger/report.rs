@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::record::{AttemptRecord, Outcome};
+use super::record::{AttemptRecord, FeedbackSource, Outcome};
 use crate::tier::Tier;
 
 /// What the ledger adds up to.
@@ -58,7 +58,28 @@ pub struct Report {
     pub savings_share: f64,
     /// What cache hits would have cost to answer again (included in `savings_usd`).
     pub cache_saved_usd: f64,
+    /// Per task cluster that the SLM tried, how many outcomes rest on each signal (the
+    /// evidence the adaptive router learns from), by task key.
+    #[serde(default)]
+    pub clusters: Vec<ClusterSignals>,
 }
+
+/// How many of a task cluster's SLM outcomes rest on each signal.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSignals {
+    pub task_key: String,
+    /// Calls started on the SLM and settled by its validators (answered, or escalated).
+    pub validation: u64,
+    /// SLM answers the caller rejected by asking again.
+    pub caller_rejection: u64,
+    /// Explicit verdicts on SLM answers: `feedback()` and `POST /v1/slmkit/feedback`.
+    pub caller_feedback: u64,
+    /// Verdicts from `slmkit eval`'s checks.
+    pub eval: u64,
+}
+
+/// Rows of the table's per-cluster part; the JSON has every cluster.
+const CLUSTER_ROWS: usize = 20;
 
 impl Report {
     /// Adds up `records` (any order; grouped by call id).
@@ -72,9 +93,18 @@ impl Report {
         let mut calls: Vec<(&str, Vec<&AttemptRecord>)> = Vec::new();
         let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         let mut attempts = 0u64;
+        let mut clusters: std::collections::BTreeMap<String, ClusterSignals> = std::collections::BTreeMap::new();
         for record in records {
-            // Feedback judges an answer; the statistics read it, the report does not.
+            // Feedback judges an answer: the report counts it only as a signal of its cluster
+            // (as the router's statistics do, for answers the SLM made).
             if record.outcome == Outcome::Feedback {
+                if let (Some(key), Some(verdict), Tier::Slm) = (&record.task_key, &record.feedback, record.tier) {
+                    let cluster = clusters.entry(key.clone()).or_default();
+                    match verdict.source {
+                        FeedbackSource::Caller => cluster.caller_feedback += 1,
+                        FeedbackSource::Eval => cluster.eval += 1,
+                    }
+                }
                 continue;
             }
             // Cache hits are calls, not attempts: no backend was asked.
@@ -104,6 +134,16 @@ impl Report {
                 }
             }
             let started_on_slm = first.tier == Tier::Slm;
+            if let Some(key) = attempts.iter().find_map(|record| record.task_key.as_ref()) {
+                let slm_served = served.is_some_and(|record| record.tier == Tier::Slm && record.outcome.is_attempt());
+                let escalated = attempts.iter().any(|record| record.tier == Tier::Llm && record.outcome.is_attempt());
+                if started_on_slm && first.outcome.is_attempt() && (slm_served || escalated) {
+                    clusters.entry(key.clone()).or_default().validation += 1;
+                }
+                if rejected && served.is_some_and(|record| record.tier == Tier::Slm) {
+                    clusters.entry(key.clone()).or_default().caller_rejection += 1;
+                }
+            }
             match served {
                 Some(record) if rejected => {
                     report.rejected_by_caller += 1;
@@ -177,6 +217,8 @@ impl Report {
         report.slm_share = ratio(report.served_by_slm + cached_slm, report.calls);
         report.slm_first_try_success_rate = ratio(slm_first_try_successes, report.slm_first_tried);
         report.mean_attempts_per_slm_call = ratio(slm_served_attempts, report.served_by_slm);
+        report.clusters =
+            clusters.into_iter().map(|(task_key, signals)| ClusterSignals { task_key, ..signals }).collect();
         report.savings_usd = report.counterfactual_llm_cost_usd - report.cost_usd;
         report.savings_share = if report.counterfactual_llm_cost_usd > 0.0 {
             report.savings_usd / report.counterfactual_llm_cost_usd
@@ -227,6 +269,33 @@ impl Report {
         let mut table = String::from("slmkit ledger report\n");
         for (label, value) in rows {
             table.push_str(&format!("  {label:<width$}  {value}\n"));
+        }
+        if !self.clusters.is_empty() {
+            table.push_str(&self.cluster_table());
+        }
+        table
+    }
+
+    /// The SLM's outcomes per task cluster by signal, the busiest clusters first.
+    fn cluster_table(&self) -> String {
+        let total = |cluster: &ClusterSignals| {
+            cluster.validation + cluster.caller_rejection + cluster.caller_feedback + cluster.eval
+        };
+        let mut busiest: Vec<&ClusterSignals> = self.clusters.iter().collect();
+        busiest.sort_by(|a, b| total(b).cmp(&total(a)).then_with(|| a.task_key.cmp(&b.task_key)));
+        let width = busiest.iter().take(CLUSTER_ROWS).map(|cluster| cluster.task_key.len()).max().unwrap_or(0).max(8);
+        let mut table = format!(
+            "SLM outcomes per task cluster, by signal\n  {:<width$}  {:>10}  {:>15}  {:>15}  {:>6}\n",
+            "task key", "validators", "caller re-asks", "caller feedback", "eval"
+        );
+        for cluster in busiest.iter().take(CLUSTER_ROWS) {
+            table.push_str(&format!(
+                "  {:<width$}  {:>10}  {:>15}  {:>15}  {:>6}\n",
+                cluster.task_key, cluster.validation, cluster.caller_rejection, cluster.caller_feedback, cluster.eval
+            ));
+        }
+        if busiest.len() > CLUSTER_ROWS {
+            table.push_str(&format!("  ... and {} more clusters (all in --json)\n", busiest.len() - CLUSTER_ROWS));
         }
         table
     }
@@ -340,5 +409,67 @@ impl Totals {
         if end.escalated {
             self.escalations += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::Verdict;
+
+    fn record(call: &str, attempt: u32, tier: Tier, outcome: Outcome, served: bool, key: &str) -> AttemptRecord {
+        AttemptRecord {
+            outcome,
+            served,
+            task_key: Some(key.into()),
+            ..AttemptRecord::new(call, attempt, tier, "remote", if tier == Tier::Slm { "qwen" } else { "gpt" }, None)
+        }
+    }
+
+    fn verdict(call: &str, source: FeedbackSource, key: &str) -> AttemptRecord {
+        AttemptRecord {
+            feedback: Some(Verdict { correct: false, source }),
+            ..record(call, 1, Tier::Slm, Outcome::Feedback, false, key)
+        }
+    }
+
+    #[test]
+    fn the_report_counts_each_clusters_outcomes_by_signal() {
+        let records = vec![
+            record("a", 1, Tier::Slm, Outcome::Ok, true, "tag:Classify"),
+            verdict("a", FeedbackSource::Caller, "tag:Classify"),
+            record("b", 1, Tier::Slm, Outcome::ValidationFailed, false, "tag:Classify"),
+            record("b", 2, Tier::Llm, Outcome::Ok, true, "tag:Classify"),
+            record("c", 1, Tier::Slm, Outcome::Ok, true, "tag:Classify"),
+            // The re-ask's rejection record carries no task key: the call's attempts do.
+            AttemptRecord { task_key: None, ..record("c", 1, Tier::Slm, Outcome::RejectedByCaller, false, "") },
+            record("d", 1, Tier::Slm, Outcome::Ok, true, "tpl:0123abcd"),
+            verdict("d", FeedbackSource::Eval, "tpl:0123abcd"),
+            // Straight to the LLM: no SLM outcome to count.
+            record("e", 1, Tier::Llm, Outcome::Ok, true, "tag:WritePRD"),
+        ];
+        let report = Report::from_records(&records);
+        assert_eq!(report.calls, 5, "feedback records are not calls");
+        assert_eq!(
+            report.clusters,
+            vec![
+                ClusterSignals {
+                    task_key: "tag:Classify".into(),
+                    validation: 3,
+                    caller_rejection: 1,
+                    caller_feedback: 1,
+                    eval: 0
+                },
+                ClusterSignals { task_key: "tpl:0123abcd".into(), validation: 1, eval: 1, ..Default::default() },
+            ]
+        );
+        let table = report.to_table();
+        assert!(table.contains("SLM outcomes per task cluster, by signal"), "{table}");
+        let row = table.lines().find(|line| line.contains("tag:Classify")).unwrap();
+        let counts: Vec<&str> = row.split_whitespace().skip(1).collect();
+        assert_eq!(counts, ["3", "1", "1", "0"], "{table}");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["clusters"][1]["eval"], 1);
+        assert!(!table.contains("tag:WritePRD"));
     }
 }

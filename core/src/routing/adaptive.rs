@@ -5,7 +5,7 @@
 //! a quality floor stops a cluster the SLM fails, probed again at a low rate.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -33,6 +33,13 @@ pub struct AdaptiveConfig {
     pub keep: f64,
     /// Sample with this seed (tests, simulations); default: from the OS.
     pub seed: Option<u64>,
+    /// Seconds between saves of the statistics while they change (0: only at close).
+    pub save_every_s: f64,
+    /// A target spend per call, in dollars: while calls spend more on average, the LLM's
+    /// expected cost is multiplied and the quality floor divided by the overspend (up to 4x).
+    pub budget_usd_per_call: Option<f64>,
+    /// A target spend per hour since the client started, paced the same way.
+    pub budget_usd_per_hour: Option<f64>,
 }
 
 impl Default for AdaptiveConfig {
@@ -44,6 +51,9 @@ impl Default for AdaptiveConfig {
             usd_per_latency_second: 0.0,
             keep: 0.98,
             seed: None,
+            save_every_s: 30.0,
+            budget_usd_per_call: None,
+            budget_usd_per_hour: None,
         }
     }
 }
@@ -67,6 +77,20 @@ impl AdaptiveConfig {
         }
         if !(self.usd_per_latency_second.is_finite() && self.usd_per_latency_second >= 0.0) {
             return Err(Error::Config("routing usd_per_latency_second must be a non-negative number".into()));
+        }
+        if !(self.save_every_s.is_finite() && self.save_every_s >= 0.0) {
+            return Err(Error::Config("routing save_every_s must be a non-negative number of seconds".into()));
+        }
+        for (name, budget) in
+            [("budget_usd_per_call", self.budget_usd_per_call), ("budget_usd_per_hour", self.budget_usd_per_hour)]
+        {
+            if let Some(value) = budget {
+                if !(value.is_finite() && value > 0.0) {
+                    return Err(Error::Config(format!(
+                        "routing {name} must be a positive number of dollars, got {value}"
+                    )));
+                }
+            }
         }
         Ok(())
     }
@@ -105,7 +129,22 @@ pub struct AdaptiveView {
     pub llm_cost_usd: f64,
     /// Whether this call is a probe of a floored cluster.
     pub probe: bool,
+    /// The budget's pacing, when a budget is set.
+    pub budget: Option<BudgetView>,
     pub why: String,
+}
+
+/// Where spending stands against the budget, for `explain`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct BudgetView {
+    /// Spend over the budget's pace so far (above 1: ahead of it).
+    pub pace: f64,
+    /// What the LLM's expected cost was multiplied by (1 while on pace).
+    pub llm_multiplier: f64,
+    /// The quality floor this call was held to (the configured one divided by the multiplier).
+    pub floor: f64,
+    pub spent_usd: f64,
+    pub calls: u64,
 }
 
 /// Tokens per second the priors assume for a local SLM with no data yet (a CPU's prefill and
@@ -121,6 +160,11 @@ const OUTPUT_CAP: u32 = 1000;
 const CONFIDENT_EVIDENCE: f64 = 10.0;
 /// How steeply the heuristic score turns into a prior success rate.
 const PRIOR_SLOPE: f64 = 1.2;
+/// The most the budget's pacing multiplies the LLM's expected cost by.
+const MAX_BUDGET_PRESSURE: f64 = 4.0;
+/// Calls, and seconds, before the pace is read (the first few calls say little).
+const PACE_AFTER_CALLS: u64 = 10;
+const PACE_AFTER_SECONDS: f64 = 60.0;
 
 /// The adaptive router's state: the statistics, the prices and the sampler.
 pub struct Adaptive {
@@ -128,6 +172,7 @@ pub struct Adaptive {
     prices: TierPrices,
     config: AdaptiveConfig,
     rng: Mutex<StdRng>,
+    started: Instant,
 }
 
 impl std::fmt::Debug for Adaptive {
@@ -145,7 +190,7 @@ impl Adaptive {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
         };
-        Ok(Adaptive { stats, prices, config, rng: Mutex::new(rng) })
+        Ok(Adaptive { stats, prices, config, rng: Mutex::new(rng), started: Instant::now() })
     }
 
     pub fn stats(&self) -> &Arc<OutcomeStats> {
@@ -183,9 +228,12 @@ impl Adaptive {
             .unwrap_or(1.0 + (1.0 - sampled) * f64::from(self.prices.slm_attempts.saturating_sub(1)));
         let fail = 1.0 - sampled;
         let price = self.config.usd_per_latency_second;
-        let slm_first = attempts * (costs.slm_usd + price * costs.slm_s) + fail * (costs.llm_usd + price * costs.llm_s);
-        let llm = costs.llm_usd + price * costs.llm_s;
-        let floor = self.config.quality_floor;
+        let budget = self.budget();
+        let pressure = budget.map_or(1.0, |budget| budget.llm_multiplier);
+        let llm_usd = costs.llm_usd * pressure;
+        let slm_first = attempts * (costs.slm_usd + price * costs.slm_s) + fail * (llm_usd + price * costs.llm_s);
+        let llm = llm_usd + price * costs.llm_s;
+        let floor = budget.map_or(self.config.quality_floor, |budget| budget.floor);
         let evidence = cluster.slm_success.weight();
         // Thompson sampling while the cluster is uncertain; its mean once it is not, so a
         // cluster near the floor does not flip call by call.
@@ -236,9 +284,42 @@ impl Adaptive {
             slm_first_cost_usd: slm_first,
             llm_cost_usd: llm,
             probe,
-            why,
+            budget,
+            why: match budget {
+                Some(budget) if budget.llm_multiplier > 1.0 => format!(
+                    "{why} (spend is {:.2}x the budget's pace: the LLM's cost counts {:.2}x, the floor is {:.2})",
+                    budget.pace, budget.llm_multiplier, budget.floor
+                ),
+                _ => why,
+            },
         };
         (tier, view)
+    }
+
+    /// The budget's pacing: spend so far against the target per call and per hour, whichever
+    /// is further ahead. `None` without a budget.
+    fn budget(&self) -> Option<BudgetView> {
+        let (per_call, per_hour) = (self.config.budget_usd_per_call, self.config.budget_usd_per_hour);
+        if per_call.is_none() && per_hour.is_none() {
+            return None;
+        }
+        let spend = self.stats.spend();
+        let mut pace: f64 = 0.0;
+        if let (Some(target), true) = (per_call, spend.calls >= PACE_AFTER_CALLS) {
+            pace = pace.max(spend.usd / (spend.calls as f64 * target));
+        }
+        if let Some(target) = per_hour {
+            let hours = self.started.elapsed().as_secs_f64().max(PACE_AFTER_SECONDS) / 3600.0;
+            pace = pace.max(spend.usd / (target * hours));
+        }
+        let llm_multiplier = pace.clamp(1.0, MAX_BUDGET_PRESSURE);
+        Some(BudgetView {
+            pace,
+            llm_multiplier,
+            floor: self.config.quality_floor / llm_multiplier,
+            spent_usd: spend.usd,
+            calls: spend.calls,
+        })
     }
 
     /// Per-attempt cost and latency of each tier: measured on the cluster, else from prices.
@@ -317,11 +398,94 @@ mod tests {
         }
     }
 
+    fn prices() -> TierPrices {
+        TierPrices { slm: Pricing::local_default(), llm: Pricing::gpt_4o(), slm_model: "qwen".into(), slm_attempts: 3 }
+    }
+
+    #[test]
+    fn a_tag_rule_names_the_cluster_and_seeds_the_prior_but_outcomes_decide() {
+        use crate::ledger::{AttemptRecord, Outcome, RecordObserver};
+        use crate::routing::{Router, RoutingConfig, SlmProfile};
+        use crate::types::{ChatCompletionRequest, ChatMessage, ContentPart, MessageContent};
+        let stats = Arc::new(OutcomeStats::new(super::super::stats::Learning::default()));
+        let adaptive =
+            Adaptive::new(stats.clone(), prices(), AdaptiveConfig { seed: Some(3), ..AdaptiveConfig::default() })
+                .unwrap();
+        let slm = SlmProfile { context_window: 8192, tokenizer: None, supports_tools: true, supports_images: false };
+        let router = Router::new(&RoutingConfig::default(), Some(slm), true).unwrap().with_adaptive(adaptive);
+        let tagged = |task: &str| {
+            let mut request = ChatCompletionRequest::new(vec![ChatMessage::user("Write the product requirements.")]);
+            request.metadata =
+                Some(serde_json::Map::from_iter([("slmkit_task".into(), serde_json::Value::from(task))]));
+            request
+        };
+        // The default rules send WriteCode to the SLM and WritePRD to the LLM: now as priors.
+        let code = router.decide(&tagged("WriteCode")).unwrap();
+        let view = code.adaptive.expect("the adaptive router decides a tagged call");
+        assert_eq!(code.task_key.unwrap().key, "tag:WriteCode");
+        assert!(view.prior_mean > 0.9, "{view:?}");
+        assert!(code.reasons.iter().any(|reason| reason.contains("prior")), "{:?}", code.reasons);
+        let prd = router.decide(&tagged("WritePRD")).unwrap();
+        let view = prd.adaptive.unwrap();
+        assert!(view.prior_mean < 0.3, "{view:?}");
+        assert_eq!(prd.tier, Tier::Llm);
+        // The SLM turns out to write this team's PRDs well: outcomes overrule the rule.
+        for call in 0..30 {
+            stats.observe(&AttemptRecord {
+                outcome: Outcome::Ok,
+                served: true,
+                cost_usd: 0.00001,
+                latency_ms: 500.0,
+                task_key: Some("tag:WritePRD".into()),
+                ..AttemptRecord::new(&format!("prd{call}"), 1, Tier::Slm, "local", "qwen", None)
+            });
+        }
+        let prd = router.decide(&tagged("WritePRD")).unwrap();
+        assert_eq!(prd.tier, Tier::Slm, "{:?}", prd.reasons);
+        // A forced route and a hard limit still come first.
+        let mut forced = tagged("WritePRD");
+        forced.extra.insert("slmkit".into(), serde_json::json!({"route": "llm"}));
+        let decision = router.decide(&forced).unwrap();
+        assert!(decision.forced && decision.tier == Tier::Llm && decision.adaptive.is_none());
+        let mut image = tagged("WriteCode");
+        image.messages[0].content = Some(MessageContent::Parts(vec![ContentPart::ImageUrl {
+            image_url: serde_json::json!({"url": "https://example.com/a.png"}),
+        }]));
+        let decision = router.decide(&image).unwrap();
+        assert!(decision.tier == Tier::Llm && decision.adaptive.is_none(), "{:?}", decision.reasons);
+    }
+
+    #[test]
+    fn overspending_makes_the_llm_dearer_and_lowers_the_floor() {
+        use crate::ledger::{AttemptRecord, Outcome, RecordObserver};
+        let stats = Arc::new(OutcomeStats::new(super::super::stats::Learning::default()));
+        let config = AdaptiveConfig { budget_usd_per_call: Some(0.001), seed: Some(1), ..AdaptiveConfig::default() };
+        let adaptive = Adaptive::new(stats.clone(), prices(), config).unwrap();
+        let (_, view) = adaptive.decide("tag:x", 0.0, 0.0, 500, Some(100));
+        assert_eq!(view.budget.unwrap().llm_multiplier, 1.0, "too few calls to pace");
+        for call in 0..20 {
+            stats.observe(&AttemptRecord {
+                outcome: Outcome::Ok,
+                served: true,
+                cost_usd: 0.003,
+                ..AttemptRecord::new(&format!("c{call}"), 1, Tier::Llm, "remote", "gpt", None)
+            });
+        }
+        let (_, view) = adaptive.decide("tag:x", 0.0, 0.0, 500, Some(100));
+        let budget = view.budget.unwrap();
+        assert!((budget.pace - 3.0).abs() < 1e-9, "{budget:?}");
+        assert!((budget.llm_multiplier - 3.0).abs() < 1e-9);
+        assert!((budget.floor - 0.7 / 3.0).abs() < 1e-9);
+        assert!(view.why.contains("budget"), "{}", view.why);
+    }
+
     #[test]
     fn bad_knobs_are_config_errors() {
         let bad = AdaptiveConfig { quality_floor: 1.5, ..AdaptiveConfig::default() };
         assert!(matches!(bad.validate(), Err(Error::Config(message)) if message.contains("quality_floor")));
         let bad = AdaptiveConfig { usd_per_latency_second: f64::NAN, ..AdaptiveConfig::default() };
         assert!(bad.validate().is_err());
+        let bad = AdaptiveConfig { budget_usd_per_hour: Some(-1.0), ..AdaptiveConfig::default() };
+        assert!(matches!(bad.validate(), Err(Error::Config(message)) if message.contains("budget_usd_per_hour")));
     }
 }

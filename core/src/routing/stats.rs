@@ -7,7 +7,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -187,9 +188,19 @@ struct SettledCall {
     first_try: bool,
 }
 
+/// What the calls this process has seen spent, for the budget's pacing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Spend {
+    pub usd: f64,
+    pub calls: u64,
+}
+
 #[derive(Default)]
 struct State {
     clusters: HashMap<ClusterId, ClusterStats>,
+    spend: Spend,
+    /// Changed since the last save.
+    dirty: bool,
     open: HashMap<String, OpenCall>,
     open_order: VecDeque<String>,
     settled: HashMap<String, SettledCall>,
@@ -263,6 +274,8 @@ pub struct OutcomeStats {
     state: Mutex<State>,
     learning: Learning,
     path: Option<PathBuf>,
+    /// One save at a time (they share the temporary file).
+    saving: Mutex<()>,
 }
 
 impl std::fmt::Debug for OutcomeStats {
@@ -279,7 +292,7 @@ pub fn stats_path(ledger: &Path) -> PathBuf {
 impl OutcomeStats {
     /// Empty statistics, kept in memory.
     pub fn new(learning: Learning) -> Self {
-        OutcomeStats { state: Mutex::new(State::default()), learning, path: None }
+        OutcomeStats { state: Mutex::new(State::default()), learning, path: None, saving: Mutex::new(()) }
     }
 
     /// The statistics saved at `path`, or a fresh start when there is no file yet. A file that
@@ -339,18 +352,46 @@ impl OutcomeStats {
     /// [`Error::Io`] when the file cannot be written.
     pub fn save(&self) -> Result<()> {
         let Some(path) = &self.path else { return Ok(()) };
-        let clusters: Vec<(String, String, Vec<f64>)> = self
-            .lock()
-            .clusters
-            .iter()
-            .map(|(id, stats)| (id.key.clone(), id.model.clone(), stats.to_numbers()))
-            .collect();
+        let _one_at_a_time = self.saving.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let clusters: Vec<(String, String, Vec<f64>)> = {
+            let mut state = self.lock();
+            state.dirty = false;
+            state.clusters.iter().map(|(id, stats)| (id.key.clone(), id.model.clone(), stats.to_numbers())).collect()
+        };
         let text = serde_json::to_vec(&StatsFile { version: FILE_VERSION, clusters })
             .map_err(|err| Error::Config(format!("cannot serialise routing statistics: {err}")))?;
         let temporary = path.with_extension("routing.json.tmp");
         std::fs::write(&temporary, text)
             .and_then(|()| std::fs::rename(&temporary, path))
             .map_err(|source| Error::Io { context: format!("cannot write {}", path.display()), source })
+    }
+
+    /// Saves the statistics every `every` while they change, on a thread of their own, so a
+    /// crash loses at most that much learning (they are also saved when the last reference
+    /// goes). The thread ends soon after the statistics are dropped. A no-op for statistics
+    /// kept in memory.
+    pub fn autosave(self: &Arc<Self>, every: Duration) {
+        if self.path.is_none() || every.is_zero() {
+            return;
+        }
+        let stats = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new().name("slmkit-routing-stats".into()).spawn(move || loop {
+            std::thread::sleep(every);
+            let Some(stats) = Weak::upgrade(&stats) else { return };
+            if stats.lock().dirty {
+                if let Err(err) = stats.save() {
+                    tracing::warn!(%err, "cannot save routing statistics");
+                }
+            }
+        });
+        if let Err(err) = spawned {
+            tracing::warn!(%err, "cannot start saving routing statistics periodically; they are saved at close");
+        }
+    }
+
+    /// What the calls seen so far spent (every attempt, both tiers).
+    pub fn spend(&self) -> Spend {
+        self.lock().spend
     }
 
     /// One cluster's statistics.
@@ -502,6 +543,13 @@ fn remember(state: &mut State, record: &AttemptRecord, cluster: ClusterId, serve
 impl RecordObserver for OutcomeStats {
     fn observe(&self, record: &AttemptRecord) {
         let mut state = self.lock();
+        if record.outcome.is_attempt() {
+            state.spend.usd += record.cost_usd;
+            state.spend.calls += u64::from(record.attempt == 1);
+        } else if record.outcome == Outcome::CacheHit {
+            state.spend.calls += 1;
+        }
+        state.dirty = true;
         match record.outcome {
             Outcome::CacheHit => {}
             Outcome::RejectedByCaller | Outcome::Feedback => self.verdict(&mut state, record),
@@ -605,6 +653,45 @@ mod tests {
         drop(fresh);
         assert_eq!(stats(&OutcomeStats::load(&path, Learning::default())).slm_calls, 1);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn statistics_are_saved_periodically_without_a_close() {
+        let dir = std::env::temp_dir().join(format!("slmkit-autosave-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = stats_path(&dir.join("ledger.jsonl"));
+        let _ = std::fs::remove_file(&path);
+        let store = Arc::new(OutcomeStats::load(&path, Learning::default()));
+        store.autosave(Duration::from_millis(20));
+        let saved_calls = || {
+            let file: StatsFile = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+            file.clusters.first().and_then(|(_, _, numbers)| ClusterStats::from_numbers(numbers)).map(|c| c.slm_calls)
+        };
+        let wait_for = |calls: u64| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while saved_calls() != Some(calls) {
+                assert!(std::time::Instant::now() < deadline, "the file never showed {calls} calls");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        store.observe(&attempt("a", 1, Tier::Slm, Outcome::Ok, true));
+        wait_for(1);
+        store.observe(&attempt("b", 1, Tier::Slm, Outcome::Ok, true));
+        wait_for(2);
+        // Both saves came while the store was open: no close wrote them.
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn spend_counts_calls_and_every_attempt() {
+        let store = OutcomeStats::new(Learning::default());
+        store.observe(&attempt("a", 1, Tier::Slm, Outcome::ValidationFailed, false));
+        store.observe(&attempt("a", 2, Tier::Llm, Outcome::Ok, true));
+        store.observe(&attempt("b", 1, Tier::Slm, Outcome::Ok, true));
+        let spend = store.spend();
+        assert_eq!(spend.calls, 2);
+        assert!((spend.usd - 0.0102).abs() < 1e-12, "{spend:?}");
     }
 
     #[test]
