@@ -114,7 +114,7 @@ bench: setup
 	cargo bench -p slmkit --bench routing
 	cargo bench -p slmkit --bench routing_sim
 	@# The 72-task Qwen2.5-Coder-0.5B eval replayed through the adaptive router (the LLM assumed right).
-	cargo bench -p slmkit --bench routing_replay -- bench/results/eval-qwen2.5-coder-0.5b-pipeline-72.json \
+	cargo bench -p slmkit --bench routing_replay -- bench/results/eval-qwen2.5-coder-0.5b-pipeline.json \
 	  --out bench/results/routing-replay-$$(date +%F).md
 	cargo bench -p slmkit --bench overhead
 	@# L1 vs L2 (a redis-server it starts on loopback) cache hits; the table goes to bench/results/.
