@@ -25,7 +25,7 @@ use crate::hints::{HINT_FIELD, HINT_METADATA_PREFIX};
 use crate::metadata::strip;
 use crate::shared::{LockOutcome, SharedStore, Wait};
 use crate::tier::Tier;
-use crate::types::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest};
+use crate::types::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, FinishReason};
 
 /// The `[cache]` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +73,13 @@ pub(crate) struct CachedAnswer {
 }
 
 impl CachedAnswer {
+    /// Whether the answer ran to its end. One cut off by `max_tokens` may be half an answer (a
+    /// JSON document without its tail) that its caller then rejects, as MetaGPT does with a
+    /// design cut off mid-JSON; it is served, but never stored for another call.
+    pub(crate) fn is_complete(&self) -> bool {
+        self.completion.choices.iter().all(|choice| choice.finish_reason != FinishReason::Length)
+    }
+
     pub(crate) fn new(
         mut completion: ChatCompletion,
         chunks: Option<Vec<ChatCompletionChunk>>,
@@ -290,6 +297,9 @@ impl ResponseCache {
     }
 
     async fn fleet_store(&self, fleet: &Fleet, id: &str, key: &CacheKey, answer: &CachedAnswer) {
+        if !answer.is_complete() {
+            return;
+        }
         if let Some(bytes) = StoredAnswer::encode(key, answer) {
             fleet.store.put_answer(id, bytes, self.ttl()).await;
         }
@@ -324,6 +334,9 @@ impl ResponseCache {
     /// Stores `answer` under `key` (and in the fleet's store), and remembers the key for the
     /// request's digest.
     pub(crate) async fn insert(&self, digest: RequestDigest, key: CacheKey, answer: CachedAnswer) {
+        if !answer.is_complete() {
+            return;
+        }
         if let Some(fleet) = &self.fleet {
             self.fleet_store(fleet, &fleet.id(&digest), &key, &answer).await;
         }
@@ -363,14 +376,20 @@ impl ResponseCache {
     where
         F: std::future::Future<Output = Result<CachedAnswer>>,
     {
-        self.entries
+        let answer = self
+            .entries
             .try_get_with(key, async {
                 match &self.fleet {
                     Some(fleet) => self.fleet_run(fleet, digest, &key, init).await,
                     None => init.await.map(Arc::new),
                 }
             })
-            .await
+            .await?;
+        // The identical calls that waited on this one share it; later ones must not.
+        if !answer.is_complete() {
+            self.entries.invalidate(&key).await;
+        }
+        Ok(answer)
     }
 
     /// One run of `init` across the fleet: take the request's lock and run it, or wait for

@@ -202,6 +202,55 @@ async fn a_streamed_reask_is_marked_on_its_first_chunk() {
     assert_eq!(llm.request_count(), 2);
 }
 
+/// The real MetaGPT run's failure: a design streamed live for minutes, MetaGPT's parser
+/// rejected it, and the identical re-send came from the cache, because the re-ask window had
+/// started with the stream's first token. It starts when the stream has delivered the answer.
+#[tokio::test]
+async fn a_resend_after_a_long_live_stream_is_a_reask() {
+    let llm = TestServer::start().await;
+    let client = Client::builder()
+        .llm(remote(&llm, "big"), per_token(2.5, 10.0))
+        .retry(RetryPolicy { reask_window: Duration::from_millis(300), ..policy() })
+        .build()
+        .unwrap();
+    let mut request = action_node_request();
+    request.stream = Some(true);
+    let mut first = client.create_stream(&request).await.unwrap();
+    let first_meta = CallMetadata::of(&first.next().await.unwrap().unwrap().extra).unwrap();
+    // The caller reads the rest longer than the window lasts.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    while first.next().await.is_some() {}
+    let again: Vec<_> = client.create_stream(&request).await.unwrap().collect().await;
+    let meta = CallMetadata::of(&again[0].as_ref().unwrap().extra).unwrap();
+    assert_eq!(meta.reask.map(|reask| reask.of), Some(first_meta.call_id));
+    assert_eq!(meta.cache.as_str(), "miss");
+    assert_eq!(llm.request_count(), 2);
+}
+
+/// An answer cut off by `max_tokens` reaches its caller, but the cache never keeps it: another
+/// caller's identical request asks the backend again, whole or streamed.
+#[tokio::test]
+async fn an_answer_cut_off_by_max_tokens_is_never_cached() {
+    let llm = TestServer::start().await;
+    llm.set_default(Behavior::reply_text("[CONTENT]{\"design\": \"half").finishing("length"));
+    let client = Client::builder().llm(remote(&llm, "big"), per_token(2.5, 10.0)).retry(policy()).build().unwrap();
+    for (n, stream) in [false, true].into_iter().enumerate() {
+        let mut request = action_node_request();
+        request.stream = Some(stream);
+        for user in ["alice", "bob"] {
+            request.user = Some(user.into());
+            let meta = if stream {
+                let chunks: Vec<_> = client.create_stream(&request).await.unwrap().collect().await;
+                CallMetadata::of(&chunks[0].as_ref().unwrap().extra).unwrap()
+            } else {
+                metadata(&client.create(&request).await.unwrap())
+            };
+            assert_eq!(meta.cache.as_str(), "miss", "{user}, stream {stream}");
+        }
+        assert_eq!(llm.request_count(), 2 * (n + 1));
+    }
+}
+
 /// Four concurrent calls on one engine: each is charged its share of the engine's busy time,
 /// never its wall-clock time (which counts the time it waited for the others).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

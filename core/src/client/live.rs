@@ -52,11 +52,15 @@ pub(super) struct PendingStore {
     pub spent_before: f64,
 }
 
+/// Run once a live stream has delivered its answer whole (not when it breaks or is dropped).
+pub(super) type OnServed = Box<dyn FnOnce() + Send>;
+
 /// A live stream and what it needs to settle.
 pub(super) fn live_stream(
     start: LiveStart,
     tally: CallTally,
     store: Option<PendingStore>,
+    on_served: Option<OnServed>,
     metadata: &CallMetadata,
     include_usage: bool,
 ) -> ChunkStream {
@@ -75,6 +79,7 @@ pub(super) fn live_stream(
         delivered: 0,
         observed: Observed::default(),
         stored,
+        on_served,
     };
     Box::pin(futures::stream::unfold(live, |mut live| async move {
         let item = live.next().await?;
@@ -95,6 +100,7 @@ struct Observed {
 struct LiveStream {
     /// The cache slot, and every chunk so far, for storing the answer at the end.
     stored: Option<(PendingStore, Vec<ChatCompletionChunk>)>,
+    on_served: Option<OnServed>,
     held: VecDeque<ChatCompletionChunk>,
     rest: ChunkStream,
     guard: Option<AttemptGuard>,
@@ -165,6 +171,9 @@ impl LiveStream {
                     let measured = self.measured(&guard);
                     let cost = guard.settle(Settlement::Served, measured);
                     self.tally.served();
+                    if let Some(on_served) = self.on_served.take() {
+                        on_served();
+                    }
                     if let Some((store, chunks)) = self.stored.take() {
                         // Only a stream that ran to its end is stored: never a broken one.
                         let origin = AnswerOrigin {

@@ -40,7 +40,7 @@ use std::time::Instant;
 use futures::FutureExt;
 
 use self::call::{Call, StreamServed, Streamed, Whole};
-use self::live::{live_stream, replay, replay_cached, with_metadata, PendingStore};
+use self::live::{live_stream, replay, replay_cached, with_metadata, OnServed, PendingStore};
 use self::prepared::{within, CacheSlot};
 use self::reask::{Answered, Chain, ReaskKey, ReaskLog};
 use crate::cache::{digest, key_for, CacheConfig, CachedAnswer, RequestDigest, ResponseCache};
@@ -597,6 +597,14 @@ impl Client {
         }
     }
 
+    /// [`Client::remember`] for an answer still streaming: what to run when its stream has
+    /// delivered it whole.
+    fn remember_when_served(&self, prepared: &Prepared<'_>, answered: Option<Answered>) -> Option<OnServed> {
+        let (key, answered) = (prepared.reask.clone()?, answered?);
+        let inner = Arc::clone(&self.inner);
+        Some(Box::new(move || inner.reasks.remember(key, answered)))
+    }
+
     /// The answer to a prepared request if the response cache holds it right now, without
     /// waiting on anything or routing the request; `None` for a miss or a request the cache
     /// doesn't take. A hit is recorded in the ledger exactly as [`Client::create`] records one.
@@ -662,10 +670,10 @@ impl Client {
         let status = if store.is_some() { CacheStatus::Miss } else { CacheStatus::Disabled };
         let mut call = Call::new(&self.inner, request, decision, status).resuming(chain);
         let served = call.run::<Streamed>().await?;
-        self.remember(prepared, call.answered());
         let metadata = call.metadata();
         match served {
             StreamServed::Buffered { completion, chunks } => {
+                self.remember(prepared, call.answered());
                 if let Some(store) = store {
                     let answer = call.cached_answer(completion, Some(chunks.clone()), store.reasons);
                     store.cache.insert(store.digest, store.key, answer).await;
@@ -675,7 +683,11 @@ impl Client {
             }
             StreamServed::Live(start) => {
                 let store = store.map(|store| PendingStore { spent_before: call.spent_usd, ..store });
-                Ok(live_stream(start, call.tally.hand_over(), store, &metadata, include_usage))
+                // The caller has a live answer only when its stream ends, which can be minutes
+                // after it started (a long document on a slow model): the re-ask window starts
+                // there, or a re-send after a long stream would not be told for a re-ask.
+                let on_served = self.remember_when_served(prepared, call.answered());
+                Ok(live_stream(start, call.tally.hand_over(), store, on_served, &metadata, include_usage))
             }
         }
     }
