@@ -17,10 +17,11 @@ requests (MetaGPT's re-asks) are kept once.
     "$venv/bin/python" tests/routing/metagpt/record.py \
         --testserver "${CARGO_TARGET_DIR:-target}/debug/slmkit-testserver" --out tests/routing
 
-Writes `metagpt-dev.jsonl` and `metagpt-heldout.jsonl` under `--out`, one call a line:
+Writes `metagpt-dev.jsonl`, `metagpt-heldout.jsonl` and `metagpt-fresh.jsonl` under `--out`, one call a line:
 `{"id", "label", "action", "idea", "request"}`. Labels come from `labels.py` (the reasoning is
-in `LABELS.md`). The two splits use different project ideas; the incremental run and a few
-roles' actions are in the held-out split only. Takes about a minute (MetaGPT's import is most
+in `LABELS.md`). The splits use different project ideas; the incremental run and a few roles'
+actions are in the held-out and fresh splits only. `fresh` was added after the prior was tuned
+(see LABELS.md). Takes about a minute (MetaGPT's import is most
 of it).
 """
 
@@ -51,6 +52,9 @@ IDEAS = [
     ("weather_api", "Build a REST API that caches weather forecasts for 10 minutes per city", "dev"),
     ("expense_split", "An app for splitting shared expenses between 2 to 12 friends, with CSV export", "heldout"),
     ("markdown_blog", "Make a static blog generator that turns Markdown files into HTML pages", "heldout"),
+    # Recorded after the prior was tuned, and measured once: a clean check of the tuning.
+    ("recipe_box", "A recipe manager that scales ingredient amounts and prints shopping lists", "fresh"),
+    ("habit_tracker", "A habit tracker web app with streaks and weekly email reminders", "fresh"),
 ]
 # Per idea: the module besides main.py, its class, and three features (what the scripted PRD,
 # design and task list say, so each project's later prompts differ).
@@ -60,6 +64,8 @@ PROJECTS = {
     "weather_api": ("cache.py", "ForecastCache", ["get a forecast by city", "cache each city for 10 minutes", "report cache hits"]),
     "expense_split": ("ledger.py", "Ledger", ["record who paid what", "settle debts with few transfers", "export balances to CSV"]),
     "markdown_blog": ("render.py", "Renderer", ["render Markdown to HTML", "build an index page", "copy static assets"]),
+    "recipe_box": ("recipes.py", "RecipeBook", ["scale a recipe to n servings", "merge shopping lists", "print a list"]),
+    "habit_tracker": ("habits.py", "HabitStore", ["check off a habit", "count the current streak", "send weekly reminders"]),
 }
 # What the incremental run (held-out only) adds to the project it changes.
 INCREMENT = "Add a dark mode and a settings page that remembers the user's choices"
@@ -67,10 +73,12 @@ INCREMENT = "Add a dark mode and a settings page that remembers the user's choic
 RESEARCH = [
     ("dev", "The energy cost of running small language models on laptops"),
     ("heldout", "How municipal bike-sharing schemes affect car traffic"),
+    ("fresh", "How green roofs reduce urban heat islands"),
 ]
 ANALYSIS = [
     ("dev", "Train a classifier on the iris dataset from sklearn and report its accuracy on a held-out 20%"),
     ("heldout", "Load sales.csv, find the three months with the highest revenue per region and plot them"),
+    ("fresh", "Cluster the customers in customers.csv by purchase frequency and spend, and describe each cluster"),
 ]
 
 
@@ -290,7 +298,7 @@ async def other_roles(slug: str, idea: str, split: str) -> None:
     await WriteReview().run(prd)
     await PrepareInterview().run(f"Senior Python engineer to build: {idea}")
     await GenerateQuestions().run(f"## TOPIC\n{idea}\n\n## RECORD\nWe agreed on Python and SQLite.")
-    if split == "heldout":
+    if split != "dev":
         from metagpt.actions.design_api_review import DesignReview
         from metagpt.actions.write_docstring import WriteDocstring
         from metagpt.actions.write_tutorial import WriteContent, WriteDirectory
@@ -345,7 +353,7 @@ def main() -> None:
         rows: List[Dict[str, Any]] = []
         seen: set = set()
         for slug, idea, split in IDEAS:
-            software_company(server, slug, idea, increment=split == "heldout")
+            software_company(server, slug, idea, increment=split != "dev")
             collect(server, split, slug, rows, seen)
             asyncio.run(other_roles(slug, idea, split))
             collect(server, split, slug, rows, seen)
@@ -360,7 +368,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     counts: Dict[Tuple[str, str], int] = {}
-    for split in ("dev", "heldout"):
+    for split in ("dev", "heldout", "fresh"):
         chosen = [row for row in rows if row["split"] == split]
         with open(args.out / f"metagpt-{split}.jsonl", "w", encoding="utf-8") as out:
             for index, row in enumerate(chosen, 1):
