@@ -896,9 +896,7 @@ fn section_kind(title: &str, words: &SectionWords) -> Option<Zone> {
 /// "log"), or `None`.
 fn find_word(text: &str, word: &str) -> Option<usize> {
     let bytes = text.as_bytes();
-    text.match_indices(word)
-        .map(|(at, _)| at)
-        .find(|&at| at == 0 || !is_word_byte(bytes[at - 1]))
+    text.match_indices(word).map(|(at, _)| at).find(|&at| at == 0 || !is_word_byte(bytes[at - 1]))
 }
 
 /// A line that is JSON rather than prose: an object or list bracket, or a `"key": value` pair.
@@ -1055,8 +1053,13 @@ mod tests {
         let material = "## Context\n### System design\nThe architecture and its trade-offs, the roadmap and the \
                         strategy for the review.\n```python\n# design: debug the race condition\n```\n\
                         ## Format example\n{\"design\": \"architecture plan\"}\n";
-        let routine = ask("You are an architect who designs systems.", &format!("{material}## Instruction\nConvert the \
-                           design above to CSV rows. Return only the CSV."));
+        let routine = ask(
+            "You are an architect who designs systems.",
+            &format!(
+                "{material}## Instruction\nConvert the \
+                           design above to CSV rows. Return only the CSV."
+            ),
+        );
         let decision = router.decide(&routine).unwrap();
         assert_eq!(decision.tier, Tier::Slm, "{:?}", decision.reasons);
         let open = decision.signals.iter().find(|signal| signal.name == "task: open-ended").unwrap();
@@ -1064,8 +1067,13 @@ mod tests {
         assert!(open.detail.contains("role"), "{}", open.detail);
 
         // The same material, with an open-ended instruction: the instruction decides.
-        let design = ask("You are an architect.", &format!("{material}## Instruction\nDesign the architecture for \
-                          this system, weigh the trade-offs and propose a migration roadmap."));
+        let design = ask(
+            "You are an architect.",
+            &format!(
+                "{material}## Instruction\nDesign the architecture for \
+                          this system, weigh the trade-offs and propose a migration roadmap."
+            ),
+        );
         assert_eq!(router.decide(&design).unwrap().tier, Tier::Llm);
     }
 
