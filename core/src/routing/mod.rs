@@ -100,7 +100,19 @@ struct Defaults {
     exact_count_band: f64,
     weights: Weights,
     lexicon: BTreeMap<String, f64>,
+    sections: SectionWords,
     rules: Vec<Rule>,
+}
+
+/// Words that name a prompt section's kind in its heading (`## Format example`) or line label
+/// (`Requirement: ...`); see `[sections]` in `routing/defaults.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SectionWords {
+    /// Any of these in a heading makes the section an example (material), whatever else it says.
+    example: Vec<String>,
+    instruction: Vec<String>,
+    material: Vec<String>,
 }
 
 /// Signal weights; see `routing/defaults.toml` for what each means.
@@ -124,6 +136,12 @@ pub struct Weights {
     pub depth_cap: f64,
     pub half_window_prompt: f64,
     pub lexicon_cap: f64,
+    pub stated_short_output: f64,
+    pub short_output_words: f64,
+    pub zone_instruction: f64,
+    pub zone_plain: f64,
+    pub zone_material: f64,
+    pub zone_role: f64,
 }
 
 /// One signal's part in a decision.
@@ -175,6 +193,51 @@ struct Phrase {
     weight: f64,
 }
 
+/// Where wording sits in a prompt, which decides how much it says about the task. A role
+/// prompt's persona and a format example or pasted document are full of words ("design",
+/// "review", "plan") that describe the agent or the data, not what this call asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Zone {
+    /// A section or line that states what to do (`## Instruction`, `Requirement: ...`).
+    Instruction,
+    /// Prose with no section marking.
+    Plain,
+    /// Quoted material: code fences, JSON, `[CONTENT]` blocks, sections headed as examples,
+    /// context, documents or logs.
+    Material,
+    /// A system prompt's persona sentence ("You are an architect, ...").
+    Role,
+}
+
+impl Zone {
+    fn name(self) -> &'static str {
+        match self {
+            Zone::Instruction => "instruction",
+            Zone::Plain => "plain",
+            Zone::Material => "material",
+            Zone::Role => "role",
+        }
+    }
+}
+
+/// One instruction text the lexicon reads, and where it came from.
+struct Window<'a> {
+    text: &'a str,
+    /// From a system (or developer) message.
+    system: bool,
+    /// The start of its message (a tail window starts mid-section, so its first lines are
+    /// plain until a marker says otherwise).
+    head: bool,
+}
+
+/// A matched phrase, its weight and the zone that gave it the most weight.
+struct Matched {
+    shown: String,
+    weight: f64,
+    zone: Zone,
+    factor: f64,
+}
+
 struct CompiledRule {
     tags: Vec<String>,
     system_regex: Option<regex::Regex>,
@@ -192,6 +255,8 @@ pub struct Router {
     phrases: Vec<Phrase>,
     matcher: AhoCorasick,
     words_regex: regex::Regex,
+    words_after_regex: regex::Regex,
+    sections: SectionWords,
     rules: Vec<CompiledRule>,
     slm: Option<SlmProfile>,
     has_llm: bool,
@@ -301,8 +366,14 @@ impl Router {
             weights,
             phrases,
             matcher,
-            words_regex: regex::Regex::new(r"(?i)\b(\d{1,2},\d{3}|\d{3,6})\s*(?:-|\s)?\s*words?\b")
+            words_regex: regex::Regex::new(r"(?i)\b(\d{1,2},\d{3}|\d{2,6})\s*(?:-|\s)?\s*words?\b")
                 .map_err(|err| Error::Config(err.to_string()))?,
+            // "a word count of 2,000", "word limit of 150": the number after the words.
+            words_after_regex: regex::Regex::new(
+                r"(?i)\bwords?\s+(?:count|limit)\s+(?:of\s+)?(?:at\s+least\s+|at\s+most\s+)?(\d{1,2},\d{3}|\d{2,6})\b",
+            )
+            .map_err(|err| Error::Config(err.to_string()))?,
+            sections: lowercase_sections(defaults.sections),
             rules,
             slm,
             has_llm,
@@ -543,43 +614,47 @@ impl Router {
 
         let texts = instruction_texts(request);
         let (routine, open_ended, matched) = self.lexicon_scores(&texts);
+        let wording = |routine_side: bool| {
+            matched
+                .iter()
+                .filter(|found| (found.weight < 0.0) == routine_side)
+                .map(|found| {
+                    if found.factor == 1.0 {
+                        found.shown.clone()
+                    } else {
+                        format!("{} (x{} {})", found.shown, found.factor, found.zone.name())
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         if routine != 0.0 {
             signals.push(Signal {
                 name: "task: routine".into(),
                 contribution: routine.max(-w.lexicon_cap),
-                detail: format!(
-                    "routine wording: {}",
-                    matched
-                        .iter()
-                        .filter(|(_, weight)| *weight < 0.0)
-                        .map(|(p, _)| p.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                detail: format!("routine wording: {}", wording(true)),
             });
         }
         if open_ended != 0.0 {
             signals.push(Signal {
                 name: "task: open-ended".into(),
                 contribution: open_ended.min(w.lexicon_cap),
-                detail: format!(
-                    "open-ended wording: {}",
-                    matched
-                        .iter()
-                        .filter(|(_, weight)| *weight > 0.0)
-                        .map(|(p, _)| p.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                detail: format!("open-ended wording: {}", wording(false)),
             });
         }
 
-        if let Some(words) = texts.iter().filter_map(|text| self.stated_words(text)).max() {
+        if let Some(words) = texts.iter().filter_map(|window| self.stated_words(window.text)).max() {
             if f64::from(words) >= w.long_output_words {
                 signals.push(Signal {
                     name: "output length".into(),
                     contribution: w.stated_long_output,
                     detail: format!("the instructions ask for about {words} words"),
+                });
+            } else if f64::from(words) <= w.short_output_words {
+                signals.push(Signal {
+                    name: "output length".into(),
+                    contribution: w.stated_short_output,
+                    detail: format!("the instructions bound the answer to about {words} words"),
                 });
             }
         }
@@ -635,45 +710,214 @@ impl Router {
         decision.signals = signals;
     }
 
-    /// Sums lexicon weights over the instruction texts, each phrase counted once.
-    fn lexicon_scores(&self, texts: &[&str]) -> (f64, f64, Vec<(String, f64)>) {
-        let mut seen = vec![false; self.phrases.len()];
-        for text in texts {
-            let bytes = text.as_bytes();
-            for found in self.matcher.find_overlapping_iter(*text) {
+    /// Sums lexicon weights over the instruction texts, each phrase counted once, at the
+    /// weight of the zone where it counts most (an instruction outweighs a format example).
+    fn lexicon_scores(&self, texts: &[Window<'_>]) -> (f64, f64, Vec<Matched>) {
+        let w = &self.weights;
+        let factor = |zone: Zone| match zone {
+            Zone::Instruction => w.zone_instruction,
+            Zone::Plain => w.zone_plain,
+            Zone::Material => w.zone_material,
+            Zone::Role => w.zone_role,
+        };
+        // Per phrase, the best zone so far (None: not matched).
+        let top = w.zone_instruction.max(w.zone_plain).max(w.zone_material).max(w.zone_role);
+        let mut best: Vec<Option<Zone>> = vec![None; self.phrases.len()];
+        let mut spans = Vec::new();
+        for window in texts {
+            let bytes = window.text.as_bytes();
+            spans.clear();
+            let mut zones_known = false;
+            for found in self.matcher.find_overlapping_iter(window.text) {
                 let index = found.pattern().as_usize();
-                if seen[index] {
+                if best[index].is_some_and(|zone| factor(zone) >= top) {
                     continue;
                 }
                 let phrase = &self.phrases[index];
-                let before_ok = found.start() == 0 || !bytes[found.start() - 1].is_ascii_alphanumeric();
-                let after_ok =
-                    phrase.prefix || found.end() == bytes.len() || !bytes[found.end()].is_ascii_alphanumeric();
-                if before_ok && after_ok {
-                    seen[index] = true;
+                let before_ok = found.start() == 0 || !is_word_byte(bytes[found.start() - 1]);
+                let after_ok = phrase.prefix || found.end() == bytes.len() || !is_word_byte(bytes[found.end()]);
+                if !(before_ok && after_ok) {
+                    continue;
+                }
+                // Zones are worked out only for windows where something matched.
+                if !zones_known {
+                    zone_spans(window, &self.sections, &mut spans);
+                    zones_known = true;
+                }
+                let zone = zone_at(&spans, found.start());
+                if best[index].is_none_or(|previous| factor(zone) > factor(previous)) {
+                    best[index] = Some(zone);
                 }
             }
         }
         let mut routine = 0.0;
         let mut open_ended = 0.0;
         let mut matched = Vec::new();
-        for (phrase, _) in self.phrases.iter().zip(&seen).filter(|(_, seen)| **seen) {
+        for (phrase, zone) in self.phrases.iter().zip(&best) {
+            let Some(zone) = *zone else { continue };
+            let weighed = phrase.weight * factor(zone);
             if phrase.weight < 0.0 {
-                routine += phrase.weight;
+                routine += weighed;
             } else {
-                open_ended += phrase.weight;
+                open_ended += weighed;
             }
             let shown = if phrase.prefix { format!("{}*", phrase.text) } else { phrase.text.clone() };
-            matched.push((shown, phrase.weight));
+            matched.push(Matched { shown, weight: phrase.weight, zone, factor: factor(zone) });
         }
         (routine, open_ended, matched)
     }
 
     fn stated_words(&self, text: &str) -> Option<u32> {
+        let parse = |captures: regex::Captures<'_>| captures.get(1)?.as_str().replace(',', "").parse::<u32>().ok();
         self.words_regex
             .captures_iter(text)
-            .filter_map(|captures| captures.get(1)?.as_str().replace(',', "").parse::<u32>().ok())
+            .filter_map(parse)
+            .chain(self.words_after_regex.captures_iter(text).filter_map(parse))
             .max()
+    }
+}
+
+/// A byte that continues a word: identifiers such as `markdown_blog` or `debug_mode` are one
+/// word, not prose that says "blog" or "debug".
+fn is_word_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || byte == b'_'
+}
+
+fn lowercase_sections(words: SectionWords) -> SectionWords {
+    let lower = |list: Vec<String>| list.into_iter().map(|word| word.to_ascii_lowercase()).collect();
+    SectionWords {
+        example: lower(words.example),
+        instruction: lower(words.instruction),
+        material: lower(words.material),
+    }
+}
+
+/// How many characters of a heading or line label are read to name its section.
+const LABEL_CHARS: usize = 60;
+
+/// The zones of a window, as (start byte, zone) from that byte on, in order.
+///
+/// Line by line: a code fence or a `[CONTENT]` block is material to its end; a markdown
+/// heading opens a section whose kind its words name (an example, an instruction, or material
+/// such as context, documents, logs; plain when they name none); a short `Label:` at a line's
+/// start names that line alone; a line that looks like JSON is material. A system prompt's
+/// opening "You are ..." sentence is the persona.
+fn zone_spans(window: &Window<'_>, words: &SectionWords, spans: &mut Vec<(usize, Zone)>) {
+    let text = window.text;
+    let mut section = Zone::Plain;
+    let mut fenced = false;
+    let mut content_block = false;
+    let mut offset = 0;
+    if window.system && window.head {
+        let opening = text.trim_start();
+        if opening.len() >= 7 && opening.as_bytes()[..7].eq_ignore_ascii_case(b"you are") {
+            let end = text.find(['.', '\n']).map_or(text.len(), |at| at + 1);
+            spans.push((0, Zone::Role));
+            offset = end;
+        }
+    }
+    let push = |spans: &mut Vec<(usize, Zone)>, at: usize, zone: Zone| {
+        if spans.last().is_none_or(|&(_, last)| last != zone) {
+            spans.push((at, zone));
+        }
+    };
+    for line in text[offset..].split_inclusive('\n') {
+        let at = offset;
+        offset += line.len();
+        let trimmed = line.trim();
+        if trimmed.starts_with("```") {
+            fenced = !fenced;
+            push(spans, at, Zone::Material);
+            continue;
+        }
+        if fenced {
+            push(spans, at, Zone::Material);
+            continue;
+        }
+        if trimmed.starts_with("[CONTENT]") {
+            content_block = !trimmed.contains("[/CONTENT]");
+            push(spans, at, Zone::Material);
+            continue;
+        }
+        if content_block {
+            content_block = !trimmed.contains("[/CONTENT]");
+            push(spans, at, Zone::Material);
+            continue;
+        }
+        if let Some(title) = heading(trimmed) {
+            section = section_kind(title, words).unwrap_or(Zone::Plain);
+            push(spans, at, section);
+            continue;
+        }
+        if looks_like_json(trimmed) {
+            push(spans, at, Zone::Material);
+            continue;
+        }
+        if let Some(zone) = line_label(trimmed).and_then(|label| section_kind(label, words)) {
+            push(spans, at, zone);
+            continue;
+        }
+        push(spans, at, section);
+    }
+}
+
+/// The zone at byte `at`, from [`zone_spans`]'s list.
+fn zone_at(spans: &[(usize, Zone)], at: usize) -> Zone {
+    let index = spans.partition_point(|&(start, _)| start <= at);
+    index.checked_sub(1).map_or(Zone::Plain, |index| spans[index].1)
+}
+
+/// A markdown heading's title: `#` to `######`, then a space.
+fn heading(line: &str) -> Option<&str> {
+    let hashes = line.bytes().take_while(|&byte| byte == b'#').count();
+    if (1..=6).contains(&hashes) && line.as_bytes().get(hashes) == Some(&b' ') {
+        Some(line[hashes..].trim())
+    } else {
+        None
+    }
+}
+
+/// A line's label: up to three words before a colon at its start ("Requirement: ...").
+fn line_label(line: &str) -> Option<&str> {
+    let colon = line.get(..LABEL_CHARS.min(line.len())).unwrap_or(line).find(':')?;
+    let label = &line[..colon];
+    let words = label.split_whitespace().count();
+    (1..=3).contains(&words).then_some(label)
+}
+
+/// The kind a heading or label names, by its words; `None` when it names none. An example
+/// is material whatever else the heading says; otherwise the earliest word decides ("Task
+/// context" is an instruction, "Context of the task" material).
+fn section_kind(title: &str, words: &SectionWords) -> Option<Zone> {
+    let end = floor_char_boundary(title, LABEL_CHARS.min(title.len()));
+    let title = title[..end].to_ascii_lowercase();
+    let has_word = |word: &str| find_word(&title, word);
+    if words.example.iter().any(|word| has_word(word).is_some()) {
+        return Some(Zone::Material);
+    }
+    let first = |list: &[String]| list.iter().filter_map(|word| has_word(word)).min();
+    match (first(&words.instruction), first(&words.material)) {
+        (Some(a), Some(b)) => Some(if a <= b { Zone::Instruction } else { Zone::Material }),
+        (Some(_), None) => Some(Zone::Instruction),
+        (None, Some(_)) => Some(Zone::Material),
+        (None, None) => None,
+    }
+}
+
+/// Where `word` starts in `text` as a word (a prefix of a longer word counts: "logs" for
+/// "log"), or `None`.
+fn find_word(text: &str, word: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    text.match_indices(word).map(|(at, _)| at).find(|&at| at == 0 || !is_word_byte(bytes[at - 1]))
+}
+
+/// A line that is JSON rather than prose: an object or list bracket, or a `"key": value` pair.
+fn looks_like_json(line: &str) -> bool {
+    match line.as_bytes().first() {
+        Some(b'{' | b'}' | b']') => true,
+        Some(b'[') => !line.starts_with("[CONTENT]"),
+        Some(b'"') => line[1..].find('"').is_some_and(|close| line[close + 2..].trim_start().starts_with(':')),
+        _ => false,
     }
 }
 
@@ -749,7 +993,7 @@ fn system_text(request: &ChatCompletionRequest) -> String {
 /// The parts of a request that state its task: the system prompt, and the first and last
 /// user messages, each trimmed to its first and last [`SCAN_CHARS`] characters so a huge
 /// pasted log costs no more to read than a short one.
-fn instruction_texts(request: &ChatCompletionRequest) -> Vec<&str> {
+fn instruction_texts(request: &ChatCompletionRequest) -> Vec<Window<'_>> {
     let mut chosen: Vec<&crate::types::ChatMessage> = Vec::new();
     chosen.extend(request.messages.iter().filter(|m| matches!(m.role, Role::System | Role::Developer)));
     let users: Vec<_> = request.messages.iter().filter(|m| m.role == Role::User).collect();
@@ -763,12 +1007,13 @@ fn instruction_texts(request: &ChatCompletionRequest) -> Vec<&str> {
     }
     let mut out = Vec::new();
     for message in chosen {
+        let system = matches!(message.role, Role::System | Role::Developer);
         match &message.content {
-            Some(MessageContent::Text(text)) => push_windows(text, &mut out),
+            Some(MessageContent::Text(text)) => push_windows(text, system, &mut out),
             Some(MessageContent::Parts(parts)) => {
                 for part in parts {
                     if let ContentPart::Text { text } = part {
-                        push_windows(text, &mut out);
+                        push_windows(text, system, &mut out);
                     }
                 }
             }
@@ -778,15 +1023,15 @@ fn instruction_texts(request: &ChatCompletionRequest) -> Vec<&str> {
     out
 }
 
-fn push_windows<'a>(text: &'a str, out: &mut Vec<&'a str>) {
+fn push_windows<'a>(text: &'a str, system: bool, out: &mut Vec<Window<'a>>) {
     if text.len() <= 2 * SCAN_CHARS {
-        out.push(text);
+        out.push(Window { text, system, head: true });
         return;
     }
     let head_end = floor_char_boundary(text, SCAN_CHARS);
     let tail_start = floor_char_boundary(text, text.len() - SCAN_CHARS);
-    out.push(&text[..head_end]);
-    out.push(&text[tail_start..]);
+    out.push(Window { text: &text[..head_end], system, head: true });
+    out.push(Window { text: &text[tail_start..], system, head: false });
 }
 
 fn floor_char_boundary(text: &str, mut index: usize) -> usize {
@@ -823,6 +1068,71 @@ mod tests {
             .unwrap();
         assert_eq!(design.tier, Tier::Llm, "{design:?}");
         assert!(design.signals.iter().any(|signal| signal.name == "task: open-ended"));
+    }
+
+    #[test]
+    fn wording_in_examples_and_documents_counts_less_than_the_instruction() {
+        let router = router();
+        // An agent prompt whose pasted design document and format example talk of design,
+        // architecture and review, while its instruction asks for one routine conversion.
+        let material = "## Context\n### System design\nThe architecture and its trade-offs, the roadmap and the \
+                        strategy for the review.\n```python\n# design: debug the race condition\n```\n\
+                        ## Format example\n{\"design\": \"architecture plan\"}\n";
+        let routine = ask(
+            "You are an architect who designs systems.",
+            &format!(
+                "{material}## Instruction\nConvert the \
+                           design above to CSV rows. Return only the CSV."
+            ),
+        );
+        let decision = router.decide(&routine).unwrap();
+        assert_eq!(decision.tier, Tier::Slm, "{:?}", decision.reasons);
+        let open = decision.signals.iter().find(|signal| signal.name == "task: open-ended").unwrap();
+        assert!(open.detail.contains("material"), "{}", open.detail);
+        assert!(open.detail.contains("role"), "{}", open.detail);
+
+        // The same material, with an open-ended instruction: the instruction decides.
+        let design = ask(
+            "You are an architect.",
+            &format!(
+                "{material}## Instruction\nDesign the architecture for \
+                          this system, weigh the trade-offs and propose a migration roadmap."
+            ),
+        );
+        assert_eq!(router.decide(&design).unwrap().tier, Tier::Llm);
+    }
+
+    #[test]
+    fn zones_come_from_fences_headings_labels_and_json_lines() {
+        let words = lowercase_sections(toml::from_str::<Defaults>(DEFAULTS).unwrap().sections);
+        let text = "You are a planner. Plan well.\n## Format example\nplan here\n## Action\ndo it\n\
+                    Requirement: one line\n\"key\": 1\n```\ncode\n```\nprose";
+        let mut spans = Vec::new();
+        zone_spans(&Window { text, system: true, head: true }, &words, &mut spans);
+        let zone_of = |needle: &str| zone_at(&spans, text.find(needle).unwrap());
+        assert_eq!(zone_of("planner"), Zone::Role);
+        assert_eq!(zone_of("Plan well"), Zone::Plain);
+        assert_eq!(zone_of("plan here"), Zone::Material);
+        assert_eq!(zone_of("do it"), Zone::Instruction);
+        assert_eq!(zone_of("Requirement"), Zone::Instruction);
+        assert_eq!(zone_of("\"key\""), Zone::Material);
+        assert_eq!(zone_of("code"), Zone::Material);
+        assert_eq!(zone_of("prose"), Zone::Instruction, "the section goes on after the fence");
+        // A user message's tail window starts mid-section: plain until a marker.
+        spans.clear();
+        zone_spans(&Window { text: "You are here.\nplan", system: false, head: false }, &words, &mut spans);
+        assert_eq!(zone_at(&spans, 0), Zone::Plain);
+    }
+
+    #[test]
+    fn a_stated_word_count_after_the_word_counts() {
+        let router = router();
+        let long = ask("Write a report.", "The report should have a minimum word count of 2,000.");
+        let decision = router.decide(&long).unwrap();
+        assert!(decision.signals.iter().any(|signal| signal.detail.contains("2000 words")), "{:?}", decision.signals);
+        let short = ask("Ask follow-up questions.", "Within a word limit of 150 words.");
+        let decision = router.decide(&short).unwrap();
+        assert!(decision.signals.iter().any(|signal| signal.contribution < 0.0 && signal.detail.contains("150 words")));
     }
 
     #[test]
