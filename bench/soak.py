@@ -36,6 +36,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ class Child:
 
     def __init__(self, name: str, argv: List[str], workdir: Path) -> None:
         self.name = name
+        self.port = 0
         self.log_path = workdir / f"{name}.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
@@ -80,6 +82,28 @@ class Child:
     def open_fds(self) -> int:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
+    def sockets_to(self, port: int) -> int:
+        """Open TCP connections whose remote end is `port` on loopback (the upstream pool)."""
+        inodes = set()
+        for fd in os.listdir(f"/proc/{self.proc.pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{self.proc.pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        count = 0
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                rows = Path(table).read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for row in rows:
+                fields = row.split()
+                if len(fields) > 9 and fields[9] in inodes and int(fields[2].rsplit(":", 1)[1], 16) == port:
+                    count += 1
+        return count
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -104,6 +128,7 @@ def binary(name: str) -> str:
 def start_servers(workdir: Path) -> Tuple[Child, Child, int]:
     backend = Child("testserver", [binary("slmkit-testserver")], workdir)
     backend_url = backend.wait_for_line("http://", 30).strip()
+    backend.port = int(backend_url.rsplit(":", 1)[1].split("/", 1)[0])
     config = workdir / "slmkit.toml"
     config.write_text(
         f'[llm]\nbackend = "remote"\nbase_url = "{backend_url}"\nmodel = "m"\napi_key = "x"\n'
@@ -180,6 +205,10 @@ class RunResult:
     hostile: Dict[str, Dict[str, int]] = field(default_factory=dict)
     rss_kib: Tuple[int, int] = (0, 0)
     fds: Tuple[int, int] = (0, 0)
+    # RSS sampled once a second through the run: a leak keeps growing, an allocator that has
+    # reached its high-water mark levels off.
+    rss_samples_kib: List[int] = field(default_factory=list)
+    upstream_sockets: int = 0
     late_starts: int = 0
     wall_s: float = 0.0
 
@@ -258,12 +287,23 @@ def run(name: str, args: argparse.Namespace, with_hostile: bool) -> RunResult:
             asyncio.run(load(port, args.rate, args.warmup, 0, False, warm, first_k=10_000_000))
             time.sleep(1.0)
             rss_start, fds_start = serve.rss_kib(), serve.open_fds()
+            sampling = threading.Event()
+
+            def sample() -> None:
+                while not sampling.wait(1.0):
+                    result.rss_samples_kib.append(serve.rss_kib())
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
             started = time.perf_counter()
             asyncio.run(load(port, args.rate, args.seconds, args.hostile_every, with_hostile, result))
             result.wall_s = time.perf_counter() - started
+            sampling.set()
+            sampler.join()
             time.sleep(2.0)
             result.rss_kib = (rss_start, serve.rss_kib())
             result.fds = (fds_start, serve.open_fds())
+            result.upstream_sockets = serve.sockets_to(backend.port)
         finally:
             serve.stop()
             backend.stop()
@@ -280,6 +320,19 @@ def percentile(values: List[float], q: float) -> float:
 def growth(pair: Tuple[int, int]) -> str:
     start, end = pair
     return f"{start} → {end} ({(end - start) / start * 100:+.1f}%)" if start else f"{start} → {end}"
+
+
+def quarters(samples: List[int]) -> List[int]:
+    if not samples:
+        return []
+    return [samples[min(len(samples) - 1, max(0, round(len(samples) * q) - 1))] for q in (0.25, 0.5, 0.75, 1.0)]
+
+
+def second_half_growth(samples: List[int]) -> str:
+    if len(samples) < 4:
+        return "n/a"
+    middle, end = samples[len(samples) // 2 - 1], samples[-1]
+    return f"{(end - middle) / middle * 100:+.1f}%"
 
 
 def report(results: List[RunResult], args: argparse.Namespace) -> str:
@@ -306,7 +359,10 @@ def report(results: List[RunResult], args: argparse.Namespace) -> str:
     row("good max (ms)", lambda r: f"{max(r.good_latencies_ms, default=float('nan')):.1f}")
     row("good requests failed", lambda r: sum(r.good_errors.values()) and ", ".join(f"{k}: {v}" for k, v in r.good_errors.items()) or "0")
     row("RSS KiB (warm start → end)", lambda r: growth(r.rss_kib))
+    row("RSS KiB at 25% / 50% / 75% / 100% of the run", lambda r: " / ".join(str(v) for v in quarters(r.rss_samples_kib)))
+    row("RSS growth over the run's second half", lambda r: second_half_growth(r.rss_samples_kib))
     row("open FDs (warm start → end)", lambda r: growth(r.fds))
+    row("of the end FDs: pooled connections to the LLM backend", lambda r: r.upstream_sockets)
     row("slots sent over 50 ms late (load generator)", lambda r: r.late_starts)
     row("run wall time incl. drain (s)", lambda r: f"{r.wall_s:.1f}")
     lines += ["", "What the hostile requests got:", ""]
@@ -322,7 +378,9 @@ def report(results: List[RunResult], args: argparse.Namespace) -> str:
         "",
         f"- good p99, hostile / clean: **{p99_ratio:.2f}x** ({'met' if p99_ratio <= 2 else 'NOT met'})",
         f"- good requests failed: clean {sum(clean.good_errors.values())}, hostile {sum(hostile.good_errors.values())}",
-        f"- hostile run RSS growth {rss_growth:+.1f}%, FD growth {fd_growth:+.1f}%",
+        f"- hostile run RSS growth {rss_growth:+.1f}% from the warm start ({second_half_growth(hostile.rss_samples_kib)} over the "
+        f"run's second half), FD growth {fd_growth:+.1f}% ({hostile.upstream_sockets} of the end FDs are pooled "
+        "connections to the LLM backend)",
     ]
     return "\n".join(lines) + "\n"
 
