@@ -51,7 +51,7 @@ use crate::metadata::{CacheStatus, CallMetadata};
 use crate::routing::adaptive::{Adaptive, TierPrices};
 use crate::routing::stats::{stats_path, Learning, OutcomeStats};
 use crate::routing::{RouteDecision, Router, RoutingConfig, SlmProfile};
-use crate::shared::{fleet_records, SharedStore, StreamSink};
+use crate::shared::{fleet_records, instance_id, share_routing_stats, SharedStore, StreamSink};
 use crate::tier::Tier;
 use crate::types::{is_usage_only, new_id, ChatCompletion, ChatCompletionRequest, ChunkStream};
 use crate::validate::{default_validators, Validator};
@@ -197,6 +197,11 @@ impl ClientBuilder {
                 None => OutcomeStats::new(learning),
             });
             self.ledger.observe(stats.clone());
+            if let Some(store) = &self.shared {
+                let file = self.ledger.path().map(stats_path);
+                let instance = instance_id(store.config().instance_id.as_deref(), file.as_deref());
+                share_routing_stats(store, Arc::clone(&stats), instance);
+            }
             let prices = TierPrices {
                 slm: slm.pricing.clone(),
                 llm: llm.pricing.clone(),
