@@ -451,7 +451,12 @@ async fn posterior(http: &reqwest::Client, serve: &Serve) -> Value {
 
 /// The parts of a posterior that rest on evidence (the sample differs per call).
 fn evidence(view: &Value) -> (Value, Value, Value, Value) {
-    (view["slm_calls"].clone(), view["posterior_alpha"].clone(), view["posterior_beta"].clone(), view["signals"].clone())
+    (
+        view["slm_calls"].clone(),
+        view["posterior_alpha"].clone(),
+        view["posterior_beta"].clone(),
+        view["signals"].clone(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

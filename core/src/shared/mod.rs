@@ -5,7 +5,8 @@
 //!   with backoff by a prober thread), every operation bounded by the budget;
 //! - [`entries`]: byte-level answers, deletions and single-flight locks (the cache decides what
 //!   goes in them);
-//! - [`stream`]: the ledger's records appended to a Redis Stream, and the fleet report's reader.
+//! - [`stream`]: the ledger's records appended to a Redis Stream, and the fleet report's reader;
+//! - [`snapshots`]: per-process snapshots a fleet exchanges (the adaptive router's statistics).
 //!
 //! Redis is an accelerator, never a dependency of a call: when it is down, slow or flushed,
 //! every operation gives up within the budget (or at once, while an outage is known), the call
@@ -14,7 +15,7 @@
 
 pub mod entries;
 pub mod evictions;
-pub mod routing;
+pub mod snapshots;
 pub mod stream;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,7 +30,6 @@ use crate::error::{Error, Result};
 
 pub use entries::{LockOutcome, Wait};
 pub use evictions::OnEviction;
-pub use routing::{instance_id, share_routing_stats};
 pub use stream::{fleet_records, StreamSink};
 
 /// The `[shared]` section.
