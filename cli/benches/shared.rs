@@ -231,11 +231,16 @@ fn from_python(table: &mut String, redis: &Redis, server: &TestServer, calls: us
     let reader = Serve::start("reader", server, Some(redis));
     let output = Command::new(python)
         .arg(root.join("bench/litellm_cache.py"))
+        // Offline: LiteLLM's bundled price map, not a fetch that fails after retries.
+        .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         .args([redis.2.to_string(), server.base_url(), maker.base.clone(), reader.base.clone(), calls.to_string()])
         .stderr(Stdio::inherit())
         .output()
         .unwrap();
-    assert!(output.status.success(), "bench/litellm_cache.py failed");
+    if !output.status.success() {
+        writeln!(table, "\n(LiteLLM not measured: bench/litellm_cache.py failed, its error above.)").unwrap();
+        return None;
+    }
     let result: Value = serde_json::from_slice(&output.stdout).unwrap();
     let path = |name: &str| {
         summary(result["micros"][name].as_array().unwrap().iter().map(|value| value.as_f64().unwrap()).collect())
@@ -277,7 +282,8 @@ async fn throughput(serves: &[Serve], llm: &TestServer, requests: usize) -> (f64
                 let question = position % half;
                 let body = json!({"model": "m", "temperature": 0, "user": format!("client-{position}"),
                     "messages": [{"role": "user", "content": format!("run {run}: question {question}")}]});
-                let base = &bases[position % bases.len()];
+                // The repeat goes to the next process: with two, the other one.
+                let base = &bases[(question + position / half) % bases.len()];
                 let sent = Instant::now();
                 let response = http.post(format!("{base}/chat/completions")).json(&body).send().await.unwrap();
                 assert_eq!(response.status(), 200);
@@ -346,7 +352,7 @@ async fn main() {
     llm.set_default(Behavior::reply_text("an answer").delayed(LLM_DELAY_MS));
     writeln!(
         table,
-        "\n### Throughput ({requests} requests, {CLIENTS} concurrent clients, round robin over the processes; \
+        "\n### Throughput ({requests} requests, {CLIENTS} concurrent clients, a question's repeat sent to the next process; \
          the LLM answers after {LLM_DELAY_MS} ms; each question asked twice, by different clients)\n"
     )
     .unwrap();
@@ -368,6 +374,8 @@ async fn main() {
 
     println!("{table}");
     if let Some(out) = arg("--out") {
-        std::fs::write(&out, &table).unwrap();
+        // Relative to the workspace root (cargo runs benches in the package's folder).
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        std::fs::write(root.join(out), &table).unwrap();
     }
 }
