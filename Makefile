@@ -131,7 +131,7 @@ bench: setup
 	[ -x .venv/bin/python ] || bash bindings-python/test.sh
 	[ -x bench/.venv-litellm/bin/litellm ] || { python3 -m venv bench/.venv-litellm && \
 	  bench/.venv-litellm/bin/pip install -q 'litellm[proxy]==1.106.2'; }
-	bench/.venv-litellm/bin/python -c 'import redis' 2>/dev/null || bench/.venv-litellm/bin/pip install -q redis
+	bench/.venv-litellm/bin/python -c 'import redis, soundfile' 2>/dev/null || bench/.venv-litellm/bin/pip install -q redis soundfile
 	@# [shared] on a redis-server it starts on loopback: L1, L2 and plain GET; LiteLLM's Redis cache hit
 	@# against slmkit serve's; one serve process against two. The table goes to bench/results/.
 	mkdir -p bench/results && cargo bench -p slmkit-cli --bench shared -- --out bench/results/shared-$$(date +%F).md
