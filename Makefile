@@ -119,8 +119,6 @@ bench: setup
 	cargo bench -p slmkit --bench routing_replay -- bench/results/eval-qwen2.5-coder-0.5b-pipeline.json \
 	  --out bench/results/routing-replay-$$(date +%F).md
 	cargo bench -p slmkit --bench overhead
-	@# L1 vs L2 (a redis-server it starts on loopback) cache hits; the table goes to bench/results/.
-	mkdir -p bench/results && cargo bench -p slmkit --bench shared | tee bench/results/shared-$$(date +%F).md
 	@# Built from source without -march=native and without pip's wheel cache: a wheel built on
 	@# another machine's CPU dies here with an illegal instruction on its first decode.
 	[ -x bench/.venv-llamacpp/bin/python ] || { python3 -m venv bench/.venv-llamacpp && \
@@ -138,6 +136,10 @@ bench: setup
 	[ -x .venv/bin/python ] || bash bindings-python/test.sh
 	[ -x bench/.venv-litellm/bin/litellm ] || { python3 -m venv bench/.venv-litellm && \
 	  bench/.venv-litellm/bin/pip install -q 'litellm[proxy]==1.106.2'; }
+	bench/.venv-litellm/bin/python -c 'import redis, soundfile' 2>/dev/null || bench/.venv-litellm/bin/pip install -q redis soundfile
+	@# [shared] on a redis-server it starts on loopback: L1, L2 and plain GET; LiteLLM's Redis cache hit
+	@# against slmkit serve's; one serve process against two. The table goes to bench/results/.
+	mkdir -p bench/results && cargo bench -p slmkit-cli --bench shared -- --out bench/results/shared-$$(date +%F).md
 	.venv/bin/python bench/serve_overhead.py
 	@# The Python drop-in beside the native client: import time and per-call overhead.
 	.venv/bin/python bench/dropin_python.py

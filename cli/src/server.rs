@@ -179,7 +179,8 @@ pub fn app(client: Client, server: &ServerConfig) -> Router {
         .route("/v1/responses", post(responses::responses))
         .route("/v1/models", get(models))
         .route("/v1/slmkit/report", get(report))
-        .route("/v1/slmkit/feedback", post(feedback));
+        .route("/v1/slmkit/feedback", post(feedback))
+        .route("/v1/slmkit/explain", post(explain));
     let metrics_public = server.metrics_public.unwrap_or(server.api_key.is_none());
     let mut open = Router::new().route("/healthz", get(|| async { Json(json!({"status": "ok"})) }));
     if metrics_public {
@@ -475,6 +476,28 @@ async fn answer(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
             Ok(completion) => Json(completion).into_response(),
             Err(err) => error_response(&err),
         }
+    }
+}
+
+/// Where a chat request would go and why (`Client::explain`), without making the call: the
+/// heuristic's signals and, with the adaptive router, the posterior it decided from (the
+/// fleet's evidence included, with `[shared]`).
+async fn explain(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let text = match read_body_text(&state, body).await {
+        Ok(text) => text,
+        Err(response) => return response,
+    };
+    let mut request = match ChatCompletionRequest::from_json(&text) {
+        Ok(request) => request,
+        Err(err) => return error_response(&err),
+    };
+    if let Err(err) = slmkit::hints::check(&request) {
+        return error_response(&err);
+    }
+    apply_header_hints(&mut request.extra, &headers);
+    match state.client.explain(&request) {
+        Ok(decision) => Json(decision).into_response(),
+        Err(err) => error_response(&err),
     }
 }
 

@@ -420,3 +420,113 @@ async fn an_unreachable_or_refusing_redis_is_an_error_when_required_else_a_warni
     let right = Serve::start(&llm, &format!("[shared]\nredis_url = \"{}\"\nrequired = true\n", guarded.url()));
     assert_eq!(content(&ask(&http, &right, &request("with the password", "agent")).await), "echo: with the password");
 }
+
+/// An SLM tier on `slm` and the adaptive router, for a serve process's configuration.
+fn adaptive_sections(slm: &TestServer) -> String {
+    format!(
+        "[slm]\nbackend = \"remote\"\nbase_url = \"{}\"\nmodel = \"small\"\napi_key = \"k\"\n\n\
+         [retry]\nslm_attempts = 1\ninitial_backoff_ms = 1\nmax_backoff_ms = 2\n\n\
+         [routing]\nadaptive = true\n\n[routing.learning]\nprobe_rate = 0.0\nseed = 5\n",
+        slm.base_url()
+    )
+}
+
+/// A JSON classification tagged with one task (a routine call: the SLM's by the heuristic).
+fn classification(text: &str) -> Value {
+    json!({"model": "auto", "max_tokens": 50, "response_format": {"type": "json_object"},
+           "metadata": {"slmkit_task": "Classify"},
+           "messages": [{"role": "system", "content": "Classify the ticket into one of: billing, bug, other. Reply in JSON."},
+                        {"role": "user", "content": text}]})
+}
+
+/// The adaptive router's view of the `Classify` cluster, through `POST /v1/slmkit/explain`.
+async fn posterior(http: &reqwest::Client, serve: &Serve) -> Value {
+    let response =
+        http.post(format!("{}/slmkit/explain", serve.base)).json(&classification("ticket")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let decision: Value = response.json().await.unwrap();
+    assert!(decision["adaptive"].is_object(), "the adaptive router decides: {decision}");
+    decision["adaptive"].clone()
+}
+
+/// The parts of a posterior that rest on evidence (the sample differs per call).
+fn evidence(view: &Value) -> (Value, Value, Value, Value) {
+    (
+        view["slm_calls"].clone(),
+        view["posterior_alpha"].clone(),
+        view["posterior_beta"].clone(),
+        view["signals"].clone(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_and_feedback_in_one_process_teach_the_other_and_redis_down_changes_nothing_else() {
+    let mut redis = Redis::start(None);
+    let (slm, llm) = (TestServer::start().await, TestServer::start().await);
+    // The SLM answers the first call well (then it is told it was wrong), and fails the rest.
+    slm.push([Behavior::reply_text("{\"label\": \"billing\"}")]);
+    slm.set_default(Behavior::reply_text("not json at all"));
+    llm.set_default(Behavior::reply_text("{\"label\": \"bug\"}"));
+    let sections = format!("{}\n{}", shared_section(&redis, "routing_sync_ms = 50\n"), adaptive_sections(&slm));
+    let mut a = Serve::start(&llm, &sections);
+    let b = Serve::start(&llm, &sections);
+    let http = reqwest::Client::new();
+    let fresh = posterior(&http, &b).await;
+    assert_eq!(fresh["slm_calls"], 0);
+
+    let first = ask(&http, &a, &classification("ticket 0")).await;
+    assert_eq!(first["slmkit"]["tier"], "slm", "{first}");
+    let call_id = first["slmkit"]["call_id"].as_str().unwrap();
+    let judge = |correct: bool| {
+        let request = http.post(format!("{}/slmkit/feedback", a.base));
+        async move {
+            let response = request.json(&json!({"call_id": call_id, "correct": correct})).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+        }
+    };
+    judge(false).await;
+    for index in 1..6 {
+        ask(&http, &a, &classification(&format!("ticket {index}"))).await;
+    }
+    let in_a = posterior(&http, &a).await;
+    assert!(in_a["slm_calls"].as_u64().unwrap() >= 1, "{in_a}");
+    assert_eq!(in_a["signals"]["caller_feedback"], 1, "{in_a}");
+
+    // B learns A's evidence (through Redis, within a few periods), counted once: it stays put
+    // however many times it is read again, and A does not count its own evidence twice.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while evidence(&posterior(&http, &b).await) != evidence(&in_a) {
+        assert!(Instant::now() < deadline, "B never learnt A's outcomes: {} vs {in_a}", posterior(&http, &b).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(evidence(&posterior(&http, &b).await), evidence(&in_a), "read again: still counted once");
+    assert_eq!(evidence(&posterior(&http, &a).await), evidence(&in_a), "A's own evidence, once");
+
+    // A flushed Redis is rebuilt by the next publications.
+    redis::cmd("FLUSHALL").query::<()>(&mut redis.connection()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let members: Vec<String> =
+            redis::cmd("ZRANGE").arg("slmkit:{routing}:members").arg(0).arg(-1).query(&mut redis.connection()).unwrap();
+        if members.len() == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the routing state never came back after a flush: {members:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(evidence(&posterior(&http, &b).await), evidence(&in_a), "after a flush");
+
+    // Redis down: calls go on, A keeps learning locally, B keeps what it learnt; one warning.
+    redis.kill();
+    for index in 6..9 {
+        ask(&http, &a, &classification(&format!("ticket {index}"))).await;
+    }
+    judge(true).await;
+    let later = posterior(&http, &a).await;
+    assert_eq!(later["signals"]["caller_feedback"], 2, "A learns on alone: {later}");
+    assert_eq!(evidence(&posterior(&http, &b).await), evidence(&in_a), "B keeps the fleet's evidence");
+    a.stop();
+    let log = a.stderr();
+    assert_eq!(log.matches("shared store unavailable").count(), 1, "one warning per outage:\n{log}");
+}

@@ -49,6 +49,7 @@ use crate::hints::{bypasses_cache, task_tag};
 use crate::ledger::{AttemptRecord, FeedbackSource, Ledger, Outcome, Pricing, Verdict};
 use crate::metadata::{CacheStatus, CallMetadata};
 use crate::routing::adaptive::{Adaptive, TierPrices};
+use crate::routing::fleet::{instance_id, share_routing_stats};
 use crate::routing::stats::{stats_path, Learning, OutcomeStats};
 use crate::routing::{RouteDecision, Router, RoutingConfig, SlmProfile};
 use crate::shared::{fleet_records, SharedStore, StreamSink};
@@ -198,6 +199,11 @@ impl ClientBuilder {
             });
             self.ledger.observe(stats.clone());
             let saved = Arc::clone(&stats);
+            if let Some(store) = &self.shared {
+                let file = self.ledger.path().map(stats_path);
+                let instance = instance_id(store.config().instance_id.as_deref(), file.as_deref());
+                share_routing_stats(store, Arc::clone(&stats), instance);
+            }
             let prices = TierPrices {
                 slm: slm.pricing.clone(),
                 llm: llm.pricing.clone(),

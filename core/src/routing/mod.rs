@@ -7,6 +7,7 @@
 //! overridable in the `[routing]` section).
 
 pub mod adaptive;
+pub mod fleet;
 pub mod stats;
 pub mod task_key;
 

@@ -276,6 +276,9 @@ pub struct OutcomeStats {
     path: Option<PathBuf>,
     /// One save at a time (they share the temporary file).
     saving: Mutex<()>,
+    /// The other processes' evidence (a shared store's), added when read, never saved or
+    /// published again: kept apart so no process counts its own evidence twice.
+    fleet: Mutex<HashMap<ClusterId, ClusterStats>>,
 }
 
 impl std::fmt::Debug for OutcomeStats {
@@ -292,7 +295,13 @@ pub fn stats_path(ledger: &Path) -> PathBuf {
 impl OutcomeStats {
     /// Empty statistics, kept in memory.
     pub fn new(learning: Learning) -> Self {
-        OutcomeStats { state: Mutex::new(State::default()), learning, path: None, saving: Mutex::new(()) }
+        OutcomeStats {
+            state: Mutex::new(State::default()),
+            learning,
+            path: None,
+            saving: Mutex::new(()),
+            fleet: Mutex::default(),
+        }
     }
 
     /// The statistics saved at `path`, or a fresh start when there is no file yet. A file that
@@ -394,14 +403,41 @@ impl OutcomeStats {
         self.lock().spend
     }
 
-    /// One cluster's statistics.
+    /// One cluster's statistics: this process's evidence plus the fleet's.
     pub fn get(&self, key: &str, model: &str) -> Option<ClusterStats> {
-        self.lock().clusters.get(&ClusterId { key: key.to_owned(), model: model.to_owned() }).cloned()
+        let id = ClusterId { key: key.to_owned(), model: model.to_owned() };
+        let local = self.lock().clusters.get(&id).cloned();
+        let fleet = self.lock_fleet().get(&id).cloned();
+        match (local, fleet) {
+            (Some(mut local), Some(fleet)) => {
+                local.merge(&fleet);
+                Some(local)
+            }
+            (local, fleet) => local.or(fleet),
+        }
     }
 
-    /// Every cluster's statistics.
+    /// This process's own evidence for every cluster (what it saves and publishes).
+    pub fn local_snapshot(&self) -> Vec<(ClusterId, ClusterStats)> {
+        self.lock().clusters.iter().map(|(id, stats)| (id.clone(), stats.clone())).collect()
+    }
+
+    /// Replaces the other processes' evidence with `fleet` (the shared store's latest sum).
+    pub fn set_fleet(&self, fleet: HashMap<ClusterId, ClusterStats>) {
+        *self.lock_fleet() = fleet;
+    }
+
+    fn lock_fleet(&self) -> std::sync::MutexGuard<'_, HashMap<ClusterId, ClusterStats>> {
+        self.fleet.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Every cluster's statistics, the fleet's evidence included.
     pub fn snapshot(&self) -> Vec<(ClusterId, ClusterStats)> {
-        let mut all: Vec<_> = self.lock().clusters.iter().map(|(id, stats)| (id.clone(), stats.clone())).collect();
+        let mut combined = self.lock().clusters.clone();
+        for (id, stats) in self.lock_fleet().iter() {
+            combined.entry(id.clone()).or_default().merge(stats);
+        }
+        let mut all: Vec<_> = combined.into_iter().collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }

@@ -5,7 +5,8 @@
 //!   with backoff by a prober thread), every operation bounded by the budget;
 //! - [`entries`]: byte-level answers, deletions and single-flight locks (the cache decides what
 //!   goes in them);
-//! - [`stream`]: the ledger's records appended to a Redis Stream, and the fleet report's reader.
+//! - [`stream`]: the ledger's records appended to a Redis Stream, and the fleet report's reader;
+//! - [`snapshots`]: per-process snapshots a fleet exchanges (the adaptive router's statistics).
 //!
 //! Redis is an accelerator, never a dependency of a call: when it is down, slow or flushed,
 //! every operation gives up within the budget (or at once, while an outage is known), the call
@@ -14,6 +15,7 @@
 
 pub mod entries;
 pub mod evictions;
+pub mod snapshots;
 pub mod stream;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -59,6 +61,18 @@ pub struct SharedConfig {
     /// Answers larger than this (their JSON) stay in the local cache only (default 1 MiB).
     #[serde(default = "default_max_entry_bytes")]
     pub max_entry_bytes: usize,
+    /// How often, in milliseconds, the adaptive router's statistics are published and the
+    /// fleet's read (default 1,000; with `[routing] adaptive = true`).
+    #[serde(default = "default_routing_sync_ms")]
+    pub routing_sync_ms: u64,
+    /// How long a process's published statistics outlive its last publication, in seconds
+    /// (default 86,400): a process that died stops counting after this.
+    #[serde(default = "default_routing_ttl_s")]
+    pub routing_ttl_s: u64,
+    /// This process's name in the fleet's routing state (default: derived from the host and
+    /// the statistics file, so a restart replaces its own evidence rather than adding to it).
+    #[serde(default)]
+    pub instance_id: Option<String>,
 }
 
 fn default_budget_ms() -> u64 {
@@ -76,6 +90,12 @@ fn default_lock_ttl_ms() -> u64 {
 fn default_max_entry_bytes() -> usize {
     1 << 20
 }
+fn default_routing_sync_ms() -> u64 {
+    1_000
+}
+fn default_routing_ttl_s() -> u64 {
+    86_400
+}
 
 impl SharedConfig {
     /// A section for `url` with every default.
@@ -89,6 +109,9 @@ impl SharedConfig {
             stream_max_len: default_stream_max_len(),
             lock_ttl_ms: default_lock_ttl_ms(),
             max_entry_bytes: default_max_entry_bytes(),
+            routing_sync_ms: default_routing_sync_ms(),
+            routing_ttl_s: default_routing_ttl_s(),
+            instance_id: None,
         }
     }
 
@@ -106,10 +129,21 @@ impl SharedConfig {
     }
 
     fn check(&self) -> Result<()> {
-        if self.budget_ms == 0 || self.lock_ttl_ms == 0 || self.stream_max_len == 0 || self.max_entry_bytes == 0 {
+        if self.budget_ms == 0
+            || self.lock_ttl_ms == 0
+            || self.stream_max_len == 0
+            || self.max_entry_bytes == 0
+            || self.routing_sync_ms == 0
+            || self.routing_ttl_s == 0
+        {
             return Err(Error::Config(
-                "[shared] budget_ms, lock_ttl_ms, stream_max_len and max_entry_bytes must be > 0".into(),
+                "[shared] budget_ms, lock_ttl_ms, stream_max_len, max_entry_bytes, routing_sync_ms and \
+                 routing_ttl_s must be > 0"
+                    .into(),
             ));
+        }
+        if self.instance_id.as_deref().is_some_and(|id| id.is_empty() || id.contains(char::is_whitespace)) {
+            return Err(Error::Config("[shared] instance_id must be non-empty, without spaces".into()));
         }
         Ok(())
     }
