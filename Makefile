@@ -116,6 +116,8 @@ bench: setup
 	cargo bench -p slmkit --bench overhead
 	@# L1 vs L2 (a redis-server it starts on loopback) cache hits; the table goes to bench/results/.
 	mkdir -p bench/results && cargo bench -p slmkit --bench shared | tee bench/results/shared-$$(date +%F).md
+	@# The pool balancer: one remote backend against a pool of 3 test servers, and the pick alone.
+	cargo bench -p slmkit --bench pool | tee bench/results/pool-$$(date +%F).md
 	@# Built from source without -march=native and without pip's wheel cache: a wheel built on
 	@# another machine's CPU dies here with an illegal instruction on its first decode.
 	[ -x bench/.venv-llamacpp/bin/python ] || { python3 -m venv bench/.venv-llamacpp && \

@@ -99,7 +99,10 @@ pub async fn run(
                 let attempts: Vec<String> = meta
                     .attempts
                     .iter()
-                    .map(|attempt| format!("{}:{}", attempt.tier, outcome_name(attempt.outcome)))
+                    .map(|attempt| match &attempt.endpoint {
+                        Some(endpoint) => format!("{}:{}@{endpoint}", attempt.tier, outcome_name(attempt.outcome)),
+                        None => format!("{}:{}", attempt.tier, outcome_name(attempt.outcome)),
+                    })
                     .collect();
                 let reason = meta.reasons.iter().take(2).map(String::as_str).collect::<Vec<_>>().join("; ");
                 println!(

@@ -24,7 +24,7 @@ use futures::Stream;
 
 use crate::error::{Error, Result};
 use crate::remote::{RemoteBackend, RemoteConfig};
-use crate::types::{ChatCompletion, ChatCompletionRequest, ChatCompletionChunk, ChunkStream, Role};
+use crate::types::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkStream, Role};
 
 /// How a pool judges and balances its endpoints.
 #[derive(Debug, Clone, PartialEq)]
@@ -248,11 +248,7 @@ impl PoolBackend {
     ///
     /// # Errors
     /// As [`RemoteBackend::create`].
-    pub(crate) async fn create(
-        &self,
-        request: &ChatCompletionRequest,
-        visits: &mut Visits,
-    ) -> Result<ChatCompletion> {
+    pub(crate) async fn create(&self, request: &ChatCompletionRequest, visits: &mut Visits) -> Result<ChatCompletion> {
         let index = self.pick(affinity_key(request), visits);
         let endpoint = &self.state.endpoints[index];
         visits.last = Some(Arc::clone(&endpoint.name));
@@ -483,9 +479,11 @@ fn start_prober(state: std::sync::Weak<PoolState>) -> Result<tokio::sync::onesho
                     }
                     let Some(state) = state.upgrade() else { return };
                     probe_models.resize(state.endpoints.len(), false);
-                    let probes = state.endpoints.iter().zip(&probe_models).map(|(endpoint, models)| {
-                        probe(&http, endpoint, *models)
-                    });
+                    let probes = state
+                        .endpoints
+                        .iter()
+                        .zip(&probe_models)
+                        .map(|(endpoint, models)| probe(&http, endpoint, *models));
                     let outcomes = futures::future::join_all(probes).await;
                     for (index, (outcome, uses_models)) in outcomes.into_iter().enumerate() {
                         probe_models[index] = uses_models;
@@ -602,8 +600,20 @@ mod tests {
     #[test]
     fn failures_in_a_row_take_an_endpoint_out_and_a_success_clears_them() {
         let pool = pool(&["http://127.0.0.1:1/v1", "http://127.0.0.1:2/v1"]);
-        let server_error = Error::Api { url: String::new(), status: 503, message: String::new(), body: String::new(), retry_after: None };
-        let bad_request = Error::Api { url: String::new(), status: 400, message: String::new(), body: String::new(), retry_after: None };
+        let server_error = Error::Api {
+            url: String::new(),
+            status: 503,
+            message: String::new(),
+            body: String::new(),
+            retry_after: None,
+        };
+        let bad_request = Error::Api {
+            url: String::new(),
+            status: 400,
+            message: String::new(),
+            body: String::new(),
+            retry_after: None,
+        };
         let state = &pool.state;
         state.observe(0, Some(&server_error));
         state.observe(0, Some(&server_error));

@@ -589,7 +589,14 @@ impl<'a> Call<'a> {
                         false => format!("{}: {reason}", validator.name()),
                     };
                     self.spent_usd += guard.settle(Settlement::Rejected(&reason), measured);
-                    self.summarise(attempt, tier, config, endpoint.clone(), Outcome::ValidationFailed, Some(reason.clone()));
+                    self.summarise(
+                        attempt,
+                        tier,
+                        config,
+                        endpoint.clone(),
+                        Outcome::ValidationFailed,
+                        Some(reason.clone()),
+                    );
                     let cut_off_after_prompt = cut_off.then_some(usage.prompt_tokens);
                     return Ok(Attempted::Rejected { reason, cut_off_after_prompt });
                 }
