@@ -33,7 +33,7 @@ fn demo_config(config: Option<&Path>) -> Result<(Config, String), Box<dyn std::e
                 TierSection::Remote { base_url, model, .. } => {
                     format!("LLM tier: {model} at {base_url} (from the environment)")
                 }
-                TierSection::Local { .. } => String::new(),
+                TierSection::Local { .. } | TierSection::Pool { .. } => String::new(),
             };
             config.llm = Some(remote);
             label
@@ -132,6 +132,7 @@ fn describe(tier: &Option<TierSection>) -> String {
     match tier {
         Some(TierSection::Local { model, .. }) => format!("local {}", model.display()),
         Some(TierSection::Remote { base_url, model, .. }) => format!("remote {model} at {base_url}"),
+        Some(TierSection::Pool { endpoints, model, .. }) => format!("pool {model} over {} endpoints", endpoints.len()),
         None => "none".into(),
     }
 }

@@ -187,7 +187,7 @@ impl PoolBackend {
             }
             let url = reqwest::Url::parse(&name)
                 .map_err(|err| Error::Config(format!("pool endpoint {name:?} is not a URL: {err}")))?;
-            if url.host_str().is_none_or(str::is_empty) || !matches!(url.scheme(), "http" | "https") {
+            if !url.host_str().is_some_and(|host| !host.is_empty()) || !matches!(url.scheme(), "http" | "https") {
                 return Err(Error::Config(format!("pool endpoint {name:?} must be an http(s) URL with a host")));
             }
             if built.iter().any(|other| *other.name == *name) {
