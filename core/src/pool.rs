@@ -187,7 +187,8 @@ impl PoolBackend {
             }
             let url = reqwest::Url::parse(&name)
                 .map_err(|err| Error::Config(format!("pool endpoint {name:?} is not a URL: {err}")))?;
-            if !url.host_str().is_some_and(|host| !host.is_empty()) || !matches!(url.scheme(), "http" | "https") {
+            let has_host = matches!(url.host_str(), Some(host) if !host.is_empty());
+            if !has_host || !matches!(url.scheme(), "http" | "https") {
                 return Err(Error::Config(format!("pool endpoint {name:?} must be an http(s) URL with a host")));
             }
             if built.iter().any(|other| *other.name == *name) {
