@@ -198,9 +198,8 @@ async fn a_probe_takes_out_an_endpoint_that_went_away_before_any_call_fails_on_i
     let listener = loop {
         match tokio::net::TcpListener::bind(address).await {
             Ok(listener) => break listener,
-            Err(err) if started.elapsed() < Duration::from_secs(5) => {
+            Err(_) if started.elapsed() < Duration::from_secs(5) => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                let _ = err;
             }
             Err(err) => panic!("cannot bind {address} again: {err}"),
         }
