@@ -100,7 +100,7 @@ async fn serve_moves_traffic_to_the_healthy_endpoint_and_records_each_attempts_e
     hanging.set_default(Behavior::echo().delayed(30_000));
     let endpoints = [&failing, &hanging, &healthy].map(|server| format!("{:?}", server.base_url())).join(", ");
     let mut serve = Serve::start(&format!(
-        "endpoints = [{endpoints}]\nrequest_timeout_s = 0.3\neject_after_failures = 2\ncooldown_s = 60\nprobe_interval_s = 60"
+        "endpoints = [{endpoints}]\nrequest_timeout_s = 0.3\nstream_idle_timeout_s = 0.3\neject_after_failures = 2\ncooldown_s = 60\nprobe_interval_s = 60"
     ))
     .unwrap();
     let http = reqwest::Client::new();
