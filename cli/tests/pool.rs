@@ -146,7 +146,7 @@ async fn serve_moves_traffic_to_the_healthy_endpoint_and_records_each_attempts_e
 #[test]
 fn a_bad_pool_is_a_clear_error_at_start_up() {
     for (slm, says) in
-        [("endpoints = []", "at least one endpoint"), ("endpoints = [\"http://\"]", "endpoint \"http://\"")]
+        [("endpoints = []", "at least one endpoint"), ("endpoints = [\"http://\"]", "is not a URL: empty host")]
     {
         match Serve::start(slm) {
             Ok(_) => panic!("serve started with {slm}"),
