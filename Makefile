@@ -119,6 +119,8 @@ bench: setup
 	cargo bench -p slmkit --bench routing_replay -- bench/results/eval-qwen2.5-coder-0.5b-pipeline.json \
 	  --out bench/results/routing-replay-$$(date +%F).md
 	cargo bench -p slmkit --bench overhead
+	@# The pool balancer: one remote backend against a pool of 3 test servers, and the pick alone.
+	cargo bench -p slmkit --bench pool | tee bench/results/pool-$$(date +%F).md
 	@# Built from source without -march=native and without pip's wheel cache: a wheel built on
 	@# another machine's CPU dies here with an illegal instruction on its first decode.
 	[ -x bench/.venv-llamacpp/bin/python ] || { python3 -m venv bench/.venv-llamacpp && \

@@ -33,7 +33,7 @@ fn demo_config(config: Option<&Path>) -> Result<(Config, String), Box<dyn std::e
                 TierSection::Remote { base_url, model, .. } => {
                     format!("LLM tier: {model} at {base_url} (from the environment)")
                 }
-                TierSection::Local { .. } => String::new(),
+                TierSection::Local { .. } | TierSection::Pool { .. } => String::new(),
             };
             config.llm = Some(remote);
             label
@@ -99,7 +99,10 @@ pub async fn run(
                 let attempts: Vec<String> = meta
                     .attempts
                     .iter()
-                    .map(|attempt| format!("{}:{}", attempt.tier, outcome_name(attempt.outcome)))
+                    .map(|attempt| match &attempt.endpoint {
+                        Some(endpoint) => format!("{}:{}@{endpoint}", attempt.tier, outcome_name(attempt.outcome)),
+                        None => format!("{}:{}", attempt.tier, outcome_name(attempt.outcome)),
+                    })
                     .collect();
                 let reason = meta.reasons.iter().take(2).map(String::as_str).collect::<Vec<_>>().join("; ");
                 println!(
@@ -129,6 +132,7 @@ fn describe(tier: &Option<TierSection>) -> String {
     match tier {
         Some(TierSection::Local { model, .. }) => format!("local {}", model.display()),
         Some(TierSection::Remote { base_url, model, .. }) => format!("remote {model} at {base_url}"),
+        Some(TierSection::Pool { endpoints, model, .. }) => format!("pool {model} over {} endpoints", endpoints.len()),
         None => "none".into(),
     }
 }

@@ -42,6 +42,9 @@ pub struct AttemptSummary {
     pub attempt: u32,
     pub tier: Tier,
     pub model: String,
+    /// For a pool: the endpoint (its base URL) the attempt went to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
     pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

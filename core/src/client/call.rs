@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::hints::{is_bare, task_tag};
 use crate::ledger::Outcome;
 use crate::metadata::{AttemptSummary, CacheStatus, CallMetadata, Reask};
+use crate::pool::Visits;
 use crate::routing::RouteDecision;
 use crate::tier::Tier;
 use crate::types::{
@@ -59,6 +60,7 @@ pub(super) trait Delivery {
         backend: &'a Backend,
         request: &'a ChatCompletionRequest,
         hold: bool,
+        visits: &'a mut Visits,
     ) -> impl Future<Output = Result<Fetched<Self::Kept, Self::Live>>> + Send + 'a;
 
     fn accept(completion: ChatCompletion, kept: Self::Kept) -> Self::Served;
@@ -79,8 +81,9 @@ impl Delivery for Whole {
         backend: &'a Backend,
         request: &'a ChatCompletionRequest,
         _hold: bool,
+        visits: &'a mut Visits,
     ) -> Result<Fetched<(), Infallible>> {
-        backend.create(request).await.map(|completion| Fetched::Complete(completion, ()))
+        backend.create(request, visits).await.map(|completion| Fetched::Complete(completion, ()))
     }
 
     fn accept(completion: ChatCompletion, (): ()) -> ChatCompletion {
@@ -131,13 +134,14 @@ impl Delivery for Streamed {
         backend: &'a Backend,
         request: &'a ChatCompletionRequest,
         hold: bool,
+        visits: &'a mut Visits,
     ) -> Result<Fetched<Vec<ChatCompletionChunk>, Flowing>> {
         {
             let started = Instant::now();
             let mut streamed = request.clone();
             streamed.stream = Some(true);
             streamed.stream_options = Some(StreamOptions { include_usage: Some(true), ..Default::default() });
-            let mut chunks = backend.create_stream(&streamed).await?;
+            let mut chunks = backend.create_stream(&streamed, visits).await?;
             if hold {
                 let held: Vec<ChatCompletionChunk> =
                     chunks.collect::<Vec<_>>().await.into_iter().collect::<Result<_>>()?;
@@ -213,6 +217,8 @@ pub(super) struct Call<'a> {
     /// For a re-ask: the chain it continues, with the attempts its earlier calls used (and
     /// this re-ask counted in `reasks`).
     chain: Option<Chain>,
+    /// The pool endpoints this call used, so a retry avoids those that failed it.
+    visits: Visits,
     /// A re-ask that found its chain's budget spent: it gets one attempt, so a re-sent request
     /// is never refused (a caller looping over the same request is not always re-asking).
     overdraft: bool,
@@ -250,6 +256,7 @@ impl<'a> Call<'a> {
             tally: CallTally::new(client.ledger.clone()),
             chain: None,
             overdraft: false,
+            visits: Visits::default(),
         }
     }
 
@@ -417,9 +424,13 @@ impl<'a> Call<'a> {
                             {
                                 return Err(err);
                             }
-                            // A new seed does not fix a failing engine or an oversized prompt: escalate.
+                            // A new seed does not fix a failing engine or an oversized prompt:
+                            // escalate, unless a pool has another endpoint for it.
+                            let elsewhere = err.is_retriable() && slm.backend.has_untried_endpoint(&self.visits);
                             last_error = Some(err);
-                            break;
+                            if !elsewhere {
+                                break;
+                            }
                         }
                     }
                 }
@@ -527,21 +538,26 @@ impl<'a> Call<'a> {
         let hold = !grammar_settles(&config.backend, request, &validators);
         // Validators apply but the grammar settles them: a live answer is trusted to it.
         guard.grammar_trusted = !hold && !validators.is_empty();
-        let mut fetched = D::fetch(&config.backend, request, hold).await;
+        let mut fetched = D::fetch(&config.backend, request, hold, &mut self.visits).await;
         if tier == Tier::Slm && self.client.retry.on_overload == OnOverload::Wait {
             // The call's timeout, if it has one, ends the wait.
             let mut pause = OVERLOAD_FIRST_PAUSE;
             while matches!(fetched, Err(Error::Overloaded { .. })) {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(OVERLOAD_MAX_PAUSE);
-                fetched = D::fetch(&config.backend, request, hold).await;
+                fetched = D::fetch(&config.backend, request, hold, &mut self.visits).await;
             }
         }
         let latency = started.elapsed();
+        if let Err(err) = &fetched {
+            self.visits.attempt_failed(err);
+        }
+        let endpoint = self.visits.take_last();
+        guard.endpoint(endpoint.clone());
         let (completion, kept) = match fetched {
             Ok(Fetched::Complete(completion, kept)) => (completion, kept),
             Ok(Fetched::Live(live)) => {
-                self.summarise(attempt, tier, config, Outcome::Ok, None);
+                self.summarise(attempt, tier, config, endpoint, Outcome::Ok, None);
                 return Ok(Attempted::Accepted(D::go_live(live, guard)));
             }
             Err(err) => {
@@ -555,7 +571,7 @@ impl<'a> Call<'a> {
                 let settlement = Settlement::BackendFailed(&err);
                 let usage = crate::types::Usage::new(billed, 0);
                 self.spent_usd += guard.settle(settlement, Measured { usage, estimated: billed > 0, latency });
-                self.summarise(attempt, tier, config, settlement.outcome(), Some(err.to_string()));
+                self.summarise(attempt, tier, config, endpoint, settlement.outcome(), Some(err.to_string()));
                 return Ok(Attempted::Failed(err));
             }
         };
@@ -573,13 +589,20 @@ impl<'a> Call<'a> {
                         false => format!("{}: {reason}", validator.name()),
                     };
                     self.spent_usd += guard.settle(Settlement::Rejected(&reason), measured);
-                    self.summarise(attempt, tier, config, Outcome::ValidationFailed, Some(reason.clone()));
+                    self.summarise(
+                        attempt,
+                        tier,
+                        config,
+                        endpoint.clone(),
+                        Outcome::ValidationFailed,
+                        Some(reason.clone()),
+                    );
                     let cut_off_after_prompt = cut_off.then_some(usage.prompt_tokens);
                     return Ok(Attempted::Rejected { reason, cut_off_after_prompt });
                 }
                 Err(err) => {
                     self.spent_usd += guard.settle(Settlement::Broke(&err), measured);
-                    self.summarise(attempt, tier, config, Outcome::Error, Some(err.to_string()));
+                    self.summarise(attempt, tier, config, endpoint.clone(), Outcome::Error, Some(err.to_string()));
                     return Err(match err {
                         err @ Error::Validator { .. } => err,
                         other => Error::Validator { name: validator.name().to_owned(), source: Box::new(other) },
@@ -590,11 +613,20 @@ impl<'a> Call<'a> {
         self.spent_usd += guard.settle(Settlement::Served, measured);
         self.tally.served();
         self.counterfactual_usd = guard.counterfactual_usd();
-        self.summarise(attempt, tier, config, Outcome::Ok, None);
+        self.summarise(attempt, tier, config, endpoint, Outcome::Ok, None);
         Ok(Attempted::Accepted(D::accept(completion, kept)))
     }
 
-    fn summarise(&mut self, attempt: u32, tier: Tier, config: &TierConfig, outcome: Outcome, reason: Option<String>) {
-        self.attempts.push(AttemptSummary { attempt, tier, model: config.backend.model(), outcome, reason });
+    fn summarise(
+        &mut self,
+        attempt: u32,
+        tier: Tier,
+        config: &TierConfig,
+        endpoint: Option<String>,
+        outcome: Outcome,
+        reason: Option<String>,
+    ) {
+        let model = config.backend.model();
+        self.attempts.push(AttemptSummary { attempt, tier, model, endpoint, outcome, reason });
     }
 }

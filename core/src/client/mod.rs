@@ -186,7 +186,7 @@ impl ClientBuilder {
                 supports_images: false,
             },
             // The router fills these from its configuration.
-            Backend::Remote(_) => {
+            Backend::Remote(_) | Backend::Pool(_) => {
                 SlmProfile { context_window: 0, tokenizer: None, supports_tools: true, supports_images: false }
             }
         });

@@ -104,7 +104,7 @@ pub(super) fn larger_output_budget(current: Option<u32>, prompt_tokens: u32, slm
     let grown = current.saturating_mul(4);
     let larger = match &slm.backend {
         Backend::Local(engine) => grown.min(engine.context_window().saturating_sub(prompt_tokens)),
-        Backend::Remote(_) => grown,
+        Backend::Remote(_) | Backend::Pool(_) => grown,
     };
     (larger > current).then_some(larger)
 }

@@ -120,6 +120,11 @@ impl AttemptGuard {
         self.record.task_key = key.map(str::to_owned);
     }
 
+    /// The pool endpoint the attempt went to (none for other backends).
+    pub(super) fn endpoint(&mut self, endpoint: Option<String>) {
+        self.record.endpoint = endpoint;
+    }
+
     /// Marks the attempt as part of a re-ask of call `root`.
     pub(super) fn reask_of(&mut self, root: &str) {
         self.record.reask_of = Some(root.to_owned());

@@ -4,11 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{seconds, OpenAiEnv, TierSection};
+use super::{seconds, OpenAiEnv, PoolEndpointSection, TierSection};
 use crate::client::Backend;
 use crate::error::{Error, Result};
 use crate::ledger::Pricing;
 use crate::local::{EngineOptions, LocalEngine, LocalModel, ModelOptions};
+use crate::pool::{PoolBackend, PoolConfig, PoolPolicy};
 use crate::remote::{ApiKey, RemoteBackend, RemoteConfig};
 use crate::schema::SchemaLimits;
 
@@ -90,6 +91,72 @@ pub fn tier(section: &TierSection) -> Result<(Backend, Pricing)> {
             };
             Ok((Backend::Remote(RemoteBackend::new(config)?), pricing.clone().unwrap_or_else(Pricing::gpt_4o)))
         }
+        TierSection::Pool {
+            endpoints,
+            model,
+            connect_timeout_s,
+            request_timeout_s,
+            stream_idle_timeout_s,
+            eject_after_failures,
+            cooldown_s,
+            probe_interval_s,
+            probe_timeout_s,
+            affinity_slack,
+            pricing,
+        } => {
+            let defaults = RemoteConfig::new(String::new(), model.clone());
+            let timeouts = RemoteConfig {
+                connect_timeout: seconds("connect_timeout_s", *connect_timeout_s, defaults.connect_timeout)?,
+                request_timeout: seconds("request_timeout_s", *request_timeout_s, defaults.request_timeout)?,
+                stream_idle_timeout: seconds(
+                    "stream_idle_timeout_s",
+                    *stream_idle_timeout_s,
+                    defaults.stream_idle_timeout,
+                )?,
+                ..defaults
+            };
+            let mut configs = Vec::with_capacity(endpoints.len());
+            for endpoint in endpoints {
+                let (base_url, api_key) = match endpoint {
+                    PoolEndpointSection::Url(url) => (url.clone(), None),
+                    PoolEndpointSection::Table(table) => (table.base_url.clone(), pool_key(table)?),
+                };
+                configs.push(RemoteConfig { base_url, api_key, ..timeouts.clone() });
+            }
+            let policy_defaults = PoolPolicy::default();
+            let policy = PoolPolicy {
+                eject_after_failures: eject_after_failures.unwrap_or(policy_defaults.eject_after_failures),
+                cooldown: match cooldown_s {
+                    Some(0.0) => std::time::Duration::ZERO,
+                    other => seconds("cooldown_s", *other, policy_defaults.cooldown)?,
+                },
+                probe_interval: seconds("probe_interval_s", *probe_interval_s, policy_defaults.probe_interval)?,
+                probe_timeout: seconds("probe_timeout_s", *probe_timeout_s, policy_defaults.probe_timeout)?,
+                affinity_slack: affinity_slack.unwrap_or(policy_defaults.affinity_slack),
+            };
+            let pool = PoolBackend::new(PoolConfig { endpoints: configs, policy })
+                .map_err(|err| Error::Config(format!("backend = \"pool\": {}", config_message(err))))?;
+            Ok((Backend::Pool(pool), pricing.clone().unwrap_or_else(Pricing::local_default)))
+        }
+    }
+}
+
+/// A pool endpoint's key: its own, or none (never `OPENAI_API_KEY`).
+fn pool_key(table: &super::PoolEndpointTable) -> Result<Option<ApiKey>> {
+    Ok(match (&table.api_key, &table.api_key_env) {
+        (Some(key), _) => Some(ApiKey::new(key.clone())),
+        (None, Some(variable)) => Some(ApiKey::new(std::env::var(variable).map_err(|_| {
+            Error::Config(format!("pool endpoint {}: api_key_env names {variable}, which is not set", table.base_url))
+        })?)),
+        (None, None) => None,
+    })
+}
+
+/// The message of a configuration error without its `invalid configuration:` prefix.
+fn config_message(err: Error) -> String {
+    match err {
+        Error::Config(message) => message,
+        other => other.to_string(),
     }
 }
 

@@ -8,6 +8,13 @@
 //! context = 4096             # tokens per request, prompt and output
 //! prefix_cache = 16384       # tokens of finished requests' KV state kept for prefix reuse
 //!
+//! # or a pool of OpenAI-compatible servers (llama-server, vLLM, other `slmkit serve`s):
+//! # [slm]
+//! # backend = "pool"
+//! # model = "qwen2.5-coder-0.5b"
+//! # endpoints = ["http://10.0.0.5:8080/v1", { base_url = "http://10.0.0.6:8000/v1", api_key_env = "VLLM_KEY" }]
+//! # cooldown_s = 10        # eject_after_failures = 3, probe_interval_s = 5, affinity_slack = 2
+//!
 //! [llm]
 //! backend = "remote"
 //! base_url = "https://api.openai.com/v1"
@@ -162,6 +169,63 @@ pub enum TierSection {
         #[serde(default)]
         pricing: Option<Pricing>,
     },
+    /// Several OpenAI-compatible servers of one model (see [`crate::pool`]).
+    Pool {
+        /// Each a base URL (`"http://10.0.0.5:8080/v1"`) or a table with its own key.
+        endpoints: Vec<PoolEndpointSection>,
+        /// The model to ask every endpoint for. Empty means "whatever the request names".
+        #[serde(default)]
+        model: String,
+        /// Per endpoint, as for a remote tier.
+        #[serde(default)]
+        connect_timeout_s: Option<f64>,
+        #[serde(default)]
+        request_timeout_s: Option<f64>,
+        #[serde(default)]
+        stream_idle_timeout_s: Option<f64>,
+        /// Consecutive failed requests that take an endpoint out (default 3).
+        #[serde(default)]
+        eject_after_failures: Option<u32>,
+        /// The least time an endpoint stays out (default 10).
+        #[serde(default)]
+        cooldown_s: Option<f64>,
+        /// Seconds between health probes (default 5).
+        #[serde(default)]
+        probe_interval_s: Option<f64>,
+        /// A probe slower than this fails (default 2).
+        #[serde(default)]
+        probe_timeout_s: Option<f64>,
+        /// Requests in flight beyond the least busy endpoint's that make a call give up its
+        /// prefix-affine endpoint (default 2).
+        #[serde(default)]
+        affinity_slack: Option<usize>,
+        #[serde(default)]
+        pricing: Option<Pricing>,
+    },
+}
+
+/// One endpoint of a pool.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum PoolEndpointSection {
+    /// Its base URL; no API key is sent.
+    Url(String),
+    /// Its base URL and key.
+    Table(PoolEndpointTable),
+}
+
+/// A pool endpoint with its own key.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolEndpointTable {
+    pub base_url: String,
+    /// The key itself. Prefer `api_key_env`.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// The environment variable holding the key. A pool never falls back to
+    /// `OPENAI_API_KEY`: its servers are usually your own, and need not see that key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

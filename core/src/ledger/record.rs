@@ -46,9 +46,12 @@ pub struct AttemptRecord {
     /// 1-based, across both tiers.
     pub attempt: u32,
     pub tier: Tier,
-    /// `local` or `remote`.
+    /// `local`, `remote` or `pool`.
     pub backend: String,
     pub model: String,
+    /// For a pool: the endpoint (its base URL) the attempt went to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
     pub outcome: Outcome,
     /// The validator's reason, or the error message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -123,6 +126,7 @@ impl AttemptRecord {
             tier,
             backend: backend.to_owned(),
             model: model.to_owned(),
+            endpoint: None,
             outcome: Outcome::Cancelled,
             reason: None,
             error_kind: None,
