@@ -125,6 +125,11 @@ impl Serve {
 
     /// Starts it; `Err` with its stderr when it exits before listening.
     fn try_start(llm: &TestServer, shared: &str) -> Result<Serve, String> {
+        Self::try_start_with(llm, shared, &[])
+    }
+
+    /// [`Serve::try_start`] with extra environment variables.
+    fn try_start_with(llm: &TestServer, shared: &str, env: &[(&str, &str)]) -> Result<Serve, String> {
         let dir = TempDir::new("serve");
         let ledger = dir.0.join("ledger.jsonl");
         let config = dir.0.join("slmkit.toml");
@@ -142,6 +147,7 @@ impl Serve {
             .args(["serve", "--port", "0", "--host", "127.0.0.1", "--config"])
             .arg(&config)
             .env("SLMKIT_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
@@ -529,4 +535,116 @@ async fn outcomes_and_feedback_in_one_process_teach_the_other_and_redis_down_cha
     a.stop();
     let log = a.stderr();
     assert_eq!(log.matches("shared store unavailable").count(), 1, "one warning per outage:\n{log}");
+}
+
+/// A `redis-server` that speaks only TLS, its certificate signed by a CA made here with openssl.
+struct TlsRedis {
+    port: u16,
+    dir: TempDir,
+    child: Child,
+}
+
+impl TlsRedis {
+    fn start() -> TlsRedis {
+        let dir = TempDir::new("redis-tls");
+        let openssl = |args: &[&str]| {
+            let status = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir.0)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "openssl {args:?} failed");
+        };
+        let days = ["-days", "2"];
+        openssl(
+            &[
+                &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem"][..],
+                &days,
+                &["-subj", "/CN=slmkit test CA"],
+            ]
+            .concat(),
+        );
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        std::fs::write(dir.0.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+        openssl(
+            &[
+                &["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial"][..],
+                &["-out", "server.pem", "-extfile", "san.ext"],
+                &days,
+            ]
+            .concat(),
+        );
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--tls-cert-file", "server.pem", "--tls-key-file", "server.key", "--tls-ca-cert-file", "ca.pem"])
+            .args(["--tls-auth-clients", "no"])
+            .current_dir(&dir.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start redis-server ({err}): install it with `make setup`"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server (TLS) did not listen on port {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        TlsRedis { port, dir, child }
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `rediss://`: the fleet works over TLS when the server's CA is trusted (through the platform
+/// trust store, here `SSL_CERT_FILE`), and a required store it cannot trust stops start-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_shares_answers_over_tls_and_an_untrusted_certificate_is_refused() {
+    let redis = TlsRedis::start();
+    let llm = TestServer::start().await;
+    let shared = format!("[shared]\nredis_url = \"rediss://127.0.0.1:{}\"\nrequired = true\n", redis.port);
+    let stderr = match Serve::try_start(&llm, &shared) {
+        Ok(serve) => panic!("trusted a certificate from an unknown CA: {}", serve.stderr()),
+        Err(stderr) => stderr,
+    };
+    assert!(stderr.contains("[shared] required"), "{stderr}");
+
+    let ca = redis.dir.0.join("ca.pem");
+    let trust = [("SSL_CERT_FILE", ca.to_str().unwrap())];
+    let a = Serve::try_start_with(&llm, &shared, &trust).unwrap_or_else(|err| panic!("over TLS: {err}"));
+    let b = Serve::try_start_with(&llm, &shared, &trust).unwrap_or_else(|err| panic!("over TLS: {err}"));
+    let http = reqwest::Client::new();
+    let first = ask(&http, &a, &request("asked over tls", "agent-a")).await;
+    let second = ask(&http, &b, &request("asked over tls", "agent-b")).await;
+    assert_eq!(content(&first), content(&second));
+    assert_eq!(second["slmkit"]["cache"], "hit", "b read a's answer from Redis, over TLS");
+    assert_eq!(llm.request_count(), 1);
 }
