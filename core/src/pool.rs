@@ -8,7 +8,7 @@
 //!   an endpoint out; a background prober (`/health`, else `{base_url}/models`) takes out one
 //!   that stops answering, and puts a taken-out one back once the cooldown has passed and a
 //!   probe succeeds. When every endpoint is out, all are tried (failing open beats failing all).
-//! - **Retries:** [`Visits`] is one call's memory of the endpoints that failed it; the next
+//! - **Retries:** `Visits` is one call's memory of the endpoints that failed it; the next
 //!   attempt goes elsewhere while another endpoint is left.
 //!
 //! Each endpoint is a [`RemoteBackend`]: one HTTP attempt per call, as for a remote tier.
