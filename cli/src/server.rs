@@ -452,20 +452,22 @@ async fn read_body_text(state: &AppState, body: Body) -> Result<String, Response
     })
 }
 
+/// A chat-completions body read, parsed and its hints checked, with the headers' hints applied;
+/// the error response otherwise.
+async fn read_chat_request(state: &AppState, headers: &HeaderMap, body: Body) -> Result<ChatCompletionRequest, Response> {
+    let text = read_body_text(state, body).await?;
+    let mut request = ChatCompletionRequest::from_json(&text).map_err(|err| error_response(&err))?;
+    // The body's own hints are checked before a header's may replace one of them.
+    slmkit::hints::check(&request).map_err(|err| error_response(&err))?;
+    apply_header_hints(&mut request.extra, headers);
+    Ok(request)
+}
+
 async fn answer(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
-    let text = match read_body_text(state, body).await {
-        Ok(text) => text,
+    let request = match read_chat_request(state, headers, body).await {
+        Ok(request) => request,
         Err(response) => return response,
     };
-    let mut request = match ChatCompletionRequest::from_json(&text) {
-        Ok(request) => request,
-        Err(err) => return error_response(&err),
-    };
-    // The body's own hints are checked before a header's may replace one of them.
-    if let Err(err) = slmkit::hints::check(&request) {
-        return error_response(&err);
-    }
-    apply_header_hints(&mut request.extra, headers);
     if request.is_stream() {
         match state.client.create_stream(&request).await {
             Ok(chunks) => sse_response(chunks),
@@ -483,18 +485,10 @@ async fn answer(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
 /// heuristic's signals and, with the adaptive router, the posterior it decided from (the
 /// fleet's evidence included, with `[shared]`).
 async fn explain(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    let text = match read_body_text(&state, body).await {
-        Ok(text) => text,
+    let request = match read_chat_request(&state, &headers, body).await {
+        Ok(request) => request,
         Err(response) => return response,
     };
-    let mut request = match ChatCompletionRequest::from_json(&text) {
-        Ok(request) => request,
-        Err(err) => return error_response(&err),
-    };
-    if let Err(err) = slmkit::hints::check(&request) {
-        return error_response(&err);
-    }
-    apply_header_hints(&mut request.extra, &headers);
     match state.client.explain(&request) {
         Ok(decision) => Json(decision).into_response(),
         Err(err) => error_response(&err),

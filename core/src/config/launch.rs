@@ -80,14 +80,7 @@ pub fn tier(section: &TierSection) -> Result<(Backend, Pricing)> {
             };
             let config = RemoteConfig {
                 api_key: key,
-                connect_timeout: seconds("connect_timeout_s", *connect_timeout_s, defaults.connect_timeout)?,
-                request_timeout: seconds("request_timeout_s", *request_timeout_s, defaults.request_timeout)?,
-                stream_idle_timeout: seconds(
-                    "stream_idle_timeout_s",
-                    *stream_idle_timeout_s,
-                    defaults.stream_idle_timeout,
-                )?,
-                ..defaults
+                ..with_timeouts(defaults, *connect_timeout_s, *request_timeout_s, *stream_idle_timeout_s)?
             };
             Ok((Backend::Remote(RemoteBackend::new(config)?), pricing.clone().unwrap_or_else(Pricing::gpt_4o)))
         }
@@ -105,16 +98,7 @@ pub fn tier(section: &TierSection) -> Result<(Backend, Pricing)> {
             pricing,
         } => {
             let defaults = RemoteConfig::new(String::new(), model.clone());
-            let timeouts = RemoteConfig {
-                connect_timeout: seconds("connect_timeout_s", *connect_timeout_s, defaults.connect_timeout)?,
-                request_timeout: seconds("request_timeout_s", *request_timeout_s, defaults.request_timeout)?,
-                stream_idle_timeout: seconds(
-                    "stream_idle_timeout_s",
-                    *stream_idle_timeout_s,
-                    defaults.stream_idle_timeout,
-                )?,
-                ..defaults
-            };
+            let timeouts = with_timeouts(defaults, *connect_timeout_s, *request_timeout_s, *stream_idle_timeout_s)?;
             let mut configs = Vec::with_capacity(endpoints.len());
             for endpoint in endpoints {
                 let (base_url, api_key) = match endpoint {
@@ -142,6 +126,21 @@ pub fn tier(section: &TierSection) -> Result<(Backend, Pricing)> {
 }
 
 /// A pool endpoint's key: its own, or none (never `OPENAI_API_KEY`).
+/// `config` with the timeouts a `remote` or `pool` section sets, each checked by name.
+fn with_timeouts(
+    config: RemoteConfig,
+    connect_s: Option<f64>,
+    request_s: Option<f64>,
+    stream_idle_s: Option<f64>,
+) -> Result<RemoteConfig> {
+    Ok(RemoteConfig {
+        connect_timeout: seconds("connect_timeout_s", connect_s, config.connect_timeout)?,
+        request_timeout: seconds("request_timeout_s", request_s, config.request_timeout)?,
+        stream_idle_timeout: seconds("stream_idle_timeout_s", stream_idle_s, config.stream_idle_timeout)?,
+        ..config
+    })
+}
+
 fn pool_key(table: &super::PoolEndpointTable) -> Result<Option<ApiKey>> {
     Ok(match (&table.api_key, &table.api_key_env) {
         (Some(key), _) => Some(ApiKey::new(key.clone())),
