@@ -454,7 +454,11 @@ async fn read_body_text(state: &AppState, body: Body) -> Result<String, Response
 
 /// A chat-completions body read, parsed and its hints checked, with the headers' hints applied;
 /// the error response otherwise.
-async fn read_chat_request(state: &AppState, headers: &HeaderMap, body: Body) -> Result<ChatCompletionRequest, Response> {
+async fn read_chat_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<ChatCompletionRequest, Response> {
     let text = read_body_text(state, body).await?;
     let mut request = ChatCompletionRequest::from_json(&text).map_err(|err| error_response(&err))?;
     // The body's own hints are checked before a header's may replace one of them.
