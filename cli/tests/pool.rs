@@ -4,91 +4,26 @@
 // Tests stop loudly on failure: the library code must not (workspace lints).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 
 use serde_json::{json, Value};
 use slmkit::ledger::read_jsonl;
 use slmkit_testserver::{Behavior, TestServer};
+use support::Serve;
 
-/// A temporary folder, removed with everything in it when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let path = std::env::temp_dir().join(format!("slmkit-pool-{name}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// One `slmkit serve` process whose `[slm]` is `slm`.
-struct Serve {
-    child: Child,
-    base: String,
-    ledger: PathBuf,
-    _dir: TempDir,
-}
-
-impl Serve {
-    /// Starts it; `Err` with its stderr when it exits before listening.
-    fn start(slm: &str) -> Result<Serve, String> {
-        let dir = TempDir::new("serve");
-        let ledger = dir.0.join("ledger.jsonl");
-        let config = dir.0.join("slmkit.toml");
-        let text = format!(
+/// A `slmkit serve` process whose `[slm]` is a pool with `slm`'s settings; `Err` with its
+/// stderr when it exits before listening.
+fn start(slm: &str) -> Result<Serve, String> {
+    let config = |ledger: &Path| {
+        format!(
             "[slm]\nbackend = \"pool\"\nmodel = \"small\"\n{slm}\n\n[ledger]\npath = {:?}\n\n[cache]\nenabled = false\n",
             ledger.display().to_string()
-        );
-        std::fs::write(&config, text).unwrap();
-        let stderr = dir.0.join("stderr.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_slmkit"))
-            .args(["serve", "--port", "0", "--host", "127.0.0.1", "--config"])
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let base = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(base) = line.strip_prefix("slmkit serve: listening on ") {
-                        break base.trim().to_owned();
-                    }
-                }
-                _ => {
-                    let _ = child.wait();
-                    return Err(std::fs::read_to_string(&stderr).unwrap_or_default());
-                }
-            }
-        };
-        // Keep reading stdout so the process never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Ok(Serve { child, base, ledger, _dir: dir })
-    }
-
-    /// Stops it with SIGTERM (a clean shutdown flushes the ledger) and waits.
-    fn stop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+        )
+    };
+    Serve::start(config, &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,7 +34,7 @@ async fn serve_moves_traffic_to_the_healthy_endpoint_and_records_each_attempts_e
     let hanging = TestServer::start().await;
     hanging.set_default(Behavior::echo().delayed(30_000));
     let endpoints = [&failing, &hanging, &healthy].map(|server| format!("{:?}", server.base_url())).join(", ");
-    let mut serve = Serve::start(&format!(
+    let mut serve = start(&format!(
         "endpoints = [{endpoints}]\nrequest_timeout_s = 0.3\nstream_idle_timeout_s = 0.3\neject_after_failures = 2\ncooldown_s = 60\nprobe_interval_s = 60"
     ))
     .unwrap();
@@ -148,7 +83,7 @@ fn a_bad_pool_is_a_clear_error_at_start_up() {
     for (slm, says) in
         [("endpoints = []", "at least one endpoint"), ("endpoints = [\"http://\"]", "is not a URL: empty host")]
     {
-        match Serve::start(slm) {
+        match start(slm) {
             Ok(_) => panic!("serve started with {slm}"),
             Err(stderr) => assert!(stderr.contains(says), "{slm}: {stderr}"),
         }

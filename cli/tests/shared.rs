@@ -6,36 +6,17 @@
 // Tests stop loudly on failure: the library code must not (workspace lints).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use slmkit::ledger::{read_jsonl, Report};
 use slmkit_testserver::{Behavior, TestServer};
-
-/// A temporary folder, removed with everything in it when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!("slmkit-shared-{name}-{}-{}", std::process::id(), rand_suffix()));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000_007
-}
+use support::{Serve, TempDir};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -109,90 +90,27 @@ impl Drop for Redis {
     }
 }
 
-/// One `slmkit serve` process.
-struct Serve {
-    child: Child,
-    base: String,
-    stderr: PathBuf,
-    ledger: PathBuf,
-    _dir: TempDir,
+/// A `slmkit serve` process with `llm` as its LLM tier and the `[shared]` (and other) sections
+/// in `shared`.
+fn start(llm: &TestServer, shared: &str) -> Serve {
+    try_start(llm, shared).unwrap_or_else(|err| panic!("slmkit serve did not start: {err}"))
 }
 
-impl Serve {
-    fn start(llm: &TestServer, shared: &str) -> Serve {
-        Self::try_start(llm, shared).unwrap_or_else(|err| panic!("slmkit serve did not start: {err}"))
-    }
+/// [`start`]; `Err` with its stderr when it exits before listening.
+fn try_start(llm: &TestServer, shared: &str) -> Result<Serve, String> {
+    try_start_with(llm, shared, &[])
+}
 
-    /// Starts it; `Err` with its stderr when it exits before listening.
-    fn try_start(llm: &TestServer, shared: &str) -> Result<Serve, String> {
-        Self::try_start_with(llm, shared, &[])
-    }
-
-    /// [`Serve::try_start`] with extra environment variables.
-    fn try_start_with(llm: &TestServer, shared: &str, env: &[(&str, &str)]) -> Result<Serve, String> {
-        let dir = TempDir::new("serve");
-        let ledger = dir.0.join("ledger.jsonl");
-        let config = dir.0.join("slmkit.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[llm]\nbackend = \"remote\"\nbase_url = \"{}\"\nmodel = \"big\"\napi_key = \"k\"\n\n[ledger]\npath = {:?}\n\n{shared}\n",
-                llm.base_url(),
-                ledger.display().to_string(),
-            ),
+/// [`try_start`] with extra environment variables.
+fn try_start_with(llm: &TestServer, shared: &str, env: &[(&str, &str)]) -> Result<Serve, String> {
+    let config = |ledger: &Path| {
+        format!(
+            "[llm]\nbackend = \"remote\"\nbase_url = \"{}\"\nmodel = \"big\"\napi_key = \"k\"\n\n[ledger]\npath = {:?}\n\n{shared}\n",
+            llm.base_url(),
+            ledger.display().to_string(),
         )
-        .unwrap();
-        let stderr = dir.0.join("stderr.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_slmkit"))
-            .args(["serve", "--port", "0", "--host", "127.0.0.1", "--config"])
-            .arg(&config)
-            .env("SLMKIT_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let base = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(base) = line.strip_prefix("slmkit serve: listening on ") {
-                        break base.trim().to_owned();
-                    }
-                }
-                _ => {
-                    let _ = child.wait();
-                    return Err(std::fs::read_to_string(&stderr).unwrap_or_default());
-                }
-            }
-        };
-        // Keep reading stdout so the process never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Ok(Serve { child, base, stderr, ledger, _dir: dir })
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// Stops it with SIGTERM (a clean shutdown flushes the ledger) and waits.
-    fn stop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let _ = self.child.wait();
-    }
-
-    fn kill_9(&mut self) {
-        let _ = Command::new("kill").arg("-9").arg(self.child.id().to_string()).status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    };
+    Serve::start(config, &[&[("SLMKIT_LOG", "info")][..], env].concat())
 }
 
 fn shared_section(redis: &Redis, extra: &str) -> String {
@@ -220,8 +138,8 @@ async fn two_processes_make_one_backend_call_and_the_fleet_report_sums_their_led
     let llm = TestServer::start().await;
     // Slow enough that every request arrives while the one call is in flight.
     llm.set_default(Behavior::reply("the one answer", 10, 3).delayed(800));
-    let mut a = Serve::start(&llm, &shared_section(&redis, ""));
-    let mut b = Serve::start(&llm, &shared_section(&redis, ""));
+    let mut a = start(&llm, &shared_section(&redis, ""));
+    let mut b = start(&llm, &shared_section(&redis, ""));
     let http = reqwest::Client::new();
 
     let calls = (0..50).map(|index| {
@@ -289,8 +207,8 @@ async fn a_rejected_answer_is_deleted_fleet_wide() {
     let redis = Redis::start(None);
     let llm = TestServer::start().await;
     llm.push([Behavior::reply_text("first, rejected"), Behavior::reply_text("second")]);
-    let a = Serve::start(&llm, &shared_section(&redis, ""));
-    let b = Serve::start(&llm, &shared_section(&redis, ""));
+    let a = start(&llm, &shared_section(&redis, ""));
+    let b = start(&llm, &shared_section(&redis, ""));
     let http = reqwest::Client::new();
     let question = "name a colour";
 
@@ -320,7 +238,7 @@ async fn a_rejected_answer_is_deleted_fleet_wide() {
 async fn killing_redis_mid_run_fails_no_call_warns_once_and_reconnects() {
     let mut redis = Redis::start(None);
     let llm = TestServer::start().await;
-    let mut a = Serve::start(&llm, &shared_section(&redis, ""));
+    let mut a = start(&llm, &shared_section(&redis, ""));
     let http = reqwest::Client::new();
     let mut index = 0;
     let mut asked = |http: reqwest::Client| {
@@ -374,8 +292,8 @@ async fn a_lock_holder_killed_with_sigkill_blocks_the_others_only_until_its_lock
     llm.push([Behavior::reply_text("never delivered").delayed(60_000)]);
     llm.set_default(Behavior::reply_text("from the survivor"));
     let section = shared_section(&redis, "lock_ttl_ms = 2000\n");
-    let mut holder = Serve::start(&llm, &section);
-    let survivor = Serve::start(&llm, &section);
+    let mut holder = start(&llm, &section);
+    let survivor = start(&llm, &section);
     let http = reqwest::Client::new();
     let body = request("a slow question", "agent");
     let holder_call = tokio::spawn({
@@ -399,7 +317,7 @@ async fn a_lock_holder_killed_with_sigkill_blocks_the_others_only_until_its_lock
 }
 
 fn start_fails(llm: &TestServer, shared: &str) -> String {
-    match Serve::try_start(llm, shared) {
+    match try_start(llm, shared) {
         Ok(serve) => panic!("started with {shared}: {}", serve.stderr()),
         Err(stderr) => stderr,
     }
@@ -413,7 +331,7 @@ async fn an_unreachable_or_refusing_redis_is_an_error_when_required_else_a_warni
     let stderr = start_fails(&llm, &required);
     assert!(stderr.contains("[shared] required") && stderr.contains(&nothing), "{stderr}");
 
-    let optional = Serve::start(&llm, &format!("[shared]\nredis_url = \"{nothing}\"\n"));
+    let optional = start(&llm, &format!("[shared]\nredis_url = \"{nothing}\"\n"));
     assert!(optional.stderr().contains("shared store unreachable at start-up"), "{}", optional.stderr());
     let http = reqwest::Client::new();
     assert_eq!(content(&ask(&http, &optional, &request("still served", "agent")).await), "echo: still served");
@@ -423,7 +341,7 @@ async fn an_unreachable_or_refusing_redis_is_an_error_when_required_else_a_warni
     let stderr = start_fails(&llm, &format!("[shared]\nredis_url = \"{wrong}\"\nrequired = true\n"));
     assert!(stderr.contains("[shared] required"), "{stderr}");
     assert!(!stderr.contains("wrong-password"), "the password leaked: {stderr}");
-    let right = Serve::start(&llm, &format!("[shared]\nredis_url = \"{}\"\nrequired = true\n", guarded.url()));
+    let right = start(&llm, &format!("[shared]\nredis_url = \"{}\"\nrequired = true\n", guarded.url()));
     assert_eq!(content(&ask(&http, &right, &request("with the password", "agent")).await), "echo: with the password");
 }
 
@@ -474,8 +392,8 @@ async fn outcomes_and_feedback_in_one_process_teach_the_other_and_redis_down_cha
     slm.set_default(Behavior::reply_text("not json at all"));
     llm.set_default(Behavior::reply_text("{\"label\": \"bug\"}"));
     let sections = format!("{}\n{}", shared_section(&redis, "routing_sync_ms = 50\n"), adaptive_sections(&slm));
-    let mut a = Serve::start(&llm, &sections);
-    let b = Serve::start(&llm, &sections);
+    let mut a = start(&llm, &sections);
+    let b = start(&llm, &sections);
     let http = reqwest::Client::new();
     let fresh = posterior(&http, &b).await;
     assert_eq!(fresh["slm_calls"], 0);
@@ -631,7 +549,7 @@ async fn rediss_shares_answers_over_tls_and_an_untrusted_certificate_is_refused(
     let redis = TlsRedis::start();
     let llm = TestServer::start().await;
     let shared = format!("[shared]\nredis_url = \"rediss://127.0.0.1:{}\"\nrequired = true\n", redis.port);
-    let stderr = match Serve::try_start(&llm, &shared) {
+    let stderr = match try_start(&llm, &shared) {
         Ok(serve) => panic!("trusted a certificate from an unknown CA: {}", serve.stderr()),
         Err(stderr) => stderr,
     };
@@ -639,8 +557,8 @@ async fn rediss_shares_answers_over_tls_and_an_untrusted_certificate_is_refused(
 
     let ca = redis.dir.0.join("ca.pem");
     let trust = [("SSL_CERT_FILE", ca.to_str().unwrap())];
-    let a = Serve::try_start_with(&llm, &shared, &trust).unwrap_or_else(|err| panic!("over TLS: {err}"));
-    let b = Serve::try_start_with(&llm, &shared, &trust).unwrap_or_else(|err| panic!("over TLS: {err}"));
+    let a = try_start_with(&llm, &shared, &trust).unwrap_or_else(|err| panic!("over TLS: {err}"));
+    let b = try_start_with(&llm, &shared, &trust).unwrap_or_else(|err| panic!("over TLS: {err}"));
     let http = reqwest::Client::new();
     let first = ask(&http, &a, &request("asked over tls", "agent-a")).await;
     let second = ask(&http, &b, &request("asked over tls", "agent-b")).await;
