@@ -126,6 +126,8 @@ except ValueError:
 r["wall_s"] = int(sys.argv[1])
 print(json.dumps(r))' "$seconds" >"$out/metagpt-$date-$run.result.json"
   grep -E "ERROR|RetryError" "$dir/metagpt.log" | cut -c1-400 >"$out/metagpt-$date-$run.errors.txt" || true
+  # MetaGPT prints each answer as it streams in: what the models wrote, re-sends included.
+  cp "$dir/result.out" "$out/metagpt-$date-$run.answers.txt" 2>/dev/null || true
   echo "metagpt_eval: run '$run' took ${seconds}s: $result" >&2
 done
 

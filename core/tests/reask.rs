@@ -93,13 +93,22 @@ async fn identical_resends_are_reasks_that_continue_the_first_calls_budget() {
         assert!(retry.body["seed"].is_number(), "an SLM re-ask is a retry with a new seed");
         assert_eq!(retry.body["temperature"], 0.7);
     }
+    // The chain's first LLM attempt is the caller's request; once the caller has rejected an
+    // LLM answer, sending the same greedy request again would buy the same answer.
+    let llm_requests = llm.received();
+    assert_eq!(llm_requests.len(), 2);
+    assert_eq!((llm_requests[0].body["temperature"].as_f64(), llm_requests[0].body.get("seed")), (Some(0.0), None));
+    assert!(llm_requests[1].body["seed"].is_number(), "an LLM re-ask of an LLM answer gets a new seed");
+    assert_eq!(llm_requests[1].body["temperature"], 0.7);
 
     // The sixth send finds the budget spent: it still gets one attempt, on the LLM, and says so.
     let sixth = client.create(&request).await.unwrap();
     let meta = metadata(&sixth);
     assert_eq!((meta.tier, meta.reask.as_ref().map(|reask| reask.number)), (Some(Tier::Llm), Some(5)));
     assert!(meta.reasons.iter().any(|reason| reason.contains("budget (5 attempts) is spent")), "{meta:?}");
+    assert!(meta.reasons.iter().any(|reason| reason.contains("rejected the LLM's answer")), "{meta:?}");
     assert_eq!((slm.request_count(), llm.request_count()), (3, 3));
+    assert_eq!(llm.received()[2].body["temperature"], 0.7, "the overdraft attempt samples too");
 
     let records = client.ledger().records();
     let rejected: Vec<_> = records.iter().filter(|record| record.outcome == Outcome::RejectedByCaller).collect();

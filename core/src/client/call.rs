@@ -12,7 +12,7 @@ use serde_json::json;
 use futures::StreamExt;
 
 use super::reask::{Answered, Chain};
-use super::retry::{asks_for_structure, larger_output_budget, OnOverload};
+use super::retry::{asks_for_structure, larger_output_budget, OnOverload, RetryPolicy};
 use super::settle::{usage_or_estimate, AttemptGuard, CallTally, Measured, Settlement};
 use super::{Backend, ClientInner, TierConfig};
 use crate::cache::{AnswerOrigin, CachedAnswer};
@@ -452,11 +452,28 @@ impl<'a> Call<'a> {
             true => 0..1,
             false => chain.llm_attempts..retry.llm_attempts,
         };
+        // The caller rejected an answer the LLM already gave: the same greedy request would
+        // only buy the same answer again, so this re-ask samples like an SLM retry.
+        let resample_llm = chain.llm_attempts > 0;
+        if resample_llm {
+            self.decision.reasons.push(format!(
+                "the caller rejected the LLM's answer: this re-ask samples with a new seed{}",
+                match self.request.temperature == Some(0.0) {
+                    true => format!(" at temperature {}", retry.retry_temperature),
+                    false => String::new(),
+                }
+            ));
+        }
+        let llm_request = match resample_llm {
+            true => Some(self.resampled(chain.attempts() + 1, llm)),
+            false => None,
+        };
         for llm_try in llm_tries {
             if !self.budget_left() {
                 break;
             }
-            match self.attempt::<D>(Tier::Llm, llm, self.request).await? {
+            let request = llm_request.as_ref().unwrap_or(self.request);
+            match self.attempt::<D>(Tier::Llm, llm, request).await? {
                 Attempted::Accepted(served) => return Ok(served),
                 Attempted::Rejected { reason, cut_off_after_prompt } => {
                     rejections.push(reason);
@@ -494,21 +511,16 @@ impl<'a> Call<'a> {
             }
         }
         if slm_try > 0 {
-            let retry = &self.client.retry;
-            request.seed = Some(match self.request.seed {
-                Some(seed) => seed.wrapping_add(i64::from(slm_try)),
-                None => rand::random::<u32>().into(),
-            });
-            if request.temperature.is_some_and(|temperature| temperature == 0.0) {
-                request.temperature = Some(retry.retry_temperature);
-            }
-            if request.top_p.is_none() {
-                request.top_p = retry.retry_top_p;
-            }
-            if let (Some(min_p), Backend::Local(_)) = (retry.retry_min_p, &slm.backend) {
-                request.extra.entry("min_p").or_insert_with(|| json!(min_p));
-            }
+            resample(&mut request, self.request.seed, slm_try, &self.client.retry, slm);
         }
+        request
+    }
+
+    /// The caller's request with a retry's sampling (see [`resample`]), for try `number` of
+    /// the call's chain.
+    fn resampled(&self, number: u32, tier: &TierConfig) -> ChatCompletionRequest {
+        let mut request = self.request.clone();
+        resample(&mut request, self.request.seed, number, &self.client.retry, tier);
         request
     }
 
@@ -628,5 +640,24 @@ impl<'a> Call<'a> {
     ) {
         let model = config.backend.model();
         self.attempts.push(AttemptSummary { attempt, tier, model, endpoint, outcome, reason });
+    }
+}
+
+/// Sets a retry's sampling on `request`: a new seed (the caller's plus `number`, or a random
+/// one), the retry temperature for a greedy request, the retry `top_p` where the caller set
+/// none, and `min_p` for a local engine. A new seed alone would reproduce a greedy answer.
+fn resample(request: &mut ChatCompletionRequest, seed: Option<i64>, number: u32, retry: &RetryPolicy, tier: &TierConfig) {
+    request.seed = Some(match seed {
+        Some(seed) => seed.wrapping_add(i64::from(number)),
+        None => rand::random::<u32>().into(),
+    });
+    if request.temperature.is_some_and(|temperature| temperature == 0.0) {
+        request.temperature = Some(retry.retry_temperature);
+    }
+    if request.top_p.is_none() {
+        request.top_p = retry.retry_top_p;
+    }
+    if let (Some(min_p), Backend::Local(_)) = (retry.retry_min_p, &tier.backend) {
+        request.extra.entry("min_p").or_insert_with(|| json!(min_p));
     }
 }

@@ -21,8 +21,9 @@ pub struct RetryPolicy {
     pub max_backoff: Duration,
     /// A longer `Retry-After` than this ends the call instead of waiting. Default 60 s.
     pub max_retry_after: Duration,
-    /// SLM retries of a greedy (temperature 0) request sample at this temperature instead,
-    /// since a new seed alone would reproduce the same answer. Default 0.7.
+    /// SLM retries of a greedy (temperature 0) request, and re-asks of an answer the LLM
+    /// gave, sample at this temperature instead, since a new seed alone would reproduce the
+    /// same answer. Default 0.7.
     pub retry_temperature: f64,
     /// Nucleus sampling for SLM retries that set no `top_p` of their own. Default 0.9.
     pub retry_top_p: Option<f64>,
