@@ -6,12 +6,15 @@
 #   plain  the zero-code route (config2.yaml only): slmkit's router sees only the prompts;
 #   hints  MetaGPT's OpenAILLM also sends the calling action as metadata.slmkit_task (what
 #          examples/python/metagpt/slmkit_provider.py does in-process).
+# Runs named code-plain and code-hints do the same with MetaGPT's Engineer writing the code too
+# (implement=True, n_round=5: WriteCode per file, then SummarizeCode), with 8192-token contexts.
 # Then bench/metagpt_report.py writes bench/results/metagpt-DATE.md from the ledgers and
-# MetaGPT's own request logs. CPU heavy: niced, one run at a time; about 10-20 minutes on 2
+# MetaGPT's own request logs (every run of the day found there). CPU heavy: niced, one run at a time; about 10-20 minutes on 2
 # cores. Not part of `make test`.
 #
 # Environment: METAGPT_MAX_TOKEN (default 800: MetaGPT's 4096 would take an hour on 2 cores),
-# SLMKIT_EVAL_THREADS (default: all cores), SLMKIT_EVAL_IDEA, SLMKIT_EVAL_RUNS ("plain hints").
+# SLMKIT_EVAL_THREADS (default: all cores), SLMKIT_EVAL_IDEA, SLMKIT_EVAL_RUNS ("plain hints";
+# also code-plain, code-hints).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -41,6 +44,16 @@ cleanup() {
 trap cleanup EXIT
 
 for run in $runs; do
+  case "$run" in
+    plain | hints | code-plain | code-hints) ;;
+    *) echo "metagpt_eval: unknown run '$run' (plain, hints, code-plain, code-hints)" >&2; exit 2 ;;
+  esac
+  context=4096
+  implement=()
+  if [[ "$run" == code-* ]]; then
+    context=8192
+    implement=(--implement)
+  fi
   dir="$work/$run"
   mkdir -p "$dir/project/config" "$dir/home"
   ledger="$out/metagpt-$date-$run.ledger.jsonl"
@@ -50,14 +63,14 @@ for run in $runs; do
 [slm]
 backend = "local"
 model = "qwen2.5-coder-0.5b-instruct"
-context = 4096
+context = $context
 slots = 1
 threads = $threads
 
 [llm]
 backend = "local"
 model = "qwen2.5-coder-1.5b-instruct"
-context = 4096
+context = $context
 slots = 1
 threads = $threads
 
@@ -96,12 +109,12 @@ llm:
   calc_usage: false
 EOF
   hints=()
-  [ "$run" = hints ] && hints=(--task-hints)
+  [[ "$run" == *hints ]] && hints=(--task-hints)
   echo "metagpt_eval: run '$run' (max_token $max_token, $threads threads) ..." >&2
   start=$SECONDS
   (cd "$dir/project" && METAGPT_PROJECT_ROOT="$dir/project" HOME="$dir/home" \
     nice -n 10 "$venv/bin/python" "$root/tests/e2e/metagpt/drive.py" repo "$idea" \
-    --no-retry-wait --request-log "$requests" "${hints[@]}" >"$dir/result.out" 2>"$dir/metagpt.log") || true
+    --no-retry-wait --request-log "$requests" "${hints[@]}" "${implement[@]}" >"$dir/result.out" 2>"$dir/metagpt.log") || true
   seconds=$((SECONDS - start))
   kill "$serve_pid" 2>/dev/null || true
   wait "$serve_pid" 2>/dev/null || true
@@ -115,6 +128,9 @@ EOF
     for file in "$dir"/project/workspace/*/docs/"$kind"/*.json; do
       [ -f "$file" ] && cp "$file" "$docs/$kind.json"
     done
+  done
+  for file in "$dir"/project/workspace/*/*/*.py; do
+    [ -f "$file" ] && mkdir -p "$docs/code" && cp "$file" "$docs/code/"
   done
   # drive.py's last line is its JSON result; a run stopped early has none.
   printf '%s\n' "$result" | python3 -c '

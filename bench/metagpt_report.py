@@ -71,10 +71,12 @@ def run_section(name: str, date: str, slmkit: str) -> Dict[str, Any]:
     if not result:  # a stopped run: the documents the eval copied before stopping it
         folder = Path(f"{stem}.docs")
         docs = {kind: [str(folder / f"{kind}.json")] for kind in ("prd", "system_design", "task") if (folder / f"{kind}.json").exists()}
+    code = [Path(path).name for path in result.get("code") or []]
     lines = [f"### Run `{name}`", ""]
     lines.append(
         "- Files: "
         + ", ".join(f"{kind} {'yes' if docs.get(kind) else 'no'}" for kind in ("prd", "system_design", "task"))
+        + (f", code {len(code)} ({', '.join(code) or 'none'})" if name.startswith("code") else "")
         + (
             f"; wall time {result.get('wall_s', '?')} s; MetaGPT "
             + ("returned." if result.get("ok") else f"raised: {result.get('error')}.")
@@ -130,7 +132,10 @@ def main() -> None:
         f"# MetaGPT 0.8.2 through slmkit serve, real models ({args.date})",
         "",
         "`make eval-metagpt` (`bench/metagpt_eval.sh`): MetaGPT's own `generate_repo(idea, n_round=3,",
-        "implement=False, code_review=False)` (WritePRD, WriteDesign, WriteTasks) through `slmkit serve`.",
+        "implement=False, code_review=False)` (WritePRD, WriteDesign, WriteTasks) through `slmkit serve`;",
+        "the `code-` runs are `generate_repo(idea, n_round=5, implement=True, code_review=False)`, where",
+        "MetaGPT's Engineer also writes the code (WriteCode per file, then SummarizeCode), with 8192-token",
+        "contexts for the longer prompts.",
         "SLM: Qwen2.5-Coder-0.5B-Instruct Q4_K_M; LLM: Qwen2.5-Coder-1.5B-Instruct, a local stand-in",
         "priced at gpt-4o's list price. The README's `[CONTENT]` regex validator. MetaGPT's `max_token`",
         f"{args.max_token} (its default 4096 would take an hour on 2 cores), temperature 0, streamed;",
@@ -138,14 +143,18 @@ def main() -> None:
         "",
         "- `plain`: the zero-code route (`config2.yaml`), the router sees only the prompts.",
         "- `hints`: MetaGPT's OpenAILLM also sends the calling action as `metadata.slmkit_task`, and",
-        "  the default caller-tag rules send WritePRD, WriteDesign and WriteTasks to the LLM.",
+        "  the default caller-tag rules send WritePRD, WriteDesign and WriteTasks to the LLM (and",
+        "  WriteCode and SummarizeCode to the SLM).",
         "",
         "Each run had its own server, cache and ledger (kept beside this file as",
         "`metagpt-DATE-RUN.ledger.jsonl`, with MetaGPT's request log and the documents it wrote).",
         "MetaGPT's re-ask wait (tenacity, 1-20 s) was set to 0 s; the requests are unchanged.",
         "",
     ]
-    for run in args.runs:
+    # Every run of the day with a ledger here, so a later invocation for other runs keeps these.
+    order = ["plain", "hints", "code-plain", "code-hints"]
+    found = [run for run in order if (RESULTS / f"metagpt-{args.date}-{run}.ledger.jsonl").exists()]
+    for run in found + [run for run in args.runs if run not in found]:
         lines += run_section(run, args.date, args.slmkit)["lines"]
     target = RESULTS / f"metagpt-{args.date}.md"
     target.write_text("\n".join(lines))

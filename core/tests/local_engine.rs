@@ -13,6 +13,7 @@ use slmkit::types::{
     ChatCompletionChunk, ChatCompletionRequest, ChatMessage, ContentPart, FinishReason, MessageContent, ResponseFormat,
     Stop, StreamOptions, Tool, ToolChoice, ToolChoiceMode,
 };
+use slmkit::local::Penalties;
 use slmkit::{EngineOptions, Error, LocalEngine, LocalModel, ModelOptions};
 
 fn fixture(name: &str) -> PathBuf {
@@ -963,3 +964,70 @@ const INSTRUCTOR_TEAM_PARAMETERS: &str = r##"{
   "required": ["name", "members", "lead"],
   "type": "object"
 }"##;
+
+fn greedy_with(extra: &[(&str, Value)]) -> ChatCompletionRequest {
+    let mut req = request("ticket: the app crashes when I upload a photo, again and again");
+    req.temperature = Some(0.0);
+    req.max_tokens = Some(48);
+    for (key, value) in extra {
+        req.extra.insert((*key).to_owned(), value.clone());
+    }
+    req
+}
+
+/// The most uses of one token in `text`, by the model's own tokenizer.
+fn most_uses_of_one_token(model: &LocalModel, text: &str) -> usize {
+    let mut counts = std::collections::HashMap::new();
+    for token in model.tokenize(text) {
+        *counts.entry(token).or_insert(0usize) += 1;
+    }
+    counts.into_values().max().unwrap_or(0)
+}
+
+/// OpenAI's `frequency_penalty` and `presence_penalty` (and llama.cpp's `repeat_penalty`) act
+/// on local models instead of being dropped: greedy output changes, uses its most repeated
+/// token less, and stays deterministic. An engine default applies to requests without their
+/// own, and a request's neutral value switches it off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repetition_penalties_change_greedy_output_and_engine_defaults_apply() {
+    let engine = engine();
+    let plain = engine.create(&greedy_with(&[])).await.unwrap();
+    let penalties = [("frequency_penalty", json!(2.0)), ("presence_penalty", json!(2.0))];
+    let penalised = engine.create(&greedy_with(&penalties)).await.unwrap();
+    let again = engine.create(&greedy_with(&penalties)).await.unwrap();
+    assert_eq!(penalised.content(), again.content(), "penalties keep greedy output deterministic");
+    assert_ne!(plain.content(), penalised.content(), "the penalties changed nothing");
+    let model = model();
+    let (before, after) =
+        (most_uses_of_one_token(&model, plain.content()), most_uses_of_one_token(&model, penalised.content()));
+    assert!(after < before, "the most used token: {before} uses without penalties, {after} with");
+    let repeat = engine.create(&greedy_with(&[("repeat_penalty", json!(1.5))])).await.unwrap();
+    assert_ne!(plain.content(), repeat.content(), "repeat_penalty changed nothing");
+
+    let defaulted = engine_with(EngineOptions {
+        context_per_slot: Some(1024),
+        penalties: Penalties { frequency: 2.0, presence: 2.0, repeat: 1.0 },
+        ..EngineOptions::default()
+    });
+    assert_eq!(defaulted.create(&greedy_with(&[])).await.unwrap().content(), penalised.content());
+    let neutral = [("frequency_penalty", json!(0)), ("presence_penalty", json!(0))];
+    assert_eq!(defaulted.create(&greedy_with(&neutral)).await.unwrap().content(), plain.content());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_penalties_are_invalid_requests_naming_the_parameter() {
+    let engine = engine();
+    for (param, value) in [
+        ("frequency_penalty", json!(2.5)),
+        ("presence_penalty", json!(-3)),
+        ("presence_penalty", json!("high")),
+        ("repeat_penalty", json!(0)),
+        ("repeat_penalty", json!(11)),
+    ] {
+        match engine.create(&greedy_with(&[(param, value.clone())])).await {
+            Err(Error::InvalidRequest { param: Some(named), .. }) => assert_eq!(named, param, "{value}"),
+            other => panic!("{param} = {value}: expected InvalidRequest, got {other:?}"),
+        }
+    }
+    engine.create(&greedy_with(&[("frequency_penalty", json!(-2)), ("repeat_penalty", json!(1.1))])).await.unwrap();
+}

@@ -8,7 +8,7 @@ use super::{seconds, OpenAiEnv, PoolEndpointSection, TierSection};
 use crate::client::Backend;
 use crate::error::{Error, Result};
 use crate::ledger::Pricing;
-use crate::local::{EngineOptions, LocalEngine, LocalModel, ModelOptions};
+use crate::local::{EngineOptions, LocalEngine, LocalModel, ModelOptions, Penalties};
 use crate::pool::{PoolBackend, PoolConfig, PoolPolicy};
 use crate::remote::{ApiKey, RemoteBackend, RemoteConfig};
 use crate::schema::SchemaLimits;
@@ -33,7 +33,18 @@ pub fn tier(section: &TierSection) -> Result<(Backend, Pricing)> {
             max_schema_repeat,
             grammar_timeout_s,
             on_overload: _,
+            frequency_penalty,
+            presence_penalty,
+            repeat_penalty,
         } => {
+            let neutral = Penalties::NONE;
+            let penalties = Penalties {
+                frequency: frequency_penalty.unwrap_or(neutral.frequency),
+                presence: presence_penalty.unwrap_or(neutral.presence),
+                repeat: repeat_penalty.unwrap_or(neutral.repeat),
+            }
+            .check()
+            .map_err(|(_, message)| Error::Config(message))?;
             let schema_defaults = SchemaLimits::default();
             let schema_limits = SchemaLimits {
                 max_bytes: max_schema_bytes.unwrap_or(schema_defaults.max_bytes),
@@ -54,6 +65,7 @@ pub fn tier(section: &TierSection) -> Result<(Backend, Pricing)> {
                     prefix_cache_tokens: prefix_cache.or(defaults.prefix_cache_tokens),
                     batch_size: defaults.batch_size,
                     schema_limits,
+                    penalties,
                     ..defaults
                 },
             )?;

@@ -149,6 +149,15 @@ pub enum TierSection {
         /// `escalate` (default), `wait` or `reject`: see [`OnOverload`](crate::client::OnOverload).
         #[serde(default)]
         on_overload: Option<crate::client::OnOverload>,
+        /// Penalties for requests that set none of their own (see
+        /// [`Penalties`](crate::local::Penalties)): OpenAI's, from -2 to 2 (default 0).
+        #[serde(default)]
+        frequency_penalty: Option<f32>,
+        #[serde(default)]
+        presence_penalty: Option<f32>,
+        /// llama.cpp's, above 0 (default 1: off).
+        #[serde(default)]
+        repeat_penalty: Option<f32>,
     },
     Remote {
         base_url: String,
@@ -590,5 +599,20 @@ mod tests {
         let config =
             Config::from_toml_str("[slm]\nbackend = \"local\"\nmodel = \"/nonexistent/model.gguf\"\n").unwrap();
         assert!(matches!(config.build(), Err(Error::ModelLoad { .. })));
+    }
+
+    #[test]
+    fn out_of_range_penalties_are_config_errors_before_the_model_loads() {
+        for (line, says) in [
+            ("frequency_penalty = 2.5", "frequency_penalty must be a number from -2 to 2"),
+            ("presence_penalty = -4", "presence_penalty must be a number from -2 to 2"),
+            ("repeat_penalty = 0", "repeat_penalty must be above 0"),
+        ] {
+            let text = format!("[slm]\nbackend = \"local\"\nmodel = \"/nonexistent/model.gguf\"\n{line}\n");
+            match Config::from_toml_str(&text).unwrap().build() {
+                Err(Error::Config(message)) => assert!(message.contains(says), "{line}: {message}"),
+                other => panic!("{line}: expected a config error, got {other:?}"),
+            }
+        }
     }
 }

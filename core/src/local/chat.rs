@@ -6,6 +6,7 @@ use super::engine::{Event, JobEvents, LocalEngine, Sampling};
 use super::grammar::{constraint_for, OutputConstraint, OutputKind, ToolCallSyntax};
 use super::model::ToolSupport;
 use super::output::parse_tool_calls;
+use super::sampling::Penalties;
 use super::template::arguments_value;
 use crate::error::{Error, Result};
 use crate::hints::is_bare;
@@ -131,6 +132,7 @@ impl LocalEngine {
             top_p: request.top_p,
             min_p: min_p_of(&request)?,
             seed: request.seed.map(fold_seed).unwrap_or_else(rand::random),
+            penalties: penalties_of(&request, self.default_penalties())?,
             full_grammar: self.full_grammar(),
         };
         let mut stops = request.stop_sequences();
@@ -205,6 +207,28 @@ fn min_p_of(request: &ChatCompletionRequest) -> Result<Option<f64>> {
             _ => Err(Error::invalid_request(format!("min_p must be a number from 0 to 1, got {value}"), Some("min_p"))),
         },
     }
+}
+
+/// OpenAI's `frequency_penalty` and `presence_penalty` and llama.cpp's `repeat_penalty`, each
+/// the request's where it sets one and the engine's default otherwise; `None` when all are
+/// neutral. A value out of range is an invalid request naming the parameter.
+fn penalties_of(request: &ChatCompletionRequest, defaults: Penalties) -> Result<Option<Penalties>> {
+    let number = |param: &'static str, default: f32| -> Result<f32> {
+        match request.extra.get(param) {
+            None | Some(serde_json::Value::Null) => Ok(default),
+            Some(value) => value
+                .as_f64()
+                .map(|number| number as f32)
+                .ok_or_else(|| Error::invalid_request(format!("{param} must be a number, got {value}"), Some(param))),
+        }
+    };
+    let penalties = Penalties {
+        frequency: number("frequency_penalty", defaults.frequency)?,
+        presence: number("presence_penalty", defaults.presence)?,
+        repeat: number("repeat_penalty", defaults.repeat)?,
+    };
+    let checked = penalties.check().map_err(|(param, message)| Error::invalid_request(message, Some(param)))?;
+    Ok(checked.active())
 }
 
 /// The tool preamble slmkit writes for a model whose template ignores `tools` (the README's

@@ -34,7 +34,7 @@ use super::model::{backend, LoadedModel, LocalModel};
 use super::output::{Scan, StopScanner, Utf8Assembler};
 use super::prefix_store::{common_prefix, PrefixStore};
 pub(crate) use super::sampling::Sampling;
-use super::sampling::{build_samplers, pick, timed, GrammarSamplers, Picking, Stage};
+use super::sampling::{build_samplers, pick, timed, GrammarSamplers, Penalties, Picking, Stage};
 use crate::error::{Error, Result};
 use crate::schema::SchemaLimits;
 use crate::types::FinishReason;
@@ -68,6 +68,9 @@ pub struct EngineOptions {
     /// sampled token first. Slower, same greedy output: for tests and benches only.
     #[doc(hidden)]
     pub full_grammar: bool,
+    /// Penalties for requests that set none of their own (`frequency_penalty`,
+    /// `presence_penalty`, `repeat_penalty`). Default: none.
+    pub penalties: Penalties,
 }
 
 impl Default for EngineOptions {
@@ -81,6 +84,7 @@ impl Default for EngineOptions {
             batch_size: 512,
             schema_limits: SchemaLimits::default(),
             full_grammar: false,
+            penalties: Penalties::NONE,
         }
     }
 }
@@ -174,6 +178,7 @@ struct EngineShared {
     context_window: u32,
     full_grammar: bool,
     schema_limits: SchemaLimits,
+    penalties: Penalties,
     worker: Mutex<Option<JoinHandle<()>>>,
     /// The process that started the worker thread (see `Drop`).
     owner_pid: u32,
@@ -308,6 +313,7 @@ impl LocalEngine {
                 queue_capacity: options.queue_capacity,
                 context_window,
                 full_grammar: options.full_grammar,
+                penalties: options.penalties,
                 schema_limits: options.schema_limits,
                 worker: Mutex::new(Some(worker)),
                 owner_pid: std::process::id(),
@@ -328,6 +334,11 @@ impl LocalEngine {
     /// Whether jobs use the full-grammar sampling path ([`EngineOptions::full_grammar`]).
     pub(crate) fn full_grammar(&self) -> bool {
         self.shared.full_grammar
+    }
+
+    /// The penalties for requests that set none of their own.
+    pub(crate) fn default_penalties(&self) -> Penalties {
+        self.shared.penalties
     }
 
     /// The bounds on request schemas this engine enforces.

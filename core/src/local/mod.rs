@@ -19,4 +19,4 @@ pub use engine::{EngineOptions, LocalEngine};
 pub use grammar::check_schema;
 pub use model::{LocalModel, ModelOptions, ToolSupport};
 #[doc(hidden)]
-pub use sampling::{take_sampling_profile, SamplingProfile};
+pub use sampling::{take_sampling_profile, Penalties, SamplingProfile};

@@ -30,10 +30,65 @@ pub(crate) struct Sampling {
     pub top_p: Option<f64>,
     pub min_p: Option<f64>,
     pub seed: u32,
+    /// Penalties on tokens the answer has already used; none when all are neutral.
+    pub penalties: Option<Penalties>,
     /// Mask every candidate with the grammar before sampling (the slow path), for tests and
     /// benches that compare it with the fast one.
     pub full_grammar: bool,
 }
+
+/// Penalties on the tokens an answer has already used, as OpenAI's `frequency_penalty` and
+/// `presence_penalty` (subtracted from a used token's logit: per use, and once) and llama.cpp's
+/// `repeat_penalty` (a used token's logit divided by it). They break the loops small models
+/// fall into at temperature 0. Checked when the request or the config is read; compared and
+/// hashed by their bits, so options holding them can key the shared engines.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Penalties {
+    /// From -2 to 2; 0 is neutral.
+    pub frequency: f32,
+    /// From -2 to 2; 0 is neutral.
+    pub presence: f32,
+    /// Above 0; 1 is neutral.
+    pub repeat: f32,
+}
+
+impl Eq for Penalties {}
+
+impl std::hash::Hash for Penalties {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.frequency.to_bits(), self.presence.to_bits(), self.repeat.to_bits()).hash(state);
+    }
+}
+
+impl Penalties {
+    /// Neutral penalties: every one off.
+    pub const NONE: Penalties = Penalties { frequency: 0.0, presence: 0.0, repeat: 1.0 };
+
+    /// `None` when every penalty is neutral, so the sampling chain stays without one.
+    pub(crate) fn active(self) -> Option<Penalties> {
+        (self != Penalties::NONE).then_some(self)
+    }
+
+    /// Checks the ranges: OpenAI's -2 to 2 for `frequency_penalty` and `presence_penalty`, and
+    /// above 0 (at most 10) for `repeat_penalty`. The error names the parameter.
+    pub(crate) fn check(self) -> std::result::Result<Penalties, (&'static str, String)> {
+        for (param, value) in [("frequency_penalty", self.frequency), ("presence_penalty", self.presence)] {
+            if !(value.is_finite() && (-2.0..=2.0).contains(&value)) {
+                return Err((param, format!("{param} must be a number from -2 to 2, got {value}")));
+            }
+        }
+        if !(self.repeat.is_finite() && self.repeat > 0.0 && self.repeat <= 10.0) {
+            return Err(("repeat_penalty", format!("repeat_penalty must be above 0 and at most 10, got {}", self.repeat)));
+        }
+        Ok(self)
+    }
+}
+
+/// The answer's latest tokens the penalties look back over: llama.cpp's default
+/// (`penalty_last_n`), so a local model penalised here answers as under llama.cpp's server.
+/// A longer window would punish the tokens code and JSON legitimately repeat (indentation,
+/// `self`, quotes) as much as a loop.
+const PENALTY_WINDOW: i32 = 64;
 
 /// How a request's tokens are picked ([`pick`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,8 +216,9 @@ pub fn take_sampling_profile() -> SamplingProfile {
 ///   grammar allows, and the final full mask computes the nucleus over the masked candidates.
 /// - State: nothing is accepted until the token is final ([`LlamaSampler::accept`] runs once,
 ///   in the worker), and the single-token grammar check is an `apply`, which reads the
-///   grammar's stacks without changing them. The chain holds no penalty samplers (their
-///   history would be fed by `accept` only, so they would be safe too).
+///   grammar's stacks without changing them. A penalty sampler in the chain reads its history
+///   in `apply` and adds to it only in `accept`, so redraws and the greedy runners-up see the
+///   same penalised logits the full mask would.
 ///
 /// `full_grammar` forces the slow path: mask everything, then sample once.
 pub(crate) fn pick(
@@ -344,6 +400,17 @@ pub(crate) fn build_samplers(
     let started = Instant::now();
     let grammar = grammars.sampler(model, constraint)?;
     let mut chain = Vec::new();
+    // First, so greedy picks and nuclei alike see the penalised logits. The penalty sampler
+    // keeps its own history of the tokens accepted into the chain: the answer's, not the prompt's.
+    if let Some(penalties) = sampling.penalties {
+        chain.push(LlamaSampler::penalties(
+            model.llama().n_vocab(),
+            PENALTY_WINDOW,
+            penalties.repeat,
+            penalties.frequency,
+            penalties.presence,
+        ));
+    }
     if sampling.temperature <= 0.0 {
         chain.push(LlamaSampler::greedy());
     } else {

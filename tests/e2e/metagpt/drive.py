@@ -8,6 +8,7 @@ or written. It prints one JSON object on its last stdout line: what each scenari
     python drive.py aask         # a tiny custom Action's _aask
     python drive.py fill CONTEXT # ActionNode.fill on a node with typed fields
     python drive.py repo IDEA    # generate_repo(IDEA, n_round=3, implement=False, code_review=False)
+    python drive.py repo IDEA --implement  # the same with the Engineer: n_round=5, implement=True
     python drive.py worker       # imports MetaGPT once, then runs one JSON command per stdin line
                                  # ({"scenario": "fill", "text": "..."}) and answers each with one
                                  # JSON line; MetaGPT's own output goes to stderr
@@ -18,7 +19,8 @@ Options: `--task-hints` passes the calling MetaGPT action's name to slmkit as
 `metadata.slmkit_task` (what `examples/python/metagpt/slmkit_provider.py` does in-process;
 config2.yaml alone cannot); `--request-log FILE` appends one JSON line per request MetaGPT
 sends (the calling action, a digest of the messages, whether it repeats the previous request
-of that action: a re-ask); `--no-retry-wait` makes ActionNode's re-ask (tenacity, up to 6
+of that action: a re-ask); `--implement` (repo only) lets MetaGPT's Engineer write the code
+too; `--no-retry-wait` makes ActionNode's re-ask (tenacity, up to 6
 tries) wait 0 s instead of 1-20 s, which changes no request, only the time between them.
 """
 
@@ -118,26 +120,30 @@ async def run_fill(context: str) -> Dict[str, Any]:
     return {"fields": node.instruct_content.model_dump(), "content": node.content}
 
 
-def run_repo(idea: str) -> Dict[str, Any]:
+def run_repo(idea: str, implement: bool) -> Dict[str, Any]:
     from metagpt.config2 import config
     from metagpt.software_company import generate_repo
 
     started = time.monotonic()
-    repo = generate_repo(idea, n_round=3, implement=False, code_review=False)
+    # Rounds: PRD, design, tasks; with the Engineer, its code and its summary of the code.
+    repo = generate_repo(idea, n_round=5 if implement else 3, implement=implement, code_review=False)
     workdir = Path(repo.workdir) if repo is not None else None
     docs: Dict[str, List[str]] = {}
     for kind in ("prd", "system_design", "task"):
         folder = workdir / "docs" / kind if workdir else None
         docs[kind] = sorted(str(path) for path in folder.glob("*.json")) if folder and folder.is_dir() else []
+    # The Engineer writes into a package folder named after the project.
+    code = sorted(str(path) for path in (workdir / workdir.name).rglob("*.py")) if workdir else []
     return {
         "workdir": str(workdir) if workdir else None,
         "workspace": str(config.workspace.path),
         "docs": docs,
+        "code": code,
         "seconds": round(time.monotonic() - started, 2),
     }
 
 
-def run(scenario: str, text: str) -> Dict[str, Any]:
+def run(scenario: str, text: str, implement: bool = False) -> Dict[str, Any]:
     import asyncio
 
     result: Dict[str, Any] = {"scenario": scenario}
@@ -147,7 +153,7 @@ def run(scenario: str, text: str) -> Dict[str, Any]:
         elif scenario == "fill":
             result.update(asyncio.run(run_fill(text or "A command-line snake game.")))
         elif scenario == "repo":
-            result.update(run_repo(text or "A command-line snake game"))
+            result.update(run_repo(text or "A command-line snake game", implement))
         else:
             raise ValueError(f"unknown scenario {scenario!r}")
         result["ok"] = True
@@ -179,6 +185,7 @@ def main() -> None:
     parser.add_argument("--task-hints", action="store_true")
     parser.add_argument("--no-retry-wait", action="store_true")
     parser.add_argument("--request-log")
+    parser.add_argument("--implement", action="store_true")
     args = parser.parse_args()
     if not os.environ.get("METAGPT_PROJECT_ROOT"):
         sys.exit("drive.py: set METAGPT_PROJECT_ROOT to a folder with config/config2.yaml")
@@ -192,7 +199,7 @@ def main() -> None:
     if args.scenario == "worker":
         worker()
     else:
-        print(json.dumps(run(args.scenario, args.text), default=str))
+        print(json.dumps(run(args.scenario, args.text, args.implement), default=str))
 
 
 if __name__ == "__main__":
