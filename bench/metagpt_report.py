@@ -26,6 +26,14 @@ def jsonl(path: Path) -> List[Dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def compiles(path: Path) -> bool:
+    try:
+        compile(path.read_text(), str(path), "exec")
+    except (SyntaxError, ValueError, UnicodeDecodeError):
+        return False
+    return True
+
+
 def percent(part: float, whole: float) -> str:
     return f"{100 * part / whole:.0f}%" if whole else "-"
 
@@ -72,11 +80,19 @@ def run_section(name: str, date: str, slmkit: str) -> Dict[str, Any]:
         folder = Path(f"{stem}.docs")
         docs = {kind: [str(folder / f"{kind}.json")] for kind in ("prd", "system_design", "task") if (folder / f"{kind}.json").exists()}
     code = [Path(path).name for path in result.get("code") or []]
+    # The code's files as the eval kept them: whether each is valid Python (a floor, not a
+    # verdict on the code).
+    kept = sorted(Path(f"{stem}.docs/code").glob("*.py"))
+    compiling = [path.name for path in kept if compiles(path)]
     lines = [f"### Run `{name}`", ""]
     lines.append(
         "- Files: "
         + ", ".join(f"{kind} {'yes' if docs.get(kind) else 'no'}" for kind in ("prd", "system_design", "task"))
-        + (f", code {len(code)} ({', '.join(code) or 'none'})" if name.startswith("code") else "")
+        + (
+            f", code {len(code)} ({', '.join(code) or 'none'}; {len(compiling)} of {len(kept)} compile)"
+            if name.startswith("code")
+            else ""
+        )
         + (
             f"; wall time {result.get('wall_s', '?')} s; MetaGPT "
             + ("returned." if result.get("ok") else f"raised: {result.get('error')}.")
@@ -87,7 +103,7 @@ def run_section(name: str, date: str, slmkit: str) -> Dict[str, Any]:
     sent = len(requests)
     reasks = sum(1 for r in requests if r["reask"])
     lines.append(
-        f"- MetaGPT sent {sent} requests ({reasks} identical re-sends after an answer it could not parse); "
+        f"- MetaGPT sent {sent} requests ({reasks} identical re-send{'' if reasks == 1 else 's'} after an answer it could not parse); "
         f"slmkit's ledger has {len(calls)} calls, {len(records)} records"
         + ("" if aligned else " (not one call per request: the per-action table uses the ledger's task tags)")
         + "."

@@ -151,6 +151,9 @@ test('errors are the openai package\'s classes, with slmkit\'s details', async (
   assert.equal(bad.param, 'n');
   assert.equal(bad.kind, 'invalid_request');
   assert.ok(bad.headers.get('content-type').startsWith('application/json'));
+  const penalty = await client.chat.completions.create({ model: '', messages, presence_penalty: -3 }).catch((e) => e);
+  assert.ok(penalty instanceof RealOpenAI.BadRequestError, String(penalty));
+  assert.equal(penalty.param, 'presence_penalty');
 
   const tooLong = await client.chat.completions.create({ model: '', messages, max_tokens: 5000 }).catch((e) => e);
   assert.ok(tooLong instanceof OpenAI.ContextLengthError);

@@ -110,6 +110,9 @@ def test_errors_are_openais_classes_with_slmkit_details(server: Server) -> None:
     assert isinstance(error.body, dict) and error.body["param"] == "temperature"
     assert error.body["slmkit"]["openai_class"] == "BadRequestError"
     assert error.kind == "invalid_request" and error.details["param"] == "temperature"  # type: ignore[attr-defined]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="m", messages=user("x"), frequency_penalty=3)
+    assert caught.value.body["param"] == "frequency_penalty"  # type: ignore[index]
     # The async client raises the same classes.
     aclient = slmkit.AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
     with pytest.raises(openai.BadRequestError):

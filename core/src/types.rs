@@ -582,6 +582,20 @@ impl ChatCompletionRequest {
                 ));
             }
         }
+        // OpenAI's range, whatever the backend: a remote would refuse them too, later.
+        for param in ["frequency_penalty", "presence_penalty"] {
+            match self.extra.get(param) {
+                None | Some(Value::Null) => {}
+                Some(value) => {
+                    if !value.as_f64().is_some_and(|penalty| (-2.0..=2.0).contains(&penalty)) {
+                        return Err(Error::invalid_request(
+                            format!("{param} must be a number from -2 to 2, got {value}"),
+                            Some(param),
+                        ));
+                    }
+                }
+            }
+        }
         for (param, value) in [("max_tokens", self.max_tokens), ("max_completion_tokens", self.max_completion_tokens)] {
             if value == Some(0) {
                 return Err(Error::invalid_request(format!("{param} must be at least 1"), Some(param)));
@@ -742,6 +756,20 @@ mod tests {
             (ChatCompletionRequest { top_p: Some(-0.1), ..base.clone() }, "top_p"),
             (ChatCompletionRequest { max_tokens: Some(0), ..base.clone() }, "max_tokens"),
             (ChatCompletionRequest { messages: vec![], ..base.clone() }, "messages"),
+            (
+                ChatCompletionRequest {
+                    extra: Map::from_iter([("frequency_penalty".to_owned(), json!(2.5))]),
+                    ..base.clone()
+                },
+                "frequency_penalty",
+            ),
+            (
+                ChatCompletionRequest {
+                    extra: Map::from_iter([("presence_penalty".to_owned(), json!("lots"))]),
+                    ..base.clone()
+                },
+                "presence_penalty",
+            ),
             (
                 ChatCompletionRequest {
                     messages: vec![ChatMessage { tool_call_id: None, ..ChatMessage::tool("x", "r") }],

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{json, Value};
+use slmkit::local::Penalties;
 use slmkit::types::{
     ChatCompletionChunk, ChatCompletionRequest, ChatMessage, ContentPart, FinishReason, MessageContent, ResponseFormat,
     Stop, StreamOptions, Tool, ToolChoice, ToolChoiceMode,
 };
-use slmkit::local::Penalties;
 use slmkit::{EngineOptions, Error, LocalEngine, LocalModel, ModelOptions};
 
 fn fixture(name: &str) -> PathBuf {

@@ -646,7 +646,13 @@ impl<'a> Call<'a> {
 /// Sets a retry's sampling on `request`: a new seed (the caller's plus `number`, or a random
 /// one), the retry temperature for a greedy request, the retry `top_p` where the caller set
 /// none, and `min_p` for a local engine. A new seed alone would reproduce a greedy answer.
-fn resample(request: &mut ChatCompletionRequest, seed: Option<i64>, number: u32, retry: &RetryPolicy, tier: &TierConfig) {
+fn resample(
+    request: &mut ChatCompletionRequest,
+    seed: Option<i64>,
+    number: u32,
+    retry: &RetryPolicy,
+    tier: &TierConfig,
+) {
     request.seed = Some(match seed {
         Some(seed) => seed.wrapping_add(i64::from(number)),
         None => rand::random::<u32>().into(),

@@ -78,7 +78,10 @@ impl Penalties {
             }
         }
         if !(self.repeat.is_finite() && self.repeat > 0.0 && self.repeat <= 10.0) {
-            return Err(("repeat_penalty", format!("repeat_penalty must be above 0 and at most 10, got {}", self.repeat)));
+            return Err((
+                "repeat_penalty",
+                format!("repeat_penalty must be above 0 and at most 10, got {}", self.repeat),
+            ));
         }
         Ok(self)
     }

@@ -1,0 +1,95 @@
+## snake.py
+import pygame
+
+# Constants for the game
+SCREEN_SIZE = (800, 600)
+SNAKE_SPEED = 5
+FOOD_POSITION = (100, 100)
+SCOREBOARD_SCORE = 0
+DIFFICULTY = 1
+
+# Default values for constants
+DEFAULT_SNAKE_SPEED = SNAKE_SPEED
+DEFAULT_FOOD_POSITION = FOOD_POSITION
+DEFAULT_SCOREBOARD_SCORE = SCOREBOARD_SCORE
+DEFAULT_DIFFICULTY = DIFFICULTY
+
+# Class to represent the snake
+class Snake:
+    def __init__(self, body, direction):
+        self.body = [Point(x, y) for x, y in body]
+        self.direction = direction
+        self.update()
+
+    def move(self):
+        new_head = Point(self.body[0].x + self.direction[0], self.body[0].y + self.direction[1])
+        self.body.insert(0, new_head)
+        self.update()
+
+    def eat(self, food: Food):
+        self.body.append(food.position)
+        self.update()
+
+    def update(self):
+        self.body.pop()
+        self.body.insert(0, Point(self.body[0].x, self.body[0].y))
+
+    def check_collision(self):
+        for body_part in self.body:
+            if body_part == self.body[0]:
+                return True
+            if body_part.x < 0 or body_part.x >= SCREEN_SIZE[0] or body_part.y < 0 or body_part.y >= SCREEN_SIZE[1]:
+                return True
+        return False
+
+# Class to represent the food
+class Food:
+    def __init__(self, position):
+        self.position = position
+
+    def random_position(self):
+        return Point(random.randint(0, SCREEN_SIZE[0]), random.randint(0, SCREEN_SIZE[1]))
+
+# Class to represent the scoreboard
+class Scoreboard:
+    def __init__(self, score):
+        self.score = score
+
+    def update(self, score: int):
+        self.score = score
+
+    def display(self):
+        print(f"Score: {self.score}")
+
+# Class to represent the settings
+class Settings:
+    def __init__(self, difficulty):
+        self.difficulty = difficulty
+
+    def select_difficulty(self, difficulty: int):
+        self.difficulty = difficulty
+
+# Class to represent the game
+class Game:
+    def __init__(self):
+        self.snake = Snake([Point(100, 100)], DEFAULT_SNAKE_SPEED)
+        self.food = Food(random_position())
+        self.scoreboard = Scoreboard(0)
+        self.settings = Settings(DEFAULT_DIFFICULTY)
+
+    def start(self):
+        while True:
+            self.settings.select_difficulty(self.settings.difficulty)
+            self.settings.display()
+            self.settings.update(self.settings.difficulty)
+            self.settings.check_collision()
+            self.snake.move()
+            self.food.random_position()
+            self.scoreboard.update(self.scoreboard.score)
+            self.scoreboard.display()
+            if self.scoreboard.score == 100:
+                print("Congratulations! You've won the game!")
+                break
+            if self.settings.difficulty == 1:
+                print("You've lost the game! Better luck next time!")
+                break
