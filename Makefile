@@ -28,7 +28,7 @@ help:
 	@echo "make test-stress  the Python and Node suites 5 times each with every core loaded (~30-40 min)"
 	@echo "make bench-soak  slmkit serve under open-loop load with and without hostile clients (~3 min)"
 	@echo "make fuzz     the fuzz targets, FUZZ_SECONDS each (default 600; nightly; not part of make test)"
-	@echo "make eval-metagpt  a real MetaGPT run on the real models (10-20 min; not part of make test)"
+	@echo "make eval-metagpt  real MetaGPT runs on the real models (plain and hints, 7-21 min each; not part of make test)"
 	@echo "make models   pull the real models the tests run on (cached)"
 	@echo "make fixtures regenerate the tiny GGUF test models (needs Python)"
 

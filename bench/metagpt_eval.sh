@@ -7,12 +7,15 @@
 #   hints  MetaGPT's OpenAILLM also sends the calling action as metadata.slmkit_task (what
 #          examples/python/metagpt/slmkit_provider.py does in-process).
 # Runs named code-plain and code-hints do the same with MetaGPT's Engineer writing the code too
-# (implement=True, n_round=5: WriteCode per file, then SummarizeCode), with 8192-token contexts.
-# Then bench/metagpt_report.py writes bench/results/metagpt-DATE.md from the ledgers and
-# MetaGPT's own request logs (every run of the day found there). CPU heavy: niced, one run at a time; about 10-20 minutes on 2
-# cores. Not part of `make test`.
+# (implement=True, n_round=5: WriteCode per file; MetaGPT's default max_auto_summarize_code of
+# 0 skips SummarizeCode), with 8192-token contexts. Then bench/metagpt_report.py writes
+# bench/results/metagpt-DATE.md from the ledgers and MetaGPT's own request logs (every run of
+# the day found there). CPU heavy: niced, one run at a time; 7-21 minutes a run on 2 idle
+# cores (the 1.5B stand-in's looping designs and MetaGPT's re-sends of them are most of it).
+# Not part of `make test`.
 #
-# Environment: METAGPT_MAX_TOKEN (default 800: MetaGPT's 4096 would take an hour on 2 cores),
+# Environment: METAGPT_MAX_TOKEN (default 1800: enough for a design; MetaGPT's 4096 would let a
+# looping answer run twice as long),
 # SLMKIT_EVAL_THREADS (default: all cores), SLMKIT_EVAL_IDEA, SLMKIT_EVAL_RUNS ("plain hints";
 # also code-plain, code-hints).
 set -euo pipefail
@@ -21,7 +24,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
-max_token="${METAGPT_MAX_TOKEN:-800}"
+max_token="${METAGPT_MAX_TOKEN:-1800}"
 threads="${SLMKIT_EVAL_THREADS:-$(nproc)}"
 idea="${SLMKIT_EVAL_IDEA:-A command-line snake game in Python}"
 runs="${SLMKIT_EVAL_RUNS:-plain hints}"
