@@ -115,8 +115,10 @@ BENCH_MODELS := qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.5b-instruct
 bench: setup
 	cargo bench -p slmkit --bench routing
 	cargo bench -p slmkit --bench routing_sim
-	@# The 72-task Qwen2.5-Coder-0.5B eval replayed through the adaptive router (the LLM assumed right).
+	@# The 72-task Qwen2.5-Coder-0.5B eval replayed through the adaptive router, with the 1.5B
+	@# stand-in's own answers to the same tasks as the LLM's outcomes.
 	cargo bench -p slmkit --bench routing_replay -- bench/results/eval-qwen2.5-coder-0.5b-pipeline.json \
+	  bench/results/eval-qwen2.5-coder-1.5b-llm-only.json \
 	  --out bench/results/routing-replay-$$(date +%F).md
 	cargo bench -p slmkit --bench overhead
 	@# The pool balancer: one remote backend against a pool of 3 test servers, and the pick alone.
