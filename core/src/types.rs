@@ -503,6 +503,14 @@ pub struct ChatCompletionChunk {
 /// Sampling limits checked before anything reaches an engine. OpenAI's own ranges.
 const TEMPERATURE_RANGE: std::ops::RangeInclusive<f64> = 0.0..=2.0;
 const TOP_P_RANGE: std::ops::RangeInclusive<f64> = 0.0..=1.0;
+/// OpenAI's range for `frequency_penalty` and `presence_penalty`, checked here for every
+/// backend and by the local engine for its configured defaults.
+pub(crate) const PENALTY_RANGE: std::ops::RangeInclusive<f64> = -2.0..=2.0;
+
+/// The error for a `frequency_penalty` or `presence_penalty` outside [`PENALTY_RANGE`].
+pub(crate) fn penalty_range_error(param: &str, value: impl std::fmt::Display) -> String {
+    format!("{param} must be a number from -2 to 2, got {value}")
+}
 const MAX_STOP_SEQUENCES: usize = 4;
 
 impl ChatCompletionRequest {
@@ -587,11 +595,8 @@ impl ChatCompletionRequest {
             match self.extra.get(param) {
                 None | Some(Value::Null) => {}
                 Some(value) => {
-                    if !value.as_f64().is_some_and(|penalty| (-2.0..=2.0).contains(&penalty)) {
-                        return Err(Error::invalid_request(
-                            format!("{param} must be a number from -2 to 2, got {value}"),
-                            Some(param),
-                        ));
+                    if !value.as_f64().is_some_and(|penalty| PENALTY_RANGE.contains(&penalty)) {
+                        return Err(Error::invalid_request(penalty_range_error(param, value), Some(param)));
                     }
                 }
             }

@@ -454,20 +454,16 @@ impl<'a> Call<'a> {
         };
         // The caller rejected an answer the LLM already gave: the same greedy request would
         // only buy the same answer again, so this re-ask samples like an SLM retry.
-        let resample_llm = chain.llm_attempts > 0;
-        if resample_llm {
+        let llm_request = (chain.llm_attempts > 0).then(|| self.resampled(chain.attempts() + 1, llm));
+        if let Some(resampled) = &llm_request {
             self.decision.reasons.push(format!(
                 "the caller rejected the LLM's answer: this re-ask samples with a new seed{}",
-                match self.request.temperature == Some(0.0) {
+                match resampled.temperature != self.request.temperature {
                     true => format!(" at temperature {}", retry.retry_temperature),
                     false => String::new(),
                 }
             ));
         }
-        let llm_request = match resample_llm {
-            true => Some(self.resampled(chain.attempts() + 1, llm)),
-            false => None,
-        };
         for llm_try in llm_tries {
             if !self.budget_left() {
                 break;

@@ -21,6 +21,7 @@ use super::grammar::{BoundedLru, OutputConstraint};
 use super::model::LocalModel;
 use super::output::keeps_utf8_valid;
 use crate::error::{Error, Result};
+use crate::types::{penalty_range_error, PENALTY_RANGE};
 
 /// What a job needs from the sampler.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,8 +74,8 @@ impl Penalties {
     /// above 0 (at most 10) for `repeat_penalty`. The error names the parameter.
     pub(crate) fn check(self) -> std::result::Result<Penalties, (&'static str, String)> {
         for (param, value) in [("frequency_penalty", self.frequency), ("presence_penalty", self.presence)] {
-            if !(value.is_finite() && (-2.0..=2.0).contains(&value)) {
-                return Err((param, format!("{param} must be a number from -2 to 2, got {value}")));
+            if !PENALTY_RANGE.contains(&f64::from(value)) {
+                return Err((param, penalty_range_error(param, value)));
             }
         }
         if !(self.repeat.is_finite() && self.repeat > 0.0 && self.repeat <= 10.0) {
